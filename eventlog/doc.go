@@ -1,0 +1,27 @@
+// Package eventlog reads, writes, replays and repairs rimon's measurement log.
+//
+// # Format
+//
+// The log is a JSON text sequence (RFC 7464): each record is the byte 0x1E,
+// one JSON object, and a line feed. Records are shaped like the TCG Canonical
+// Event Log JSON that systemd writes to /run/log/systemd/tpm2-measure.log, and
+// a [Reader] accepts systemd's own records too. docs/FORMAT.md specifies the
+// record, the canonical encoding of its content and the digests extended.
+//
+// # Trust
+//
+// Nothing read from a log is trusted by itself. [Replay] recomputes every
+// record's digests from its content before it uses them, so an edited path,
+// kind, reason or file digest breaks replay; only a PCR value read from a TPM
+// (or proved by a quote) can vouch for a replayed log.
+//
+// # Durability
+//
+// A [Log] appends under an exclusive flock(2), with O_APPEND and fsync, and
+// writes each record before the PCR is extended. [Reconcile] brings log and
+// TPM back into agreement after a crash: records written but never extended
+// are extended, a torn last record is moved aside, and anything else is a
+// [DivergenceError] that names the PCR, bank and values.
+//
+// The package does not speak TPM commands: it is handed a [PCRs] value.
+package eventlog

@@ -1,0 +1,310 @@
+package eventlog
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// DefaultPath is where rimon keeps its log. /run is emptied at boot, when the
+// PCRs reset too.
+const DefaultPath = "/run/rimon/measurements.log"
+
+// ErrOtherBoot means the log was written during another boot than this one.
+var ErrOtherBoot = errors.New("log belongs to another boot")
+
+// Snapshot reads every complete record of the log at path under a shared
+// lock, so that no writer is half-way through an append. A missing log reads
+// as empty. torn is the size of an incomplete last record (0 when there is none).
+func Snapshot(ctx context.Context, path string) (records []Record, torn int64, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("open log: %w", err)
+	}
+	defer f.Close()
+	if err := flock(ctx, f, lockShared); err != nil {
+		return nil, 0, fmt.Errorf("lock log %s: %w", path, err)
+	}
+	defer funlock(f)
+	return readFrom(f, path, 0, nil)
+}
+
+// readFrom reads the records of f that start at byte off. A torn tail is
+// reported by its size, not as an error.
+func readFrom(f *os.File, path string, off int64, recs []Record) ([]Record, int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	rd := NewReader(io.NewSectionReader(f, off, fi.Size()-off), off)
+	for {
+		rec, err := rd.Next()
+		if err == io.EOF {
+			return recs, 0, nil
+		}
+		if errors.Is(err, ErrTorn) {
+			return recs, fi.Size() - rd.Offset(), nil
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("log %s: %w", path, err)
+		}
+		recs = append(recs, rec)
+	}
+}
+
+// WriterOptions configures a [Writer].
+type WriterOptions struct {
+	// Banks are the active TPM banks to extend (tpm.TPM.ActiveBanks).
+	Banks []crypto.Hash
+	// BootID is this boot's ID, stamped on every record and checked against
+	// the records already in the log. Empty skips the check.
+	BootID string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// MaxRepair and Rebuild are as in [ReconcileOptions]; MaxRepair 0 means 1.
+	MaxRepair int
+	Rebuild   bool
+	// PCR is compared with the log when the writer opens, even before any record names it.
+	PCR int
+}
+
+// Recovery says what opening a [Writer] repaired.
+type Recovery struct {
+	ReconcileResult
+	// TornBytes is the size of an incomplete last record that was moved aside to TornPath.
+	TornBytes int64
+	TornPath  string
+}
+
+// Writer appends records to a log and extends them into the TPM. Several
+// writers, in this process or others, may share one log: each append takes
+// the log's exclusive lock, catches up with records other writers added, and
+// holds the lock from write to extend.
+type Writer struct {
+	path  string
+	f     *os.File
+	pcrs  PCRs
+	opts  WriterOptions
+	off   int64   // bytes of the log already read
+	count int     // records already read
+	last  *Record // the last record read
+	state *State  // replay of the records read, equal to the TPM
+}
+
+// OpenWriter opens (creating it if needed) the log at path and reconciles it
+// with the TPM under the exclusive lock.
+func OpenWriter(ctx context.Context, path string, pcrs PCRs, opts WriterOptions) (*Writer, *Recovery, error) {
+	if len(opts.Banks) == 0 {
+		return nil, nil, errors.New("open log writer: no PCR banks to extend")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxRepair <= 0 {
+		opts.MaxRepair = 1
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, nil, fmt.Errorf("create log directory: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open log: %w", err)
+	}
+	w := &Writer{path: path, f: f, pcrs: pcrs, opts: opts, state: NewState(opts.Banks)}
+	if err := flock(ctx, f, lockExclusive); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("lock log %s: %w", path, err)
+	}
+	defer funlock(f)
+	rec, err := w.catchUp(ctx, opts.Rebuild)
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return w, rec, nil
+}
+
+// Close releases the log.
+func (w *Writer) Close() error { return w.f.Close() }
+
+// Path is the log's path.
+func (w *Writer) Path() string { return w.path }
+
+// Records is the number of records in the log as last seen.
+func (w *Writer) Records() int { return w.count }
+
+// State returns a copy of the replayed PCR state as last seen.
+func (w *Writer) State() *State { return w.state.Clone() }
+
+// catchUp reads records appended since the last look and reconciles them
+// with the TPM; it moves a torn tail aside. The caller holds the exclusive lock.
+func (w *Writer) catchUp(ctx context.Context, rebuild bool) (*Recovery, error) {
+	fi, err := w.f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() < w.off {
+		return nil, fmt.Errorf("log %s shrank from %d to %d bytes while in use: it was truncated outside rimon", w.path, w.off, fi.Size())
+	}
+	rec := &Recovery{}
+	if fi.Size() == w.off && w.count > 0 {
+		rec.Records = w.count
+		rec.State = w.state
+		return rec, nil
+	}
+	newRecs, torn, err := readFrom(w.f, w.path, w.off, nil)
+	if err != nil {
+		return nil, fixIndex(err, w.count)
+	}
+	if err := w.checkBoot(newRecs); err != nil {
+		return nil, err
+	}
+	res, err := reconcileFrom(ctx, w.state, w.count, w.last, newRecs, w.pcrs, ReconcileOptions{
+		Banks:     w.opts.Banks,
+		PCRs:      []int{w.opts.PCR},
+		MaxRepair: w.opts.MaxRepair,
+		Rebuild:   rebuild,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("log %s: %w", w.path, err)
+	}
+	rec.ReconcileResult = *res
+	end := fi.Size() - torn
+	if torn > 0 {
+		// The torn record was never extended (records are written before the extend
+		// and the TPM matched the complete records), so it can go; keep its bytes.
+		if rec.TornPath, err = w.moveTornTail(end, torn); err != nil {
+			return nil, err
+		}
+		rec.TornBytes = torn
+	}
+	w.off = end
+	w.count += len(newRecs)
+	if len(newRecs) > 0 {
+		w.last = &newRecs[len(newRecs)-1]
+	}
+	w.state = res.State
+	return rec, nil
+}
+
+func fixIndex(err error, base int) error {
+	var re *RecordError
+	if errors.As(err, &re) {
+		re.Index += base
+	}
+	return err
+}
+
+func (w *Writer) checkBoot(recs []Record) error {
+	if w.opts.BootID == "" {
+		return nil
+	}
+	for i := range recs {
+		if recs[i].ContentType != ContentTypeRimon {
+			continue
+		}
+		if b := recs[i].Content.Str("boot_id"); b != w.opts.BootID {
+			return fmt.Errorf("%w: log %s record %d was written during boot %q, this is boot %q; PCRs reset at boot, so move the old log away",
+				ErrOtherBoot, w.path, w.count+i, b, w.opts.BootID)
+		}
+	}
+	return nil
+}
+
+// moveTornTail copies the incomplete last record to a side file and cuts it off the log.
+func (w *Writer) moveTornTail(end, n int64) (string, error) {
+	b := make([]byte, n)
+	if _, err := w.f.ReadAt(b, end); err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("read torn record: %w", err)
+	}
+	side := w.path + ".torn-" + strconv.FormatInt(w.opts.Now().UnixNano(), 10)
+	if err := os.WriteFile(side, b, 0o640); err != nil {
+		return "", fmt.Errorf("save torn record: %w", err)
+	}
+	if err := w.f.Truncate(end); err != nil {
+		return "", fmt.Errorf("cut torn record off log %s: %w", w.path, err)
+	}
+	if err := w.f.Sync(); err != nil {
+		return "", fmt.Errorf("sync log %s: %w", w.path, err)
+	}
+	return side, nil
+}
+
+// ExtendError means a record was written to the log but the PCR extend
+// failed. The log and the TPM disagree until the next writer repairs it.
+type ExtendError struct {
+	Index int
+	Err   error
+}
+
+func (e *ExtendError) Error() string {
+	return fmt.Sprintf("record %d is in the log but the PCR extend failed: %v; the next rimon run extends it", e.Index, e.Err)
+}
+
+func (e *ExtendError) Unwrap() error { return e.Err }
+
+// Append records ev (its time and boot ID filled in when empty) as the next
+// record of the log, extends pcr in every bank, and returns the record.
+func (w *Writer) Append(ctx context.Context, pcr int, ev Event) (Record, error) {
+	if ev.Time == "" {
+		ev.Time = FormatTime(w.opts.Now())
+	}
+	if ev.BootID == "" {
+		ev.BootID = w.opts.BootID
+	}
+	content, err := ev.Content()
+	if err != nil {
+		return Record{}, err
+	}
+	rec := Record{PCR: pcr, ContentType: ContentTypeRimon, Content: content, Digests: content.Digests(w.opts.Banks), HasRecNum: true}
+
+	if err := flock(ctx, w.f, lockExclusive); err != nil {
+		return Record{}, fmt.Errorf("lock log %s: %w", w.path, err)
+	}
+	defer funlock(w.f)
+	if _, err := w.catchUp(ctx, false); err != nil {
+		return Record{}, err
+	}
+	if w.last != nil {
+		rec.RecNum = w.last.RecNum + 1
+	}
+	b, err := rec.Marshal()
+	if err != nil {
+		return Record{}, err
+	}
+	if len(b) > MaxRecordSize {
+		return Record{}, fmt.Errorf("record for %s is %d bytes, more than %d", ev.Path, len(b), MaxRecordSize)
+	}
+	if n, err := w.f.Write(b); err != nil {
+		if n > 0 {
+			// A partial write is a torn record; the next catch-up moves it aside.
+			return Record{}, fmt.Errorf("append to log %s: %w (partial record left for repair)", w.path, err)
+		}
+		return Record{}, fmt.Errorf("append to log %s: %w", w.path, err)
+	}
+	if err := w.f.Sync(); err != nil {
+		return Record{}, fmt.Errorf("sync log %s: %w", w.path, err)
+	}
+	w.off += int64(len(b))
+	idx := w.count
+	w.count++
+	w.last = &rec
+	if err := extendRecord(ctx, w.pcrs, &rec, w.opts.Banks); err != nil {
+		// Force a full reconcile on the next append.
+		w.off, w.count, w.last, w.state = 0, 0, nil, NewState(w.opts.Banks)
+		return rec, &ExtendError{Index: idx, Err: err}
+	}
+	if err := w.state.Apply(&rec); err != nil {
+		return rec, err
+	}
+	return rec, nil
+}

@@ -1,0 +1,395 @@
+package eventlog
+
+import (
+	"bytes"
+	"crypto"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"unicode/utf8"
+
+	// Register the hash functions the banks use.
+	_ "crypto/sha1"
+	_ "crypto/sha256"
+	_ "crypto/sha512"
+)
+
+// Content types.
+const (
+	// ContentTypeRimon marks records written by rimon.
+	ContentTypeRimon = "rimon"
+	// ContentTypeSystemd marks records written by systemd-pcrextend.
+	ContentTypeSystemd = "systemd"
+)
+
+// CanonicalHeader opens the canonical encoding of a rimon record's content.
+const CanonicalHeader = "rimon-event-v1\n"
+
+// Limits that keep a hostile log from exhausting memory.
+const (
+	// MaxRecordSize is the largest record, in bytes, that a [Reader] accepts.
+	MaxRecordSize = 1 << 20
+	maxKeyLen     = 64
+	maxFields     = 64
+)
+
+// Banks rimon can extend, by their CEL-JSON names.
+var bankNames = map[crypto.Hash]string{
+	crypto.SHA1:   "sha1",
+	crypto.SHA256: "sha256",
+	crypto.SHA384: "sha384",
+	crypto.SHA512: "sha512",
+}
+
+// ErrUnknownBank is returned for a hash algorithm name rimon does not support.
+var ErrUnknownBank = errors.New("unknown PCR bank")
+
+// BankName returns the CEL-JSON name of a bank ("sha256").
+func BankName(h crypto.Hash) string {
+	if n, ok := bankNames[h]; ok {
+		return n
+	}
+	return h.String()
+}
+
+// ParseBank parses a bank name such as "sha256".
+func ParseBank(name string) (crypto.Hash, error) {
+	for h, n := range bankNames {
+		if n == name {
+			return h, nil
+		}
+	}
+	return 0, fmt.Errorf("%w %q (rimon supports sha1, sha256, sha384, sha512)", ErrUnknownBank, name)
+}
+
+// SupportedBanks lists the banks rimon can extend, in a fixed order.
+func SupportedBanks() []crypto.Hash {
+	return []crypto.Hash{crypto.SHA1, crypto.SHA256, crypto.SHA384, crypto.SHA512}
+}
+
+// Digest is one bank's digest in a record.
+type Digest struct {
+	Alg   crypto.Hash
+	Value []byte
+}
+
+// Field is one key of a rimon record's content: a string or a non-negative integer.
+type Field struct {
+	Key   string
+	Str   string
+	Num   uint64
+	IsNum bool
+}
+
+// Content is the content of a rimon record: fields sorted by key, keys unique.
+// Build one with [Event.Content] or [NewContent].
+type Content []Field
+
+// NewContent sorts fields by key and checks them: keys of 1 to 64 characters
+// from [a-z0-9_], unique, strings valid UTF-8.
+func NewContent(fields ...Field) (Content, error) {
+	c := append(Content(nil), fields...)
+	sort.Slice(c, func(i, j int) bool { return c[i].Key < c[j].Key })
+	if len(c) > maxFields {
+		return nil, fmt.Errorf("content has %d fields, at most %d allowed", len(c), maxFields)
+	}
+	for i, f := range c {
+		if err := checkKey(f.Key); err != nil {
+			return nil, err
+		}
+		if i > 0 && c[i-1].Key == f.Key {
+			return nil, fmt.Errorf("content field %q appears twice", f.Key)
+		}
+		if !f.IsNum && !utf8.ValidString(f.Str) {
+			return nil, fmt.Errorf("content field %q is not valid UTF-8", f.Key)
+		}
+	}
+	return c, nil
+}
+
+func checkKey(k string) error {
+	if len(k) == 0 || len(k) > maxKeyLen {
+		return fmt.Errorf("content field name %q: want 1 to %d characters", k, maxKeyLen)
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return fmt.Errorf("content field name %q: only a-z, 0-9 and _ are allowed", k)
+		}
+	}
+	return nil
+}
+
+// Get returns the field named key.
+func (c Content) Get(key string) (Field, bool) {
+	i := sort.Search(len(c), func(i int) bool { return c[i].Key >= key })
+	if i < len(c) && c[i].Key == key {
+		return c[i], true
+	}
+	return Field{}, false
+}
+
+// Str returns the string field named key, or "".
+func (c Content) Str(key string) string {
+	f, _ := c.Get(key)
+	return f.Str
+}
+
+// Num returns the integer field named key, or 0.
+func (c Content) Num(key string) uint64 {
+	f, _ := c.Get(key)
+	return f.Num
+}
+
+// Canonical returns the canonical encoding that rimon hashes into the PCR:
+// [CanonicalHeader], then for each field in key order
+//
+//	uint32be(len(key)) key tag uint32be(len(value)) value
+//
+// where tag is 's' for a string and 'n' for an integer written in decimal.
+func (c Content) Canonical() []byte {
+	n := len(CanonicalHeader)
+	for _, f := range c {
+		n += 9 + len(f.Key) + len(f.Str) + 20
+	}
+	b := make([]byte, 0, n)
+	b = append(b, CanonicalHeader...)
+	var num [20]byte
+	for _, f := range c {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(f.Key)))
+		b = append(b, f.Key...)
+		v := f.Str
+		tag := byte('s')
+		if f.IsNum {
+			tag = 'n'
+			v = string(strconv.AppendUint(num[:0], f.Num, 10))
+		}
+		b = append(b, tag)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
+		b = append(b, v...)
+	}
+	return b
+}
+
+// Digests hashes the canonical encoding once per bank.
+func (c Content) Digests(banks []crypto.Hash) []Digest {
+	enc := c.Canonical()
+	out := make([]Digest, 0, len(banks))
+	for _, h := range banks {
+		hh := h.New()
+		hh.Write(enc)
+		out = append(out, Digest{Alg: h, Value: hh.Sum(nil)})
+	}
+	return out
+}
+
+// MarshalJSON writes the content as a flat JSON object in key order.
+func (c Content) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, f := range c {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, _ := json.Marshal(f.Key)
+		b.Write(k)
+		b.WriteByte(':')
+		if f.IsNum {
+			b.WriteString(strconv.FormatUint(f.Num, 10))
+		} else {
+			v, err := json.Marshal(f.Str)
+			if err != nil {
+				return nil, err
+			}
+			b.Write(v)
+		}
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// Record is one entry of the log: one extend of one PCR.
+type Record struct {
+	// RecNum counts records from 0. systemd's records have none (HasRecNum false).
+	RecNum    uint64
+	HasRecNum bool
+	PCR       int
+	Digests   []Digest
+	// ContentType is "rimon", "systemd", or another producer's name.
+	ContentType string
+	// Content is the parsed content of a rimon record.
+	Content Content
+	// RawContent is the content exactly as read (every content type).
+	RawContent json.RawMessage
+}
+
+// Digest returns the record's digest for bank h.
+func (r *Record) Digest(h crypto.Hash) ([]byte, bool) {
+	for _, d := range r.Digests {
+		if d.Alg == h {
+			return d.Value, true
+		}
+	}
+	return nil, false
+}
+
+// Event returns the typed view of a rimon record's content.
+func (r *Record) Event() Event { return EventFromContent(r.Content) }
+
+type wireDigest struct {
+	HashAlg string `json:"hashAlg"`
+	Digest  string `json:"digest"`
+}
+
+type wireRecord struct {
+	RecNum      *uint64         `json:"recnum,omitempty"`
+	PCR         *int            `json:"pcr"`
+	Digests     []wireDigest    `json:"digests"`
+	ContentType string          `json:"content_type"`
+	Content     json.RawMessage `json:"content"`
+}
+
+// Marshal encodes r as one RFC 7464 element: 0x1E, JSON, line feed.
+func (r *Record) Marshal() ([]byte, error) {
+	w := wireRecord{PCR: &r.PCR, ContentType: r.ContentType}
+	if r.HasRecNum {
+		w.RecNum = &r.RecNum
+	}
+	for _, d := range r.Digests {
+		w.Digests = append(w.Digests, wireDigest{HashAlg: BankName(d.Alg), Digest: hex.EncodeToString(d.Value)})
+	}
+	if r.ContentType == ContentTypeRimon {
+		c, err := r.Content.MarshalJSON()
+		if err != nil {
+			return nil, err
+		}
+		w.Content = c
+	} else {
+		w.Content = r.RawContent
+	}
+	j, err := json.Marshal(w)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(j)+2)
+	out = append(out, 0x1e)
+	out = append(out, j...)
+	return append(out, '\n'), nil
+}
+
+// parseRecord decodes the JSON of one record (without framing).
+func parseRecord(j []byte) (Record, error) {
+	var w wireRecord
+	dec := json.NewDecoder(bytes.NewReader(j))
+	if err := dec.Decode(&w); err != nil {
+		return Record{}, fmt.Errorf("invalid JSON: %w", err)
+	}
+	if dec.More() {
+		return Record{}, errors.New("invalid JSON: data after the object")
+	}
+	var r Record
+	if w.RecNum != nil {
+		r.RecNum, r.HasRecNum = *w.RecNum, true
+	}
+	if w.PCR == nil {
+		return Record{}, errors.New(`field "pcr" is missing`)
+	}
+	if *w.PCR < 0 || *w.PCR > 31 {
+		return Record{}, fmt.Errorf(`field "pcr": %d is out of range 0-31`, *w.PCR)
+	}
+	r.PCR = *w.PCR
+	if len(w.Digests) == 0 {
+		return Record{}, errors.New(`field "digests" is missing or empty`)
+	}
+	for i, d := range w.Digests {
+		h, err := ParseBank(d.HashAlg)
+		if err != nil {
+			return Record{}, fmt.Errorf(`digests[%d]: %w`, i, err)
+		}
+		v, err := hex.DecodeString(d.Digest)
+		if err != nil || len(v) != h.Size() {
+			return Record{}, fmt.Errorf(`digests[%d]: %s digest must be %d hex characters`, i, d.HashAlg, 2*h.Size())
+		}
+		if _, dup := r.Digest(h); dup {
+			return Record{}, fmt.Errorf(`digests[%d]: bank %s appears twice`, i, d.HashAlg)
+		}
+		r.Digests = append(r.Digests, Digest{Alg: h, Value: v})
+	}
+	if w.ContentType == "" {
+		return Record{}, errors.New(`field "content_type" is missing`)
+	}
+	r.ContentType = w.ContentType
+	r.RawContent = w.Content
+	if r.ContentType == ContentTypeRimon {
+		c, err := parseContent(w.Content)
+		if err != nil {
+			return Record{}, fmt.Errorf(`field "content": %w`, err)
+		}
+		r.Content = c
+	}
+	return r, nil
+}
+
+// parseContent decodes a flat object of strings and non-negative integers.
+func parseContent(j json.RawMessage) (Content, error) {
+	if len(j) == 0 {
+		return nil, errors.New("missing")
+	}
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("want a flat JSON object: %w", err)
+	}
+	if m == nil {
+		return nil, errors.New("want a flat JSON object, have null")
+	}
+	fields := make([]Field, 0, len(m))
+	for k, v := range m {
+		switch v := v.(type) {
+		case string:
+			fields = append(fields, Field{Key: k, Str: v})
+		case json.Number:
+			n, err := strconv.ParseUint(string(v), 10, 64)
+			if err != nil || strconv.FormatUint(n, 10) != string(v) {
+				return nil, fmt.Errorf("%q: %s is not a non-negative integer in plain decimal", k, v)
+			}
+			fields = append(fields, Field{Key: k, Num: n, IsNum: true})
+		default:
+			return nil, fmt.Errorf("%q: only strings and integers are allowed", k)
+		}
+	}
+	c, err := NewContent(fields...)
+	if err != nil {
+		return nil, err
+	}
+	if len(c) != countKeys(j) {
+		return nil, errors.New("a field name appears twice")
+	}
+	return c, nil
+}
+
+// countKeys counts the top-level keys of a flat object, so that duplicate
+// keys (which encoding/json silently merges) are refused.
+func countKeys(j []byte) int {
+	dec := json.NewDecoder(bytes.NewReader(j))
+	n := 0
+	if _, err := dec.Token(); err != nil {
+		return -1
+	}
+	for dec.More() {
+		if _, err := dec.Token(); err != nil {
+			return -1
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return -1
+		}
+		n++
+	}
+	return n
+}

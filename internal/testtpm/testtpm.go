@@ -1,0 +1,125 @@
+// Package testtpm hands out TPMs to tests: the in-process simulator by
+// default, a private swtpm per test, or the TPM that RIMON_TEST_TPM names.
+package testtpm
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/rimon-dev/rimon/tpm"
+)
+
+// Open returns an open TPM for the test, closed when the test ends.
+// RIMON_TEST_TPM selects it: unset or "sim" for the simulator, "swtpm" for a
+// private swtpm, anything else is passed to [tpm.Open].
+func Open(t testing.TB) *tpm.TPM {
+	t.Helper()
+	spec := os.Getenv("RIMON_TEST_TPM")
+	switch spec {
+	case "", "sim":
+		spec = "sim"
+	case "swtpm":
+		spec = Swtpm(t)
+	}
+	tp, err := tpm.Open(context.Background(), spec)
+	if err != nil {
+		t.Fatalf("open test TPM %s: %v", spec, err)
+	}
+	t.Cleanup(func() { tp.Close() })
+	return tp
+}
+
+// Swtpm starts a private swtpm TCP server for the test and returns its
+// rimon TPM specification ("tcp:127.0.0.1:PORT"). The control channel is
+// on PORT+1, as tpm2-tools' swtpm TCTI expects. It fails the test when
+// swtpm is not installed.
+func Swtpm(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("swtpm")
+	if err != nil {
+		t.Fatalf("swtpm is not installed (apt-get install swtpm swtpm-tools): %v", err)
+	}
+	dir := t.TempDir()
+	for attempt := 0; attempt < 5; attempt++ {
+		port := freePortPair(t)
+		cmd := exec.Command(bin, "socket", "--tpm2",
+			"--server", "type=tcp,port="+strconv.Itoa(port)+",bindaddr=127.0.0.1",
+			"--ctrl", "type=tcp,port="+strconv.Itoa(port+1)+",bindaddr=127.0.0.1",
+			"--tpmstate", "dir="+dir,
+			"--flags", "not-need-init,startup-clear",
+			"--log", "file="+filepath.Join(dir, "swtpm.log"))
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("start swtpm: %v", err)
+		}
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		if waitListening(addr, done) {
+			t.Cleanup(func() {
+				cmd.Process.Kill()
+				<-done
+			})
+			return "tcp:" + addr
+		}
+		cmd.Process.Kill()
+		<-done
+	}
+	log, _ := os.ReadFile(filepath.Join(dir, "swtpm.log"))
+	t.Fatalf("swtpm did not start; its log:\n%s", log)
+	return ""
+}
+
+// waitListening waits until addr accepts a TCP connection, without
+// sending anything (swtpm serves one connection at a time).
+func waitListening(addr string, exited <-chan struct{}) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return false
+		default:
+		}
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			// Let swtpm notice the closed connection before the real client comes.
+			time.Sleep(20 * time.Millisecond)
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
+// freePortPair finds a port p such that p and p+1 are both free now.
+func freePortPair(t testing.TB) int {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l2, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+1))
+		l.Close()
+		if err == nil {
+			l2.Close()
+			return p
+		}
+	}
+	t.Fatal("no free pair of TCP ports")
+	return 0
+}
+
+// TCTI returns the tpm2-tools TCTI string for a "tcp:HOST:PORT" specification.
+func TCTI(spec string) string {
+	host, port, _ := net.SplitHostPort(spec[len("tcp:"):])
+	return "swtpm:host=" + host + ",port=" + port
+}

@@ -1,0 +1,64 @@
+package measure
+
+import (
+	"context"
+	"runtime"
+	"sync"
+)
+
+// Outcome is the result of measuring one path with [Files].
+type Outcome struct {
+	Result
+	Err error
+}
+
+// Files measures every path with up to workers files in flight (all cores
+// when workers <= 0) and returns the outcomes in the order of paths.
+// It stops early, marking the rest with the context's error, when ctx ends.
+func Files(ctx context.Context, paths []string, workers int) []Outcome {
+	out := make([]Outcome, len(paths))
+	forEach(ctx, len(paths), workers, func(i int) {
+		r, err := File(ctx, paths[i])
+		if err != nil {
+			out[i] = Outcome{Result: Result{Path: paths[i]}, Err: err}
+			return
+		}
+		out[i] = Outcome{Result: r}
+	})
+	for i := range out {
+		if out[i].Path == "" && out[i].Err == nil {
+			out[i] = Outcome{Result: Result{Path: paths[i]}, Err: ctx.Err()}
+		}
+	}
+	return out
+}
+
+// forEach runs fn(0..n-1) on a bounded pool. Every goroutine it starts has
+// returned when it returns.
+func forEach(ctx context.Context, n, workers int, fn func(i int)) {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	if workers > n {
+		workers = n
+	}
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				fn(i)
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}

@@ -1,0 +1,121 @@
+package tpm_test
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/rimon-dev/rimon/internal/testtpm"
+	"github.com/rimon-dev/rimon/tpm"
+)
+
+func TestExtendEveryActiveBank(t *testing.T) {
+	ctx := context.Background()
+	tp := testtpm.Open(t)
+	banks, err := tp.ActiveBanks(ctx, 23)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(banks.Active) == 0 {
+		t.Fatal("ActiveBanks returned no bank")
+	}
+	before, err := tp.ReadPCRs(ctx, 23, banks.Active)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := map[crypto.Hash][]byte{}
+	for _, h := range banks.Active {
+		hh := h.New()
+		hh.Write([]byte("rimon"))
+		ds[h] = hh.Sum(nil)
+	}
+	if err := tp.ExtendPCR(ctx, 23, ds); err != nil {
+		t.Fatal(err)
+	}
+	after, err := tp.ReadPCRs(ctx, 23, banks.Active)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range banks.Active {
+		hh := h.New()
+		hh.Write(before[h])
+		hh.Write(ds[h])
+		if want := hh.Sum(nil); !bytes.Equal(after[h], want) {
+			t.Errorf("PCR 23 %v after extend = %x, want %x", h, after[h], want)
+		}
+	}
+}
+
+func TestSimulatorHasSHA256(t *testing.T) {
+	tp := testtpm.Open(t)
+	banks, err := tp.ActiveBanks(context.Background(), 23)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, h := range banks.Active {
+		found = found || h == crypto.SHA256
+	}
+	if !found {
+		t.Errorf("ActiveBanks = %v, want sha256 among them", banks.Active)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, spec string
+		want       error
+		text       string
+	}{
+		{"missing_device", "/nonexistent/tpmrm0", tpm.ErrNoTPM, "no TPM at /nonexistent/tpmrm0"},
+		{"not_a_device", "/etc/passwd", tpm.ErrNoTPM, "not a device"},
+		{"tcp_refused", "tcp:127.0.0.1:1", tpm.ErrUnreachable, "swtpm not reachable at tcp:127.0.0.1:1"},
+		{"unix_missing", "unix:/nonexistent/sock", tpm.ErrUnreachable, "swtpm not reachable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tpm.Open(ctx, tc.spec)
+			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.text) {
+				t.Errorf("Open(%q) = %v, want %v containing %q", tc.spec, err, tc.want, tc.text)
+			}
+		})
+	}
+}
+
+func TestReadPCRRange(t *testing.T) {
+	tp := testtpm.Open(t)
+	if _, err := tp.ReadPCRs(context.Background(), 24, []crypto.Hash{crypto.SHA256}); err == nil {
+		t.Error("ReadPCRs(24) succeeded, want an out-of-range error")
+	}
+}
+
+// TestSwtpmMatchesTpm2Tools extends on a private swtpm and reads back with tpm2_pcrread.
+func TestSwtpmMatchesTpm2Tools(t *testing.T) {
+	spec := testtpm.Swtpm(t)
+	ctx := context.Background()
+	tp, err := tpm.Open(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := crypto.SHA256.New()
+	d.Write([]byte("x"))
+	if err := tp.ExtendPCR(ctx, 23, map[crypto.Hash][]byte{crypto.SHA256: d.Sum(nil)}); err != nil {
+		t.Fatal(err)
+	}
+	vals, err := tp.ReadPCRs(ctx, 23, []crypto.Hash{crypto.SHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.Close() // swtpm serves one client at a time
+	out, err := exec.Command("tpm2_pcrread", "-T", testtpm.TCTI(spec), "sha256:23").CombinedOutput()
+	if err != nil {
+		t.Fatalf("tpm2_pcrread: %v\n%s", err, out)
+	}
+	if want := strings.ToUpper(hexs(vals[crypto.SHA256])); !strings.Contains(string(out), want) {
+		t.Errorf("tpm2_pcrread printed\n%s\nwant it to contain %s", out, want)
+	}
+}
