@@ -308,3 +308,47 @@ func (w *Writer) Append(ctx context.Context, pcr int, ev Event) (Record, error) 
 	}
 	return rec, nil
 }
+
+// CheckResult says how a log compares with the TPM.
+type CheckResult struct {
+	ReconcileResult
+	// TornBytes is the size of an incomplete last record, never extended,
+	// which the next writer moves aside.
+	TornBytes int64
+}
+
+// Check compares the log at path with the TPM under the log's shared lock,
+// so that no writer appends or extends meanwhile. It changes nothing:
+// records written but not extended are reported in Pending. A missing log
+// compares as empty. bootID, when set, must match every rimon record.
+func Check(ctx context.Context, path string, pcrs PCRs, banks []crypto.Hash, pcr int, bootID string) (*CheckResult, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		res, err := Reconcile(ctx, nil, pcrs, ReconcileOptions{Banks: banks, PCRs: []int{pcr}})
+		if err != nil {
+			return nil, fmt.Errorf("log %s (missing, so empty): %w", path, err)
+		}
+		return &CheckResult{ReconcileResult: *res}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	defer f.Close()
+	if err := flock(ctx, f, lockShared); err != nil {
+		return nil, fmt.Errorf("lock log %s: %w", path, err)
+	}
+	defer funlock(f)
+	recs, torn, err := readFrom(f, path, 0, nil)
+	if err != nil {
+		return nil, err
+	}
+	w := Writer{path: path, opts: WriterOptions{BootID: bootID}}
+	if err := w.checkBoot(recs); err != nil {
+		return nil, err
+	}
+	res, err := Reconcile(ctx, recs, pcrs, ReconcileOptions{Banks: banks, PCRs: []int{pcr}})
+	if err != nil {
+		return nil, fmt.Errorf("log %s: %w", path, err)
+	}
+	return &CheckResult{ReconcileResult: *res, TornBytes: torn}, nil
+}

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/measure"
+	"github.com/spf13/cobra"
+)
+
+type measureFlags struct {
+	pcr    int
+	reason string
+	tree   bool
+	dryRun bool
+	jobs   int
+}
+
+func newMeasureCmd(g *globals) *cobra.Command {
+	var f measureFlags
+	c := &cobra.Command{
+		Use:   "measure [flags] PATH...",
+		Short: "Measure files (or trees) into the log and the PCR",
+		Long: `measure hashes each PATH with SHA-256, appends one record per PATH to the log
+and extends the PCR in every active bank. Every PATH is measured before anything
+is written: if one fails, nothing is recorded.
+
+A directory needs --tree and is measured as one digest over its whole tree
+(docs/FORMAT.md). FIFOs, sockets and devices are refused.
+
+It prints one line per record: RECNUM PCR KIND SHA256 REASON PATH.
+
+With --dry-run it touches neither TPM nor log and prints "SHA256  PATH" per
+file, exactly as sha256sum does.`,
+		Example: `  rimon measure --tpm sim /usr/bin/myapp /etc/myapp.conf
+  rimon measure --reason launch:myapp.service /usr/bin/myapp
+  rimon measure --tree /opt/myapp
+  rimon measure --dry-run /usr/bin/*`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkPCR(f.pcr); err != nil {
+				return err
+			}
+			if err := checkReason(f.reason); err != nil {
+				return err
+			}
+			if f.dryRun {
+				return dryRun(cmd.Context(), g, f, args)
+			}
+			return runMeasure(cmd.Context(), g, f, args)
+		},
+	}
+	fl := c.Flags()
+	fl.IntVar(&f.pcr, "pcr", 23, "PCR to extend")
+	fl.StringVar(&f.reason, "reason", eventlog.ReasonManual, "why the measurement is taken (initial, changed, launch, launch:UNIT ...)")
+	fl.BoolVar(&f.tree, "tree", false, "measure directories as one tree digest")
+	fl.BoolVar(&f.dryRun, "dry-run", false, "print digests like sha256sum; touch no TPM and no log")
+	fl.IntVar(&f.jobs, "jobs", 0, "files hashed in parallel (0: one per core)")
+	return c
+}
+
+// checkReason accepts a lowercase word, optionally followed by ":" and printable text.
+func checkReason(r string) error {
+	word, rest, _ := strings.Cut(r, ":")
+	if word == "" {
+		return usageErr("--reason %q: want a word such as launch or launch:myapp.service", r)
+	}
+	for _, c := range word {
+		if !(c >= 'a' && c <= 'z' || c == '-' || c == '_') {
+			return usageErr("--reason %q: the part before ':' may hold only a-z, - and _", r)
+		}
+	}
+	for _, c := range rest {
+		if c < 0x20 || c == 0x7f {
+			return usageErr("--reason %q: control characters are not allowed", r)
+		}
+	}
+	return nil
+}
+
+// measured is one path's measurement, file or tree.
+type measured struct {
+	path   string // absolute
+	kind   string
+	digest measure.Digest
+	size   uint64
+}
+
+// measureAll measures every path; on any failure it returns all failures and no results.
+func measureAll(ctx context.Context, args []string, tree bool, jobs int) ([]measured, error) {
+	out := make([]measured, len(args))
+	var errs []error
+	var files []int
+	for i, a := range args {
+		abs, err := filepath.Abs(a)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a, err))
+			continue
+		}
+		out[i].path = abs
+		if !utf8.ValidString(abs) {
+			errs = append(errs, fmt.Errorf("measure %q: the path is not valid UTF-8, which the log cannot record", a))
+			continue
+		}
+		fi, err := os.Stat(abs)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("measure %s: %w", a, unwrapPath(err)))
+		case fi.IsDir() && !tree:
+			errs = append(errs, fmt.Errorf("measure %s: is a directory (use --tree to measure it as one tree digest)", a))
+		case fi.IsDir():
+			r, err := measure.Tree(ctx, abs, jobs)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			out[i] = measured{path: abs, kind: eventlog.KindTree, digest: r.Digest, size: uint64(len(r.Entries))}
+		default:
+			out[i].kind = eventlog.KindFile
+			files = append(files, i)
+		}
+	}
+	paths := make([]string, len(files))
+	for j, i := range files {
+		paths[j] = out[i].path
+	}
+	for j, o := range measure.Files(ctx, paths, jobs) {
+		if o.Err != nil {
+			errs = append(errs, o.Err)
+			continue
+		}
+		i := files[j]
+		out[i].digest, out[i].size = o.Digest, uint64(o.Size)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func dryRun(ctx context.Context, g *globals, f measureFlags, args []string) error {
+	failed := 0
+	// Like sha256sum: every path is tried, failures are reported and counted.
+	var files []string
+	var idx []int
+	lines := make([]string, len(args))
+	for i, a := range args {
+		fi, err := os.Stat(a)
+		switch {
+		case err == nil && fi.IsDir() && f.tree:
+			r, err := measure.Tree(ctx, a, f.jobs)
+			if err != nil {
+				fmt.Fprintf(g.stderr, "rimon: %v\n", err)
+				failed++
+				continue
+			}
+			lines[i] = sumLine(r.Digest, a)
+		case err == nil && fi.IsDir():
+			fmt.Fprintf(g.stderr, "rimon: %s: is a directory (use --tree)\n", a)
+			failed++
+		default:
+			files = append(files, a)
+			idx = append(idx, i)
+		}
+	}
+	for j, o := range measure.Files(ctx, files, f.jobs) {
+		if o.Err != nil {
+			fmt.Fprintf(g.stderr, "rimon: %v\n", o.Err)
+			failed++
+			continue
+		}
+		lines[idx[j]] = sumLine(o.Digest, files[j])
+	}
+	for _, l := range lines {
+		if l != "" {
+			fmt.Fprint(g.stdout, l)
+		}
+	}
+	if failed > 0 {
+		return &exitErr{code: exitError, err: fmt.Errorf("%d of %d paths could not be measured", failed, len(args))}
+	}
+	return nil
+}
+
+// sumLine formats a line as GNU sha256sum does, escaping backslashes and
+// newlines in the name.
+func sumLine(d measure.Digest, name string) string {
+	if strings.ContainsAny(name, "\\\n") {
+		name = strings.NewReplacer("\\", "\\\\", "\n", "\\n").Replace(name)
+		return "\\" + d.String() + "  " + name + "\n"
+	}
+	return d.String() + "  " + name + "\n"
+}
+
+func runMeasure(ctx context.Context, g *globals, f measureFlags, args []string) error {
+	ms, err := measureAll(ctx, args, f.tree, f.jobs)
+	if err != nil {
+		return err
+	}
+	t, banks, err := g.openTPM(ctx, f.pcr)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	w, err := g.openWriter(ctx, t, banks, f.pcr)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	for _, m := range ms {
+		rec, err := w.Append(ctx, f.pcr, eventlog.Event{
+			Kind: m.kind, Path: m.path, SHA256: m.digest.String(), Size: m.size, Reason: f.reason,
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(g.stdout, "%d %d %s %s %s %s\n", rec.RecNum, rec.PCR, m.kind, m.digest, f.reason, m.path)
+	}
+	return nil
+}

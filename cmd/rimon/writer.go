@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"fmt"
+
+	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/tpm"
+)
+
+// openWriter opens the log for appending, reconciling it with the TPM, and
+// says on stderr what the reconciliation repaired.
+func (g *globals) openWriter(ctx context.Context, t *tpm.TPM, banks []crypto.Hash, pcr int) (*eventlog.Writer, error) {
+	boot, err := eventlog.CurrentBootID()
+	if err != nil {
+		return nil, err
+	}
+	w, rec, err := eventlog.OpenWriter(ctx, g.log, t, eventlog.WriterOptions{
+		Banks:   banks,
+		BootID:  boot,
+		PCR:     pcr,
+		Rebuild: t.Ephemeral(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.reportRecovery(rec, t.Ephemeral())
+	return w, nil
+}
+
+func (g *globals) reportRecovery(rec *eventlog.Recovery, ephemeral bool) {
+	if n := len(rec.Repaired); n > 0 {
+		if ephemeral {
+			fmt.Fprintf(g.stderr, "rimon: the simulator starts empty: extended the %d records of %s into it\n", n, g.log)
+		} else {
+			fmt.Fprintf(g.stderr, "rimon: repaired: record(s) %v of %s were written but not extended (a crash); extended them now\n", rec.Repaired, g.log)
+		}
+	}
+	if rec.TornBytes > 0 {
+		fmt.Fprintf(g.stderr, "rimon: repaired: %s ended in an incomplete record (%d bytes, never extended); moved it to %s\n", g.log, rec.TornBytes, rec.TornPath)
+	}
+}
