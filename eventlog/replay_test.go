@@ -1,0 +1,126 @@
+package eventlog
+
+import (
+	"bytes"
+	"crypto"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func logOf(t *testing.T, n int) []Record {
+	var recs []Record
+	for i := 0; i < n; i++ {
+		recs = append(recs, mkRecord(t, uint64(i), "/bin/f"+string(rune('a'+i))))
+	}
+	return recs
+}
+
+func replayValue(t *testing.T, recs []Record) []byte {
+	st, err := Replay(recs, allBanks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Value(23, crypto.SHA256)
+}
+
+// TestEditsBreakReplay edits each bound field of one record, through its
+// JSON form as an attacker would, and expects replay to name that record.
+func TestEditsBreakReplay(t *testing.T) {
+	for _, tc := range []struct{ name, from, to string }{
+		{"path", `"path":"/bin/fb"`, `"path":"/bin/fx"`},
+		{"kind", `"kind":"file"`, `"kind":"tree"`},
+		{"reason", `"reason":"initial"`, `"reason":"launch"`},
+		{"digest", `"sha256":"5891`, `"sha256":"6891`},
+		{"size", `"size":6`, `"size":7`},
+		{"size_type", `"size":6`, `"size":"6"`},
+		{"time", `"time":"2026`, `"time":"2025`},
+		{"boot_id", `"boot_id":"boot-a"`, `"boot_id":"boot-b"`},
+		{"added_field", `"kind":"file"`, `"kind":"file","note":"x"`},
+		{"removed_field", `,"time":"2026-11-26T00:00:00Z"`, ``},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			recs := logOf(t, 3)
+			b, err := recs[1].Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			edited := strings.Replace(string(b), tc.from, tc.to, 1)
+			if edited == string(b) {
+				t.Fatalf("edit %q did not apply to %s", tc.from, b)
+			}
+			parsed, err := ReadAll(strings.NewReader(edited))
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs[1] = parsed[0]
+			_, err = Replay(recs, allBanks)
+			var re *ReplayError
+			if !errors.As(err, &re) || re.Index != 1 || !errors.Is(err, ErrDigestMismatch) {
+				t.Errorf("Replay after editing %s = %v, want ErrDigestMismatch at record 1", tc.name, err)
+			}
+		})
+	}
+}
+
+func TestSequenceChecks(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func([]Record) []Record
+		at   int
+	}{
+		{"removed", func(r []Record) []Record { return append(r[:1], r[2:]...) }, 1},
+		{"reordered", func(r []Record) []Record { r[1], r[2] = r[2], r[1]; return r }, 1},
+		{"duplicated", func(r []Record) []Record { return append(r[:2], r[1:]...) }, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Replay(tc.edit(logOf(t, 4)), allBanks)
+			var re *ReplayError
+			if !errors.As(err, &re) || re.Index != tc.at || !errors.Is(err, ErrSequence) {
+				t.Errorf("Replay = %v, want ErrSequence at record %d", err, tc.at)
+			}
+		})
+	}
+}
+
+func TestReplayOrderMatters(t *testing.T) {
+	recs := logOf(t, 2)
+	a := replayValue(t, recs)
+	recs[0].HasRecNum, recs[1].HasRecNum = false, false
+	recs[0], recs[1] = recs[1], recs[0]
+	if b := replayValue(t, recs); bytes.Equal(a, b) {
+		t.Error("swapping two records did not change the replayed PCR")
+	}
+}
+
+func TestReplaySkipsMissingBank(t *testing.T) {
+	r := mkRecord(t, 0, "/x")
+	r.Digests = r.Digests[1:2] // sha256 only
+	st, err := Replay([]Record{r}, allBanks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(st.Value(23, crypto.SHA1), InitialValue(23, crypto.SHA1)) {
+		t.Error("a record without a sha1 digest changed the sha1 bank")
+	}
+	if bytes.Equal(st.Value(23, crypto.SHA256), InitialValue(23, crypto.SHA256)) {
+		t.Error("the sha256 bank was not extended")
+	}
+}
+
+func TestInitialValues(t *testing.T) {
+	if v := InitialValue(17, crypto.SHA256); v[0] != 0xff {
+		t.Errorf("InitialValue(17) = %x, want all ones", v)
+	}
+	if v := InitialValue(23, crypto.SHA256); v[0] != 0 || len(v) != 32 {
+		t.Errorf("InitialValue(23) = %x, want 32 zero bytes", v)
+	}
+}
+
+func TestUnverifiableContentType(t *testing.T) {
+	r := mkRecord(t, 0, "/x")
+	r.ContentType = "other"
+	if _, err := Replay([]Record{r}, allBanks); err == nil || !strings.Contains(err.Error(), "cannot be verified") {
+		t.Errorf("Replay(content_type other) = %v, want a refusal", err)
+	}
+}
