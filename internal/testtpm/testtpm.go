@@ -42,13 +42,26 @@ func Open(t testing.TB) *tpm.TPM {
 // swtpm is not installed.
 func Swtpm(t testing.TB) string {
 	t.Helper()
+	spec, stop, err := StartSwtpm(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return spec
+}
+
+// StartSwtpm starts swtpm with its state in dir and returns its
+// specification and a function that stops it.
+func StartSwtpm(dir string) (spec string, stop func(), err error) {
 	bin, err := exec.LookPath("swtpm")
 	if err != nil {
-		t.Fatalf("swtpm is not installed (apt-get install swtpm swtpm-tools): %v", err)
+		return "", nil, fmt.Errorf("swtpm is not installed (apt-get install swtpm swtpm-tools): %w", err)
 	}
-	dir := t.TempDir()
 	for attempt := 0; attempt < 5; attempt++ {
-		port := freePortPair(t)
+		port, err := freePortPair()
+		if err != nil {
+			return "", nil, err
+		}
 		cmd := exec.Command(bin, "socket", "--tpm2",
 			"--server", "type=tcp,port="+strconv.Itoa(port)+",bindaddr=127.0.0.1",
 			"--ctrl", "type=tcp,port="+strconv.Itoa(port+1)+",bindaddr=127.0.0.1",
@@ -56,24 +69,22 @@ func Swtpm(t testing.TB) string {
 			"--flags", "not-need-init,startup-clear",
 			"--log", "file="+filepath.Join(dir, "swtpm.log"))
 		if err := cmd.Start(); err != nil {
-			t.Fatalf("start swtpm: %v", err)
+			return "", nil, fmt.Errorf("start swtpm: %w", err)
 		}
 		done := make(chan struct{})
 		go func() { cmd.Wait(); close(done) }()
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		if waitListening(addr, done) {
-			t.Cleanup(func() {
-				cmd.Process.Kill()
-				<-done
-			})
-			return "tcp:" + addr
+		stop := func() {
+			cmd.Process.Kill()
+			<-done
 		}
-		cmd.Process.Kill()
-		<-done
+		if waitListening(addr, done) {
+			return "tcp:" + addr, stop, nil
+		}
+		stop()
 	}
 	log, _ := os.ReadFile(filepath.Join(dir, "swtpm.log"))
-	t.Fatalf("swtpm did not start; its log:\n%s", log)
-	return ""
+	return "", nil, fmt.Errorf("swtpm did not start; its log:\n%s", log)
 }
 
 // waitListening waits until addr accepts a TCP connection, without
@@ -99,23 +110,21 @@ func waitListening(addr string, exited <-chan struct{}) bool {
 }
 
 // freePortPair finds a port p such that p and p+1 are both free now.
-func freePortPair(t testing.TB) int {
-	t.Helper()
+func freePortPair() (int, error) {
 	for i := 0; i < 50; i++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatal(err)
+			return 0, err
 		}
 		p := l.Addr().(*net.TCPAddr).Port
 		l2, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+1))
 		l.Close()
 		if err == nil {
 			l2.Close()
-			return p
+			return p, nil
 		}
 	}
-	t.Fatal("no free pair of TCP ports")
-	return 0
+	return 0, fmt.Errorf("no free pair of TCP ports")
 }
 
 // TCTI returns the tpm2-tools TCTI string for a "tcp:HOST:PORT" specification.
