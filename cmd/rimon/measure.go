@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -153,42 +154,28 @@ func unwrapPath(err error) error {
 }
 
 func dryRun(ctx context.Context, g *globals, f measureFlags, args []string) error {
-	failed := 0
 	// Like sha256sum: every path is tried, failures are reported and counted.
-	var files []string
-	var idx []int
-	lines := make([]string, len(args))
-	for i, a := range args {
-		fi, err := os.Stat(a)
-		switch {
-		case err == nil && fi.IsDir() && f.tree:
-			r, err := measure.Tree(ctx, a, f.jobs)
-			if err != nil {
-				fmt.Fprintf(g.stderr, "rimon: %v\n", err)
-				failed++
-				continue
-			}
-			lines[i] = sumLine(r.Digest, a)
-		case err == nil && fi.IsDir():
-			fmt.Fprintf(g.stderr, "rimon: %s: is a directory (use --tree)\n", a)
-			failed++
-		default:
-			files = append(files, a)
-			idx = append(idx, i)
-		}
-	}
-	for j, o := range measure.Files(ctx, files, f.jobs) {
-		if o.Err != nil {
-			fmt.Fprintf(g.stderr, "rimon: %v\n", o.Err)
-			failed++
+	failed := 0
+	out := bufio.NewWriterSize(g.stdout, 64<<10)
+	defer out.Flush()
+	for i, o := range measure.Files(ctx, args, f.jobs) {
+		if o.Err == nil {
+			out.WriteString(sumLine(o.Digest, args[i]))
 			continue
 		}
-		lines[idx[j]] = sumLine(o.Digest, files[j])
-	}
-	for _, l := range lines {
-		if l != "" {
-			fmt.Fprint(g.stdout, l)
+		if fi, err := os.Stat(args[i]); err == nil && fi.IsDir() {
+			if !f.tree {
+				o.Err = fmt.Errorf("%s: is a directory (use --tree)", args[i])
+			} else if r, err := measure.Tree(ctx, args[i], f.jobs); err != nil {
+				o.Err = err
+			} else {
+				out.WriteString(sumLine(r.Digest, args[i]))
+				continue
+			}
 		}
+		out.Flush()
+		fmt.Fprintf(g.stderr, "rimon: %v\n", o.Err)
+		failed++
 	}
 	if failed > 0 {
 		return &exitErr{code: exitError, err: fmt.Errorf("%d of %d paths could not be measured", failed, len(args))}
