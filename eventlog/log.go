@@ -38,6 +38,35 @@ func Snapshot(ctx context.Context, path string) (records []Record, torn int64, e
 	return readFrom(f, path, 0, nil)
 }
 
+// ReplayFile replays the log at path under a shared lock without keeping
+// its records in memory. A torn last record is left out and its size
+// returned; a missing log is an error.
+func ReplayFile(ctx context.Context, path string, banks []crypto.Hash) (st *State, records int, torn int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("open log: %w", err)
+	}
+	defer f.Close()
+	if err := flock(ctx, f, lockShared); err != nil {
+		return nil, 0, 0, fmt.Errorf("lock log %s: %w", path, err)
+	}
+	defer funlock(f)
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	st, n, err := ReplayReader(f, banks)
+	if errors.Is(err, ErrTorn) {
+		var re *RecordError
+		errors.As(err, &re)
+		return st, n, fi.Size() - re.Offset, nil
+	}
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("log %s: %w", path, err)
+	}
+	return st, n, 0, nil
+}
+
 // readFrom reads the records of f that start at byte off. A torn tail is
 // reported by its size, not as an error.
 func readFrom(f *os.File, path string, off int64, recs []Record) ([]Record, int64, error) {

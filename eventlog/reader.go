@@ -28,10 +28,11 @@ func (e *RecordError) Unwrap() error { return e.Err }
 
 // Reader reads records from a log.
 type Reader struct {
-	br     *bufio.Reader
-	off    int64 // end of the last complete record
-	index  int
-	failed error
+	br      *bufio.Reader
+	off     int64 // end of the last complete record
+	index   int
+	lineLen int
+	failed  error
 }
 
 // NewReader returns a Reader that reads records from r, starting at byte offset base.
@@ -46,35 +47,50 @@ func (r *Reader) Offset() int64 { return r.off }
 // the log ends in an incomplete record, a *RecordError wrapping [ErrTorn],
 // and Offset says where the complete records end.
 func (r *Reader) Next() (Record, error) {
+	body, err := r.nextBody()
+	if err != nil {
+		return Record{}, err
+	}
+	rec, err := parseRecord(body)
+	if err != nil {
+		return Record{}, r.fail(err)
+	}
+	r.advance()
+	return rec, nil
+}
+
+// nextBody returns the JSON of the next record, which stays valid until
+// the next read; advance then moves past it.
+func (r *Reader) nextBody() ([]byte, error) {
 	if r.failed != nil {
-		return Record{}, r.failed
+		return nil, r.failed
 	}
 	line, err := r.readLine()
-	start := r.off
+	r.lineLen = len(line)
 	if err == io.EOF && len(line) == 0 {
-		return Record{}, io.EOF
-	}
-	fail := func(e error) (Record, error) {
-		r.failed = &RecordError{Index: r.index, Offset: start, Err: e}
-		return Record{}, r.failed
+		return nil, io.EOF
 	}
 	if err == io.EOF {
-		return fail(fmt.Errorf("%w (%d bytes without a final line feed)", ErrTorn, len(line)))
+		return nil, r.fail(fmt.Errorf("%w (%d bytes without a final line feed)", ErrTorn, len(line)))
 	}
 	if err != nil {
-		return fail(err)
+		return nil, r.fail(err)
 	}
 	body := line[:len(line)-1]
 	if len(body) == 0 || body[0] != 0x1e {
-		return fail(errors.New("does not start with the record separator 0x1E"))
+		return nil, r.fail(errors.New("does not start with the record separator 0x1E"))
 	}
-	rec, err := parseRecord(bytes.TrimSpace(body[1:]))
-	if err != nil {
-		return fail(err)
-	}
-	r.off += int64(len(line))
+	return bytes.TrimSpace(body[1:]), nil
+}
+
+func (r *Reader) advance() {
+	r.off += int64(r.lineLen)
 	r.index++
-	return rec, nil
+}
+
+func (r *Reader) fail(err error) error {
+	r.failed = &RecordError{Index: r.index, Offset: r.off, Err: err}
+	return r.failed
 }
 
 // readLine reads through the next line feed, refusing lines over MaxRecordSize.

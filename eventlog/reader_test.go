@@ -161,3 +161,59 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+func seedRecords(f *testing.F) {
+	f.Add([]byte(validJSON))
+	f.Add([]byte(`{"pcr":11,"digests":[{"hashAlg":"sha1","digest":"0000000000000000000000000000000000000000"}],"content_type":"systemd","content":{"string":"x"}}`))
+	f.Add([]byte(`{"recnum":3,"pcr":23,"digests":[{"hashAlg":"sha256","digest":"` + zeros64 + `"}],"content_type":"rimon","content":{"a":"\u00e9\n","b":"caf\u00e9 \\\" x","size":18446744073709551615}}`))
+	f.Add([]byte(`{"content":{"kind":"file"},"content_type":"rimon","digests":[{"digest":"` + zeros64 + `","hashAlg":"sha256"}],"pcr":0}`))
+}
+
+// FuzzFastParse checks that the fast parser accepts only what the general
+// one accepts, with the same result.
+func FuzzFastParse(f *testing.F) {
+	seedRecords(f)
+	f.Fuzz(func(t *testing.T, j []byte) {
+		fast, err := fastParseRecord(j)
+		if err != nil {
+			return
+		}
+		slow, err := slowParseRecord(j)
+		if err != nil {
+			t.Fatalf("fast parser accepted %q, general parser refused it: %v", j, err)
+		}
+		if diff := cmp.Diff(slow, fast); diff != "" {
+			t.Fatalf("parsers disagree on %q (-general +fast):\n%s", j, diff)
+		}
+	})
+}
+
+// FuzzRawParse checks that the allocation-free parser used by replay agrees
+// with the general parser on PCR, record number, digests and canonical encoding.
+func FuzzRawParse(f *testing.F) {
+	seedRecords(f)
+	f.Fuzz(func(t *testing.T, j []byte) {
+		var raw rawRecord
+		if !parseRaw(j, &raw) {
+			return
+		}
+		rec, err := slowParseRecord(j)
+		if err != nil {
+			t.Fatalf("raw parser accepted %q, general parser refused it: %v", j, err)
+		}
+		if rec.PCR != raw.pcr || rec.HasRecNum != raw.hasRecnum || rec.RecNum != raw.recnum {
+			t.Fatalf("%q: pcr/recnum %d/%v/%d vs raw %d/%v/%d", j, rec.PCR, rec.HasRecNum, rec.RecNum, raw.pcr, raw.hasRecnum, raw.recnum)
+		}
+		if len(rec.Digests) != raw.ndig {
+			t.Fatalf("%q: %d digests vs raw %d", j, len(rec.Digests), raw.ndig)
+		}
+		for _, d := range rec.Digests {
+			if v, ok := raw.digest(d.Alg); !ok || !bytes.Equal(v, d.Value) {
+				t.Fatalf("%q: %v digest differs", j, d.Alg)
+			}
+		}
+		if got, want := raw.appendCanonical(nil), rec.Content.Canonical(); !bytes.Equal(got, want) {
+			t.Fatalf("%q: canonical encodings differ:\n raw %q\n gen %q", j, got, want)
+		}
+	})
+}

@@ -93,7 +93,9 @@ type Content []Field
 // from [a-z0-9_], unique, strings valid UTF-8.
 func NewContent(fields ...Field) (Content, error) {
 	c := append(Content(nil), fields...)
-	sort.Slice(c, func(i, j int) bool { return c[i].Key < c[j].Key })
+	if !sort.SliceIsSorted(c, func(i, j int) bool { return c[i].Key < c[j].Key }) {
+		sort.Slice(c, func(i, j int) bool { return c[i].Key < c[j].Key })
+	}
 	if len(c) > maxFields {
 		return nil, fmt.Errorf("content has %d fields, at most %d allowed", len(c), maxFields)
 	}
@@ -156,7 +158,11 @@ func (c Content) Canonical() []byte {
 	for _, f := range c {
 		n += 9 + len(f.Key) + len(f.Str) + 20
 	}
-	b := make([]byte, 0, n)
+	return c.AppendCanonical(make([]byte, 0, n))
+}
+
+// AppendCanonical appends the canonical encoding to b.
+func (c Content) AppendCanonical(b []byte) []byte {
 	b = append(b, CanonicalHeader...)
 	var num [20]byte
 	for _, f := range c {
@@ -189,27 +195,55 @@ func (c Content) Digests(banks []crypto.Hash) []Digest {
 
 // MarshalJSON writes the content as a flat JSON object in key order.
 func (c Content) MarshalJSON() ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteByte('{')
+	return c.appendJSON(nil), nil
+}
+
+func (c Content) appendJSON(b []byte) []byte {
+	b = append(b, '{')
 	for i, f := range c {
 		if i > 0 {
-			b.WriteByte(',')
+			b = append(b, ',')
 		}
-		k, _ := json.Marshal(f.Key)
-		b.Write(k)
-		b.WriteByte(':')
+		b = appendJSONString(b, f.Key)
+		b = append(b, ':')
 		if f.IsNum {
-			b.WriteString(strconv.FormatUint(f.Num, 10))
+			b = strconv.AppendUint(b, f.Num, 10)
 		} else {
-			v, err := json.Marshal(f.Str)
-			if err != nil {
-				return nil, err
-			}
-			b.Write(v)
+			b = appendJSONString(b, f.Str)
 		}
 	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string, escaping only what JSON
+// requires: the quote, the backslash and control characters. s must be
+// valid UTF-8 ([NewContent] checks it).
+func appendJSONString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // Record is one entry of the log: one extend of one PCR.
@@ -223,8 +257,18 @@ type Record struct {
 	ContentType string
 	// Content is the parsed content of a rimon record.
 	Content Content
-	// RawContent is the content exactly as read (every content type).
+	// RawContent is the content as read, for records of other content types
+	// than rimon (use [Record.ContentJSON] for any record).
 	RawContent json.RawMessage
+}
+
+// ContentJSON returns the record's content as JSON.
+func (r *Record) ContentJSON() json.RawMessage {
+	if r.ContentType == ContentTypeRimon {
+		b, _ := r.Content.MarshalJSON()
+		return b
+	}
+	return r.RawContent
 }
 
 // Digest returns the record's digest for bank h.
@@ -245,67 +289,107 @@ type wireDigest struct {
 	Digest  string `json:"digest"`
 }
 
-type wireRecord struct {
-	RecNum      *uint64         `json:"recnum,omitempty"`
-	PCR         *int            `json:"pcr"`
-	Digests     []wireDigest    `json:"digests"`
-	ContentType string          `json:"content_type"`
-	Content     json.RawMessage `json:"content"`
-}
-
 // Marshal encodes r as one RFC 7464 element: 0x1E, JSON, line feed.
 func (r *Record) Marshal() ([]byte, error) {
-	w := wireRecord{PCR: &r.PCR, ContentType: r.ContentType}
+	b := make([]byte, 0, 512)
+	b = append(b, 0x1e, '{')
 	if r.HasRecNum {
-		w.RecNum = &r.RecNum
+		b = append(b, `"recnum":`...)
+		b = strconv.AppendUint(b, r.RecNum, 10)
+		b = append(b, ',')
 	}
-	for _, d := range r.Digests {
-		w.Digests = append(w.Digests, wireDigest{HashAlg: BankName(d.Alg), Digest: hex.EncodeToString(d.Value)})
+	b = append(b, `"pcr":`...)
+	b = strconv.AppendInt(b, int64(r.PCR), 10)
+	b = append(b, `,"digests":[`...)
+	for i, d := range r.Digests {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"hashAlg":`...)
+		b = appendJSONString(b, BankName(d.Alg))
+		b = append(b, `,"digest":"`...)
+		b = hex.AppendEncode(b, d.Value)
+		b = append(b, `"}`...)
 	}
+	b = append(b, `],"content_type":`...)
+	b = appendJSONString(b, r.ContentType)
+	b = append(b, `,"content":`...)
 	if r.ContentType == ContentTypeRimon {
-		c, err := r.Content.MarshalJSON()
-		if err != nil {
+		b = r.Content.appendJSON(b)
+	} else {
+		if !json.Valid(r.RawContent) {
+			return nil, errors.New("record content is not valid JSON")
+		}
+		var c bytes.Buffer
+		if err := json.Compact(&c, r.RawContent); err != nil {
 			return nil, err
 		}
-		w.Content = c
-	} else {
-		w.Content = r.RawContent
+		b = append(b, c.Bytes()...)
 	}
-	j, err := json.Marshal(w)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]byte, 0, len(j)+2)
-	out = append(out, 0x1e)
-	out = append(out, j...)
-	return append(out, '\n'), nil
+	return append(b, '}', '\n'), nil
 }
 
 // parseRecord decodes the JSON of one record (without framing).
 func parseRecord(j []byte) (Record, error) {
-	var w wireRecord
+	if r, err := fastParseRecord(j); err == nil {
+		return r, nil
+	}
+	return slowParseRecord(j)
+}
+
+// slowParseRecord decodes any well-formed record and explains what is
+// wrong with the others.
+func slowParseRecord(j []byte) (Record, error) {
+	var m map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(j))
-	if err := dec.Decode(&w); err != nil {
+	if err := dec.Decode(&m); err != nil {
 		return Record{}, fmt.Errorf("invalid JSON: %w", err)
 	}
 	if dec.More() {
 		return Record{}, errors.New("invalid JSON: data after the object")
 	}
-	var r Record
-	if w.RecNum != nil {
-		r.RecNum, r.HasRecNum = *w.RecNum, true
+	if m == nil {
+		return Record{}, errors.New("invalid JSON: want an object, have null")
 	}
-	if w.PCR == nil {
+	if countKeys(j) != len(m) {
+		return Record{}, errors.New("a field name appears twice")
+	}
+	for k := range m {
+		switch k {
+		case "recnum", "pcr", "digests", "content_type", "content":
+		default:
+			return Record{}, fmt.Errorf("unknown field %q", k)
+		}
+	}
+	var r Record
+	if v, ok := m["recnum"]; ok {
+		if err := json.Unmarshal(v, &r.RecNum); err != nil {
+			return Record{}, fmt.Errorf(`field "recnum": want a non-negative integer, have %s`, v)
+		}
+		r.HasRecNum = true
+	}
+	v, ok := m["pcr"]
+	if !ok {
 		return Record{}, errors.New(`field "pcr" is missing`)
 	}
-	if *w.PCR < 0 || *w.PCR > 31 {
-		return Record{}, fmt.Errorf(`field "pcr": %d is out of range 0-31`, *w.PCR)
+	var pcr int64
+	if err := json.Unmarshal(v, &pcr); err != nil {
+		return Record{}, fmt.Errorf(`field "pcr": want an integer, have %s`, v)
 	}
-	r.PCR = *w.PCR
-	if len(w.Digests) == 0 {
+	if pcr < 0 || pcr > 31 {
+		return Record{}, fmt.Errorf(`field "pcr": %d is out of range 0-31`, pcr)
+	}
+	r.PCR = int(pcr)
+	var ds []wireDigest
+	if v, ok := m["digests"]; ok {
+		if err := json.Unmarshal(v, &ds); err != nil {
+			return Record{}, fmt.Errorf(`field "digests": want [{"hashAlg":…,"digest":…}, …]: %v`, err)
+		}
+	}
+	if len(ds) == 0 {
 		return Record{}, errors.New(`field "digests" is missing or empty`)
 	}
-	for i, d := range w.Digests {
+	for i, d := range ds {
 		h, err := ParseBank(d.HashAlg)
 		if err != nil {
 			return Record{}, fmt.Errorf(`digests[%d]: %w`, i, err)
@@ -319,18 +403,27 @@ func parseRecord(j []byte) (Record, error) {
 		}
 		r.Digests = append(r.Digests, Digest{Alg: h, Value: v})
 	}
-	if w.ContentType == "" {
+	if v, ok := m["content_type"]; ok {
+		if err := json.Unmarshal(v, &r.ContentType); err != nil {
+			return Record{}, fmt.Errorf(`field "content_type": want a string, have %s`, v)
+		}
+	}
+	if r.ContentType == "" {
 		return Record{}, errors.New(`field "content_type" is missing`)
 	}
-	r.ContentType = w.ContentType
-	r.RawContent = w.Content
-	if r.ContentType == ContentTypeRimon {
-		c, err := parseContent(w.Content)
-		if err != nil {
-			return Record{}, fmt.Errorf(`field "content": %w`, err)
-		}
-		r.Content = c
+	content, ok := m["content"]
+	if !ok {
+		return Record{}, errors.New(`field "content" is missing`)
 	}
+	if r.ContentType != ContentTypeRimon {
+		r.RawContent = append(json.RawMessage(nil), content...)
+		return r, nil
+	}
+	c, err := parseContent(content)
+	if err != nil {
+		return Record{}, fmt.Errorf(`field "content": %w`, err)
+	}
+	r.Content = c
 	return r, nil
 }
 

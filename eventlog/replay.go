@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"sort"
 )
 
@@ -48,9 +50,11 @@ func InitialValue(pcr int, bank crypto.Hash) []byte {
 
 // State is the set of PCR values a replay reaches.
 type State struct {
-	banks  []crypto.Hash
-	values map[PCRKey][]byte
-	buf    []byte
+	banks   []crypto.Hash
+	values  map[PCRKey][]byte
+	hashers map[crypto.Hash]hash.Hash
+	buf     []byte
+	sum     []byte
 }
 
 // NewState starts a replay over the given banks, every PCR at its initial value.
@@ -61,7 +65,7 @@ func NewState(banks []crypto.Hash) *State {
 // Banks returns the banks this state tracks.
 func (s *State) Banks() []crypto.Hash { return s.banks }
 
-// Value returns a PCR's replayed value.
+// Value returns a PCR's replayed value. The caller must not modify it.
 func (s *State) Value(pcr int, bank crypto.Hash) []byte {
 	if v, ok := s.values[PCRKey{pcr, bank}]; ok {
 		return v
@@ -92,11 +96,24 @@ func (s *State) Clone() *State {
 	return c
 }
 
+func (s *State) hasher(h crypto.Hash) hash.Hash {
+	if s.hashers == nil {
+		s.hashers = map[crypto.Hash]hash.Hash{}
+	}
+	hh, ok := s.hashers[h]
+	if !ok {
+		hh = h.New()
+		s.hashers[h] = hh
+	}
+	hh.Reset()
+	return hh
+}
+
 // Apply verifies rec and extends its digests into the state. A record that
 // has no digest for a tracked bank leaves that bank unchanged, as
 // TPM2_PCR_Extend does.
 func (s *State) Apply(rec *Record) error {
-	if err := Verify(rec); err != nil {
+	if err := s.verify(rec); err != nil {
 		return err
 	}
 	for _, bank := range s.banks {
@@ -104,12 +121,10 @@ func (s *State) Apply(rec *Record) error {
 		if !ok {
 			continue
 		}
-		k := PCRKey{rec.PCR, bank}
-		cur := s.Value(rec.PCR, bank)
-		h := bank.New()
-		s.buf = append(append(s.buf[:0], cur...), d...)
-		h.Write(s.buf)
-		s.values[k] = h.Sum(cur[:0])
+		h := s.hasher(bank)
+		h.Write(s.Value(rec.PCR, bank))
+		h.Write(d)
+		s.values[PCRKey{rec.PCR, bank}] = h.Sum(nil)
 	}
 	return nil
 }
@@ -117,26 +132,30 @@ func (s *State) Apply(rec *Record) error {
 // Verify checks that every digest of rec is the hash of its content. rimon
 // records hash their canonical encoding; systemd records hash the string
 // they carry. Records of other content types cannot be checked and are refused.
-func Verify(rec *Record) error {
+func Verify(rec *Record) error { return NewState(nil).verify(rec) }
+
+func (s *State) verify(rec *Record) error {
 	var data []byte
 	switch rec.ContentType {
 	case ContentTypeRimon:
-		data = rec.Content.Canonical()
+		s.buf = rec.Content.AppendCanonical(s.buf[:0])
+		data = s.buf
 	case ContentTypeSystemd:
-		s, ok := systemdString(rec.RawContent)
+		str, ok := systemdString(rec.RawContent)
 		if !ok {
 			return errors.New(`systemd record without a "string" to verify`)
 		}
-		data = []byte(s)
+		data = []byte(str)
 	default:
 		return fmt.Errorf("content_type %q cannot be verified", rec.ContentType)
 	}
 	for _, d := range rec.Digests {
-		h := d.Alg.New()
+		h := s.hasher(d.Alg)
 		h.Write(data)
-		if got := h.Sum(nil); !bytes.Equal(got, d.Value) {
+		s.sum = h.Sum(s.sum[:0])
+		if !bytes.Equal(s.sum, d.Value) {
 			return fmt.Errorf("%s %w: recorded %s, content hashes to %s", BankName(d.Alg), ErrDigestMismatch,
-				hex.EncodeToString(d.Value), hex.EncodeToString(got))
+				hex.EncodeToString(d.Value), hex.EncodeToString(s.sum))
 		}
 	}
 	return nil
@@ -167,6 +186,81 @@ func checkSequence(records []Record, i int) error {
 	}
 	if want := records[i-1].RecNum + 1; records[i].RecNum != want {
 		return fmt.Errorf("%w: recnum %d follows %d (want %d)", ErrSequence, records[i].RecNum, records[i-1].RecNum, want)
+	}
+	return nil
+}
+
+// ReplayReader verifies and replays the records read from r without keeping
+// them, so that a log of any length replays in constant memory. It returns
+// the state and the number of records. When the log ends in a torn record
+// it returns the replay of the complete records with an error wrapping
+// [ErrTorn]; any other error comes with a nil state.
+func ReplayReader(r io.Reader, banks []crypto.Hash) (*State, int, error) {
+	rd := NewReader(r, 0)
+	s := NewState(banks)
+	var raw rawRecord
+	var prev Record // only RecNum and HasRecNum are used
+	for i := 0; ; i++ {
+		body, err := rd.nextBody()
+		if err == io.EOF {
+			return s, i, nil
+		}
+		if errors.Is(err, ErrTorn) {
+			return s, i, err
+		}
+		if err != nil {
+			return nil, i, err
+		}
+		var cur Record
+		if parseRaw(body, &raw) {
+			cur.RecNum, cur.HasRecNum = raw.recnum, raw.hasRecnum
+			err = s.applyRaw(&raw)
+		} else {
+			rec, perr := parseRecord(body)
+			if perr != nil {
+				return nil, i, rd.fail(perr)
+			}
+			cur = rec
+			err = s.Apply(&rec)
+		}
+		if err == nil && i > 0 {
+			err = checkSequence([]Record{prev, cur}, 1)
+		}
+		if err != nil {
+			return nil, i, &ReplayError{Index: i, RecNum: cur.RecNum, Err: err}
+		}
+		rd.advance()
+		prev = Record{RecNum: cur.RecNum, HasRecNum: cur.HasRecNum}
+	}
+}
+
+// applyRaw is Apply for a record parsed by parseRaw.
+func (s *State) applyRaw(r *rawRecord) error {
+	s.buf = r.appendCanonical(s.buf[:0])
+	for i := 0; i < r.ndig; i++ {
+		d := &r.digs[i]
+		h := s.hasher(d.alg)
+		h.Write(s.buf)
+		s.sum = h.Sum(s.sum[:0])
+		if !bytes.Equal(s.sum, d.val[:d.n]) {
+			return fmt.Errorf("%s %w: recorded %s, content hashes to %s", BankName(d.alg), ErrDigestMismatch,
+				hex.EncodeToString(d.val[:d.n]), hex.EncodeToString(s.sum))
+		}
+	}
+	for _, bank := range s.banks {
+		d, ok := r.digest(bank)
+		if !ok {
+			continue
+		}
+		k := PCRKey{r.pcr, bank}
+		cur, ok := s.values[k]
+		if !ok {
+			cur = InitialValue(r.pcr, bank)
+		}
+		h := s.hasher(bank)
+		h.Write(cur)
+		h.Write(d)
+		s.values[k] = h.Sum(cur[:0])
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 )
@@ -122,5 +123,64 @@ func TestUnverifiableContentType(t *testing.T) {
 	r.ContentType = "other"
 	if _, err := Replay([]Record{r}, allBanks); err == nil || !strings.Contains(err.Error(), "cannot be verified") {
 		t.Errorf("Replay(content_type other) = %v, want a refusal", err)
+	}
+}
+
+// TestReplayReaderAgreesWithReplay runs the streaming replay (whose fast
+// path parses without allocating) over the known-answer log and over
+// edited logs, and expects the same verdicts as Replay.
+func TestReplayReaderAgreesWithReplay(t *testing.T) {
+	data, err := os.ReadFile("../testdata/vectors/replay.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := ReadAll(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Replay(recs, allBanks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, n, err := ReplayReader(bytes.NewReader(data), allBanks)
+	if err != nil || n != len(recs) {
+		t.Fatalf("ReplayReader = %d records, %v", n, err)
+	}
+	for _, h := range allBanks {
+		if !bytes.Equal(got.Value(23, h), want.Value(23, h)) {
+			t.Errorf("%s: ReplayReader %x, Replay %x", BankName(h), got.Value(23, h), want.Value(23, h))
+		}
+	}
+
+	var log bytes.Buffer
+	for _, r := range logOf(t, 3) {
+		b, _ := r.Marshal()
+		log.Write(b)
+	}
+	for _, tc := range []struct{ name, from, to string }{
+		{"path", `"/bin/fb"`, `"/bin/fx"`},
+		{"escaped_path", `"/bin/fb"`, `"/bin/f\u0062"`}, // same string, other spelling: still valid
+		{"recnum", `"recnum":1`, `"recnum":5`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			edited := strings.Replace(log.String(), tc.from, tc.to, 1)
+			_, _, err := ReplayReader(strings.NewReader(edited), allBanks)
+			recs, rerr := ReadAll(strings.NewReader(edited))
+			if rerr != nil {
+				t.Fatal(rerr)
+			}
+			_, werr := Replay(recs, allBanks)
+			if (err == nil) != (werr == nil) {
+				t.Errorf("ReplayReader = %v, Replay = %v", err, werr)
+			}
+			if tc.name != "escaped_path" && err == nil {
+				t.Errorf("edit %s was not detected", tc.name)
+			}
+		})
+	}
+
+	st, n, err := ReplayReader(strings.NewReader(log.String()+"\x1e{\"recnum\":3"), allBanks)
+	if !errors.Is(err, ErrTorn) || n != 3 || st == nil {
+		t.Errorf("ReplayReader on a torn log = %d records, %v; want 3 and ErrTorn", n, err)
 	}
 }
