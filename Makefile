@@ -36,7 +36,6 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	bash bench/hashing.sh
-	bash bench/extend.sh
 
 ## deps: the Debian packages the tests and the demo need (run as root).
 deps:

@@ -3,7 +3,6 @@ package eventlog
 import (
 	"encoding/hex"
 	"errors"
-	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -226,8 +225,15 @@ func (p *fastParser) uint() (uint64, bool) {
 			return 0, false
 		}
 	}
-	n, err := strconv.ParseUint(string(digits), 10, 64)
-	return n, err == nil
+	var n uint64
+	for _, c := range digits {
+		d := uint64(c - '0')
+		if n > (1<<64-1-d)/10 {
+			return 0, false // overflow
+		}
+		n = n*10 + d
+	}
+	return n, true
 }
 
 // str parses a JSON string. It refuses what encoding/json would alter

@@ -3,6 +3,7 @@ package eventlog
 import (
 	"bytes"
 	"crypto"
+	"encoding/binary"
 	"encoding/hex"
 	"unicode/utf8"
 )
@@ -151,44 +152,49 @@ func (r *rawRecord) parseContent(p *fastParser) bool {
 	}
 }
 
-// strStop marks the bytes that end the plain run of a JSON string: the
-// quote, the backslash, control characters and non-ASCII bytes.
-var strStop = func() (t [256]bool) {
-	t['"'], t['\\'] = true, true
-	for c := 0; c < 0x20; c++ {
-		t[c] = true
-	}
-	for c := 0x80; c < 0x100; c++ {
-		t[c] = true
-	}
-	return t
-}()
-
 // plainStr returns the bytes of a string without escapes that is valid UTF-8.
 func (p *fastParser) plainStr() ([]byte, bool) {
 	if !p.eat('"') {
 		return nil, false
 	}
-	rest := p.b[p.i:]
-	ascii := true
-	for i, c := range rest {
-		if !strStop[c] {
-			continue
-		}
-		switch {
-		case c == '"':
-			s := rest[:i]
-			if !ascii && !utf8.Valid(s) {
+	n := bytes.IndexByte(p.b[p.i:], '"')
+	if n < 0 {
+		return nil, false
+	}
+	s := p.b[p.i : p.i+n]
+	if !plainASCII(s) {
+		for _, c := range s {
+			if c == '\\' || c < 0x20 {
 				return nil, false
 			}
-			p.i += i + 1
-			return s, true
-		case c < 0x80: // backslash or control character
+		}
+		if !utf8.Valid(s) {
 			return nil, false
 		}
-		ascii = false
 	}
-	return nil, false
+	p.i += n + 1
+	return s, true
+}
+
+// plainASCII reports whether s holds only printable ASCII other than the
+// backslash, looking at eight bytes at a time.
+func plainASCII(s []byte) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	for len(s) >= 8 {
+		x := binary.LittleEndian.Uint64(s)
+		bs := x ^ (lo * '\\')
+		// A high bit is set for a byte >= 0x80, < 0x20, or equal to a backslash.
+		if (x|(x-lo*0x20)&^x|(bs-lo)&^bs)&hi != 0 {
+			return false
+		}
+		s = s[8:]
+	}
+	for _, c := range s {
+		if c < 0x20 || c >= 0x80 || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *fastParser) rawDigests(r *rawRecord) bool {
