@@ -330,3 +330,23 @@ func TestTreeMeasurement(t *testing.T) {
 		t.Errorf("measure --tree printed %q, want the tree digest %s", rec, digest)
 	}
 }
+
+// TestNoCgoBinary builds rimon without cgo: it must still drive swtpm, and
+// say clearly that the simulator needs a cgo build.
+func TestNoCgoBinary(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "rimon")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "pcr", "read", "--tpm", "sim", "23").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitError || !strings.Contains(string(out), "needs a binary built with cgo") {
+		t.Errorf("no-cgo rimon --tpm sim: %v\n%s", err, out)
+	}
+	spec := testtpm.Swtpm(t)
+	out, err = exec.Command(bin, "pcr", "read", "--tpm", spec, "23").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != strings.Repeat("0", 64) {
+		t.Errorf("no-cgo rimon on swtpm: %v\n%s", err, out)
+	}
+}
