@@ -260,6 +260,9 @@ func (p *fastParser) rawDigests(r *rawRecord) bool {
 func (r *rawRecord) appendCanonical(b []byte) []byte {
 	b = append(b, CanonicalHeader...)
 	for _, f := range r.fields[:r.nfields] {
+		if k := f.key; string(k) == "time" || string(k) == "boot_id" { // Unbound
+			continue
+		}
 		b = appendU32(b, len(f.key))
 		b = append(b, f.key...)
 		if f.isNum {

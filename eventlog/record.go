@@ -148,11 +148,14 @@ func (c Content) Num(key string) uint64 {
 }
 
 // Canonical returns the canonical encoding that rimon hashes into the PCR:
-// [CanonicalHeader], then for each field in key order
+// [CanonicalHeader], then for each bound field in key order
 //
 //	uint32be(len(key)) key tag uint32be(len(value)) value
 //
 // where tag is 's' for a string and 'n' for an integer written in decimal.
+// Every field is bound except the informational ones ([Unbound]), so that
+// the same files measured for the same reasons give the same PCR value on
+// every machine.
 func (c Content) Canonical() []byte {
 	n := len(CanonicalHeader)
 	for _, f := range c {
@@ -161,11 +164,19 @@ func (c Content) Canonical() []byte {
 	return c.AppendCanonical(make([]byte, 0, n))
 }
 
+// Unbound reports whether a content field is informational: recorded, but
+// not part of the canonical encoding, and so not vouched for by the PCR.
+// These are "time" and "boot_id".
+func Unbound(key string) bool { return key == "time" || key == "boot_id" }
+
 // AppendCanonical appends the canonical encoding to b.
 func (c Content) AppendCanonical(b []byte) []byte {
 	b = append(b, CanonicalHeader...)
 	var num [20]byte
 	for _, f := range c {
+		if Unbound(f.Key) {
+			continue
+		}
 		b = binary.BigEndian.AppendUint32(b, uint32(len(f.Key)))
 		b = append(b, f.Key...)
 		v := f.Str

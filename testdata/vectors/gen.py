@@ -12,9 +12,14 @@ import struct
 BANKS = ["sha1", "sha256", "sha384", "sha512"]
 
 
+UNBOUND = {"time", "boot_id"}
+
+
 def canonical(content):
     out = b"rimon-event-v1\n"
     for key in sorted(content, key=lambda k: k.encode()):
+        if key in UNBOUND:
+            continue
         v = content[key]
         k = key.encode()
         out += struct.pack(">I", len(k)) + k
