@@ -1,0 +1,191 @@
+package policy
+
+import (
+	"crypto"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+const full = `version: 1
+settings:
+  pcr: 16
+  banks: [sha384, sha256]
+  log: /var/run/rimon/../rimon/m.log
+  debounce: 50ms
+  rescan: 0
+  symlinks: skip
+measure:
+  - file: /usr/bin/myapp
+  - glob: /etc/myapp/**/*.conf
+  - dir: /opt/myapp
+    exclude: ["*.pyc", "/opt/myapp/cache/**"]
+  - tree: /srv/static
+  - image: /var/lib/images/web.tar
+exclude:
+  - "*.swp"
+`
+
+func TestParseFull(t *testing.T) {
+	p, err := Parse("policy.yaml", strings.NewReader(full))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.PCR != 16 || p.Log != "/var/run/rimon/m.log" || p.Debounce != 50*time.Millisecond || p.Rescan != 0 || p.Symlinks != Skip {
+		t.Errorf("settings = %+v", p)
+	}
+	if diff := cmp.Diff([]crypto.Hash{crypto.SHA256, crypto.SHA384}, p.Banks); diff != "" {
+		t.Errorf("banks (-want +got):\n%s", diff)
+	}
+	var kinds []string
+	for _, r := range p.Rules {
+		kinds = append(kinds, string(r.Kind)+" "+r.Path)
+	}
+	want := []string{"file /usr/bin/myapp", "glob /etc/myapp/**/*.conf", "dir /opt/myapp", "tree /srv/static", "image /var/lib/images/web.tar"}
+	if diff := cmp.Diff(want, kinds); diff != "" {
+		t.Errorf("rules (-want +got):\n%s", diff)
+	}
+	if p.Rules[2].Line != 12 {
+		t.Errorf("dir rule line = %d, want 12", p.Rules[2].Line)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	p, err := Parse("p.yaml", strings.NewReader("measure:\n  - file: /bin/sh\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.PCR != 23 || p.Banks != nil || p.Log != "/run/rimon/measurements.log" || p.Debounce != DefaultDebounce || p.Rescan != DefaultRescan || p.Symlinks != Follow {
+		t.Errorf("defaults = %+v", p)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"empty", "", "p.yaml: the policy is empty: it needs a measure list"},
+		{"not_yaml", "measure: [", "p.yaml: line 1: did not find expected node content"},
+		{"not_mapping", "- file: /a\n", "p.yaml:1: want a mapping with settings, measure and exclude"},
+		{"unknown_top", "measure:\n  - file: /a\nmeasures: []\n", "p.yaml:3: measures: unknown key (want version, settings, measure or exclude)"},
+		{"no_measure", "settings:\n  pcr: 23\n", "p.yaml:1: measure: missing or empty: list what to measure"},
+		{"empty_measure", "measure: []\n", "p.yaml:1: measure: missing or empty: list what to measure"},
+		{"measure_not_list", "measure:\n  file: /a\n", "p.yaml:2: measure: want a list of entries such as '- file: /usr/bin/myapp', have a mapping"},
+		{"unknown_rule_key", "measure:\n  - file: /a\n    recursive: true\n", "p.yaml:3: measure[0].recursive: unknown key (want one of file, glob, dir, tree, image, and optionally exclude)"},
+		{"two_kinds", "measure:\n  - file: /a\n    dir: /b\n", "p.yaml:3: measure[0]: has both file and dir: one kind per entry"},
+		{"no_kind", "measure:\n  - exclude: ['*.x']\n", "p.yaml:2: measure[0]: says nothing to measure: want one of file, glob, dir, tree or image"},
+		{"relative", "measure:\n  - file: usr/bin/a\n", `p.yaml:2: measure[0].file: "usr/bin/a" is not an absolute path`},
+		{"null_path", "measure:\n  - file:\n", "p.yaml:2: measure[0].file: want a string, have \"\""},
+		{"list_path", "measure:\n  - dir: [/a]\n", "p.yaml:2: measure[0].dir: want a string, have a list"},
+		{"bad_glob", "measure:\n  - glob: /etc/[a\n", `p.yaml:2: measure[0].glob: bad pattern "/etc/[a": syntax error in pattern`},
+		{"relative_glob", "measure:\n  - glob: '*.conf'\n", `p.yaml:2: measure[0].glob: "*.conf": a glob to measure must be absolute`},
+		{"half_doublestar", "measure:\n  - glob: /etc/a**/x\n", `p.yaml:2: measure[0].glob: bad pattern "/etc/a**/x": ** must be a whole path segment`},
+		{"dotdot_pattern", "measure:\n  - dir: /a\nexclude: ['/a/../b']\n", `p.yaml:3: exclude: bad pattern "/a/../b": . and .. are not allowed`},
+		{"exclude_on_file", "measure:\n  - file: /a\n    exclude: ['x']\n", "p.yaml:2: measure[0].exclude: exclude applies to glob, dir and tree entries only"},
+		{"pcr_range", "settings:\n  pcr: 24\nmeasure:\n  - file: /a\n", "p.yaml:2: settings.pcr: 24 is out of range 0-23"},
+		{"pcr_string", "settings:\n  pcr: twenty\nmeasure:\n  - file: /a\n", `p.yaml:2: settings.pcr: want a whole number, have "twenty"`},
+		{"bad_bank", "settings:\n  banks: [md5]\nmeasure:\n  - file: /a\n", `p.yaml:2: settings.banks: unknown PCR bank "md5" (rimon supports sha1, sha256, sha384, sha512)`},
+		{"dup_bank", "settings:\n  banks: [sha256, sha256]\nmeasure:\n  - file: /a\n", "p.yaml:2: settings.banks: sha256 appears twice"},
+		{"bad_duration", "settings:\n  debounce: soon\nmeasure:\n  - file: /a\n", `p.yaml:2: settings.debounce: want a duration such as 200ms or 5m, have "soon"`},
+		{"duration_range", "settings:\n  debounce: 2h\nmeasure:\n  - file: /a\n", "p.yaml:2: settings.debounce: 2h0m0s is out of range 1ms to 1m0s"},
+		{"bad_symlinks", "settings:\n  symlinks: maybe\nmeasure:\n  - file: /a\n", `p.yaml:2: settings.symlinks: want follow or skip, have "maybe"`},
+		{"unknown_setting", "settings:\n  interval: 5m\nmeasure:\n  - file: /a\n", "p.yaml:2: settings.interval: unknown setting (want pcr, banks, log, debounce, rescan or symlinks)"},
+		{"duplicate_key", "measure:\n  - file: /a\nmeasure:\n  - file: /b\n", "p.yaml:3: measure: appears twice"},
+		{"bad_version", "version: 2\nmeasure:\n  - file: /a\n", "p.yaml:1: version: only version 1 is known"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("p.yaml", strings.NewReader(tc.yaml))
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("Parse error =\n  %v\nwant\n  %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestPatterns(t *testing.T) {
+	for _, tc := range []struct {
+		pat, name string
+		want      bool
+	}{
+		{"*.swp", "/a/b/.x.swp", true},
+		{"*.swp", "/a/b/x.swo", false},
+		{"/etc/*.conf", "/etc/a.conf", true},
+		{"/etc/*.conf", "/etc/sub/a.conf", false},
+		{"/etc/**/*.conf", "/etc/a.conf", true},
+		{"/etc/**/*.conf", "/etc/x/y/a.conf", true},
+		{"/etc/**", "/etc/x/y", true},
+		{"/etc/**", "/etcx/y", false},
+		{"**/cache/*", "/var/lib/cache/f", true},
+		{"/opt/a?c/[xy]", "/opt/abc/x", true},
+		{"/opt/a?c/[xy]", "/opt/abc/z", false},
+	} {
+		p, err := CompilePattern(tc.pat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.Match(tc.name); got != tc.want {
+			t.Errorf("%q.Match(%q) = %v, want %v", tc.pat, tc.name, got, tc.want)
+		}
+	}
+	p, _ := CompilePattern("/etc/*/conf.d/*.conf")
+	for dir, want := range map[string]bool{"/etc": true, "/etc/nginx": true, "/etc/nginx/conf.d": true, "/var": false, "/etc/nginx/conf.d/x": false} {
+		if got := p.CouldContain(dir); got != want {
+			t.Errorf("CouldContain(%q) = %v, want %v", dir, got, want)
+		}
+	}
+	if got := p.StaticPrefix(); got != "/etc" {
+		t.Errorf("StaticPrefix = %q, want /etc", got)
+	}
+}
+
+func TestTargetFor(t *testing.T) {
+	p, err := Parse("policy.yaml", strings.NewReader(full))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{
+		"/usr/bin/myapp":             "file /usr/bin/myapp",
+		"/usr/bin/other":             "",
+		"/etc/myapp/a/b.conf":        "file /etc/myapp/a/b.conf",
+		"/etc/myapp/a/b.txt":         "",
+		"/opt/myapp/bin/run":         "file /opt/myapp/bin/run",
+		"/opt/myapp/x.pyc":           "",
+		"/opt/myapp/cache/blob":      "",
+		"/opt/myapp/.x.swp":          "",
+		"/srv/static/css/site.css":   "tree /srv/static",
+		"/srv/static/.x.swp":         "tree /srv/static",
+		"/var/lib/images/web.tar":    "image /var/lib/images/web.tar",
+		"/var/lib/images/web.tar.gz": "",
+	} {
+		got := ""
+		if tg, ok := p.TargetFor(name); ok {
+			got = string(tg.Kind) + " " + tg.Path
+		}
+		if got != want {
+			t.Errorf("TargetFor(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(full)
+	f.Add("measure:\n  - file: /a\n")
+	f.Add("settings: {pcr: 1}\nmeasure: [{glob: '/a/**/b*'}]\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := Parse("f.yaml", strings.NewReader(s))
+		if err != nil {
+			if _, ok := err.(*Error); !ok {
+				t.Fatalf("Parse error %T %v is not a *Error", err, err)
+			}
+			return
+		}
+		if len(p.Rules) == 0 || p.PCR < 0 || p.PCR > 23 {
+			t.Fatalf("accepted an invalid policy: %+v", p)
+		}
+		for _, r := range p.Rules {
+			if !strings.HasPrefix(r.Path, "/") {
+				t.Fatalf("accepted a relative path %q", r.Path)
+			}
+		}
+	})
+}
