@@ -381,3 +381,21 @@ func Check(ctx context.Context, path string, pcrs PCRs, banks []crypto.Hash, pcr
 	}
 	return &CheckResult{ReconcileResult: *res, TornBytes: torn}, nil
 }
+
+// Verify catches up with other writers and compares the replay of the log
+// with the TPM. It returns a *DivergenceError when they disagree, for
+// example after an extend of the PCR outside rimon.
+func (w *Writer) Verify(ctx context.Context) error {
+	if err := flock(ctx, w.f, lockExclusive); err != nil {
+		return fmt.Errorf("lock log %s: %w", w.path, err)
+	}
+	defer funlock(w.f)
+	if _, err := w.catchUp(ctx, false); err != nil {
+		return err
+	}
+	_, err := reconcileFrom(ctx, w.state, w.count, w.last, nil, w.pcrs, ReconcileOptions{Banks: w.opts.Banks, PCRs: []int{w.opts.PCR}})
+	if err != nil {
+		return fmt.Errorf("log %s: %w", w.path, err)
+	}
+	return nil
+}

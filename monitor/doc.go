@@ -1,0 +1,29 @@
+// Package monitor is rimon's agent: it measures everything a policy lists,
+// records each measurement in the log and the PCR, and keeps measuring as
+// content changes.
+//
+// It is the only package of rimon that owns goroutines, fsnotify watches,
+// signals and a logger.
+//
+// # How it works
+//
+// [Monitor.Run] installs the watches first and measures second, so that no
+// change between the two is missed. The initial scan hashes files in
+// parallel and records them in path order, so the same files give the same
+// records and PCR value on every machine. Then it reports ready and waits:
+//
+//   - fsnotify watches directories, not files, so an editor's atomic replace
+//     (write a temporary file, rename it over) is seen;
+//   - each changed path is measured once it has been quiet for the debounce
+//     time, and again if it changed while it was measured, so the final
+//     state is always measured;
+//   - a record is written only when the digest changed, or the file
+//     appeared or disappeared;
+//   - an inotify queue overflow triggers a full rescan; running out of
+//     watches is logged with the sysctl to raise and leaves periodic rescans
+//     to do the watching;
+//   - a periodic rescan also checks the log against the TPM;
+//   - SIGHUP reloads the policy (a bad one is refused and the old one kept);
+//   - when the context ends, measurements in flight are finished and
+//     recorded before Run returns.
+package monitor
