@@ -297,19 +297,39 @@ func (m *Monitor) shutdown(ctx context.Context) error {
 func (m *Monitor) installWatches() {
 	for i := range m.pol.Rules {
 		r := &m.pol.Rules[i]
+		root, want := ruleRoot(r), func(string) bool { return true }
 		switch r.Kind {
-		case policy.File:
-			m.watch(filepath.Dir(r.Path))
 		case policy.Glob:
-			m.watchTree(r.Pattern.StaticPrefix(), func(d string) bool { return r.Pattern.CouldContain(d) })
+			want = r.Pattern.CouldContain
 		case policy.Dir:
-			m.watchTree(r.Path, func(d string) bool { return d == r.Path || !m.pol.Excluded(r, d) })
-		case policy.Tree, policy.Image:
-			if fi, err := os.Stat(r.Path); err == nil && fi.IsDir() {
-				m.watchTree(r.Path, func(string) bool { return true })
-			} else {
-				m.watch(filepath.Dir(r.Path))
-			}
+			want = func(d string) bool { return d == r.Path || !m.pol.Excluded(r, d) }
+		}
+		fi, err := os.Stat(root)
+		switch {
+		case err == nil && fi.IsDir() && r.Kind != policy.File:
+			m.watchTree(root, want)
+		case err == nil:
+			m.watch(filepath.Dir(root))
+		default:
+			// Not there yet: watch the nearest directory that is, to see it appear.
+			m.watch(existingAncestor(root))
+		}
+	}
+}
+
+// ruleRoot is the directory (or file) a rule's watches start from.
+func ruleRoot(r *policy.Rule) string {
+	if r.Kind == policy.Glob {
+		return r.Pattern.StaticPrefix()
+	}
+	return r.Path
+}
+
+func existingAncestor(p string) string {
+	for {
+		p = filepath.Dir(p)
+		if fi, err := os.Stat(p); (err == nil && fi.IsDir()) || p == "/" {
+			return p
 		}
 	}
 }
@@ -409,20 +429,33 @@ func (m *Monitor) newDirectory(dir string) {
 	if t, ok := m.pol.TargetFor(dir); ok && t.Kind != policy.File {
 		m.schedule(key{t.Kind, t.Path}) // a tree or image changed
 	}
-	covered := false
+	below, above := false, false
 	for i := range m.pol.Rules {
 		r := &m.pol.Rules[i]
+		root := ruleRoot(r)
+		if r.Kind == policy.File {
+			root = filepath.Dir(root)
+		}
+		above = above || (root != dir && policy.Under(root, dir))
 		switch r.Kind {
 		case policy.Dir, policy.Tree, policy.Image:
-			covered = covered || policy.Under(dir, r.Path)
+			below = below || policy.Under(dir, r.Path)
 		case policy.Glob:
-			covered = covered || r.Pattern.CouldContain(dir)
+			below = below || (policy.Under(dir, root) && r.Pattern.CouldContain(dir))
+		case policy.File:
+			below = below || dir == root
 		}
 	}
-	if !covered {
+	if above {
+		// A directory on the way to a rule's root: watch what now exists.
+		m.installWatches()
+	}
+	if !below && !above {
 		return
 	}
-	m.watchTree(dir, func(d string) bool { return true })
+	if below {
+		m.watchTree(dir, func(d string) bool { return true })
+	}
 	// Files created before the watch was in place.
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() {
@@ -591,9 +624,21 @@ func (m *Monitor) apply(ctx context.Context, r result, newReason string) {
 
 // ---- scans ----
 
-// targets lists what the policy covers now, sorted, plus the known paths
-// the policy still covers (so that deletions are found).
-func (m *Monitor) targets() []key {
+// Expand lists what the policy covers now, in path order: its files (the
+// file, glob and dir rules expanded), trees and images.
+func Expand(pol *policy.Policy) []policy.Target {
+	var out []policy.Target
+	for _, k := range expand(pol, nil) {
+		out = append(out, policy.Target{Kind: k.kind, Path: k.path})
+	}
+	return out
+}
+
+// targets lists what the policy covers now, plus the known paths it still
+// covers (so that deletions are found).
+func (m *Monitor) targets() []key { return expand(m.pol, m.known) }
+
+func expand(pol *policy.Policy, known map[string]Known) []key {
 	seen := map[key]bool{}
 	var out []key
 	add := func(k key) {
@@ -602,8 +647,8 @@ func (m *Monitor) targets() []key {
 			out = append(out, k)
 		}
 	}
-	for i := range m.pol.Rules {
-		r := &m.pol.Rules[i]
+	for i := range pol.Rules {
+		r := &pol.Rules[i]
 		switch r.Kind {
 		case policy.File:
 			add(key{policy.File, r.Path})
@@ -619,29 +664,29 @@ func (m *Monitor) targets() []key {
 					return nil
 				}
 				if d.IsDir() {
-					if p != root && (!want(p) || (r.Kind == policy.Dir && m.pol.Excluded(r, p))) {
+					if p != root && (!want(p) || (r.Kind == policy.Dir && pol.Excluded(r, p))) {
 						return filepath.SkipDir
 					}
 					return nil
 				}
-				if d.Type()&fs.ModeSymlink != 0 && m.pol.Symlinks == policy.Skip {
+				if d.Type()&fs.ModeSymlink != 0 && pol.Symlinks == policy.Skip {
 					return nil
 				}
 				if !d.Type().IsRegular() && d.Type()&fs.ModeSymlink == 0 {
 					return nil
 				}
-				if t, ok := m.pol.TargetFor(p); ok && t.Kind == policy.File {
+				if t, ok := pol.TargetFor(p); ok && t.Kind == policy.File {
 					add(key{policy.File, p})
 				}
 				return nil
 			})
 		}
 	}
-	for p, k := range m.known {
+	for p, k := range known {
 		if !k.Present {
 			continue
 		}
-		if t, ok := m.pol.TargetFor(p); ok && t.Path == p {
+		if t, ok := pol.TargetFor(p); ok && t.Path == p {
 			add(key{t.Kind, p})
 		}
 	}
@@ -655,7 +700,9 @@ func (m *Monitor) targets() []key {
 }
 
 // measureAll measures keys in parallel and returns the results in order.
-func (m *Monitor) measureAll(ctx context.Context, keys []key, progress func(done int)) []result {
+// It runs outside the main goroutine: it touches nothing of m but its
+// fixed configuration; seq is taken by the caller.
+func (m *Monitor) measureAll(ctx context.Context, keys []key, seq uint64, progress func(done int)) []result {
 	out := make([]result, len(keys))
 	var files []string
 	var fileIdx []int
@@ -665,8 +712,6 @@ func (m *Monitor) measureAll(ctx context.Context, keys []key, progress func(done
 			fileIdx = append(fileIdx, i)
 		}
 	}
-	m.seq++
-	seq := m.seq
 	// Files in chunks, so progress can be shown.
 	const chunk = 2048
 	done := 0
@@ -713,7 +758,8 @@ func (m *Monitor) initialScan(ctx context.Context) error {
 			fmt.Fprintf(m.cfg.Progress, "\r%s", msg)
 		}
 	}
-	results := m.measureAll(ctx, keys, progress)
+	m.seq++
+	results := m.measureAll(ctx, keys, m.seq, progress)
 	if m.cfg.Progress != nil && len(keys) > 0 {
 		fmt.Fprintln(m.cfg.Progress)
 	}
@@ -750,10 +796,12 @@ func (m *Monitor) startRescan(ctx context.Context, why string) {
 	m.rescanning = true
 	keys := m.targets()
 	m.log.Info("rescan", "why", why, "targets", len(keys))
+	m.seq++
+	seq := m.seq
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		rs := m.measureAll(ctx, keys, nil)
+		rs := m.measureAll(ctx, keys, seq, nil)
 		select {
 		case m.rescanDone <- rs:
 		case <-ctx.Done():

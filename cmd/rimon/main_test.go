@@ -201,12 +201,12 @@ func TestSimulatorPCREqualsReplay(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		paths = append(paths, writeFile(t, filepath.Join(dir, string(rune('a'+i))), strings.Repeat("z", i*1000)))
 	}
-	ms, err := measureAll(ctx, paths, false, 0)
+	ms, err := measureAll(ctx, paths, measureFlags{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range ms {
-		if _, err := w.Append(ctx, 23, eventlog.Event{Kind: m.kind, Path: m.path, SHA256: m.digest.String(), Size: m.size, Reason: "initial"}); err != nil {
+		if _, err := w.Append(ctx, 23, eventlog.Event{Kind: m.kind, Path: m.path, SHA256: m.digest, Size: m.size, Reason: "initial"}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/measure"
+	"github.com/rimon-dev/rimon/ociimage"
 	"github.com/spf13/cobra"
 )
 
@@ -19,6 +20,7 @@ type measureFlags struct {
 	pcr    int
 	reason string
 	tree   bool
+	image  bool
 	dryRun bool
 	jobs   int
 }
@@ -51,6 +53,9 @@ file, exactly as sha256sum does.`,
 			if err := checkReason(f.reason); err != nil {
 				return err
 			}
+			if f.image && (f.tree || f.dryRun) {
+				return usageErr("--image cannot be combined with --tree or --dry-run")
+			}
 			if f.dryRun {
 				return dryRun(cmd.Context(), g, f, args)
 			}
@@ -61,6 +66,7 @@ file, exactly as sha256sum does.`,
 	fl.IntVar(&f.pcr, "pcr", 23, "PCR to extend")
 	fl.StringVar(&f.reason, "reason", eventlog.ReasonManual, "why the measurement is taken (initial, changed, launch, launch:UNIT ...)")
 	fl.BoolVar(&f.tree, "tree", false, "measure directories as one tree digest")
+	fl.BoolVar(&f.image, "image", false, "each PATH is a container image (OCI layout or docker/podman save archive): verify every blob, record its manifest and config digests")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "print digests like sha256sum; touch no TPM and no log")
 	fl.IntVar(&f.jobs, "jobs", 0, "files hashed in parallel (0: one per core)")
 	return c
@@ -89,12 +95,14 @@ func checkReason(r string) error {
 type measured struct {
 	path   string // absolute
 	kind   string
-	digest measure.Digest
+	digest string // lowercase hex
 	size   uint64
+	extra  []eventlog.Field
 }
 
 // measureAll measures every path; on any failure it returns all failures and no results.
-func measureAll(ctx context.Context, args []string, tree bool, jobs int) ([]measured, error) {
+func measureAll(ctx context.Context, args []string, f measureFlags) ([]measured, error) {
+	tree, jobs := f.tree, f.jobs
 	out := make([]measured, len(args))
 	var errs []error
 	var files []int
@@ -111,6 +119,13 @@ func measureAll(ctx context.Context, args []string, tree bool, jobs int) ([]meas
 		}
 		fi, err := os.Stat(abs)
 		switch {
+		case err == nil && f.image:
+			r, err := ociimage.Verify(ctx, abs)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			out[i] = measured{path: abs, kind: eventlog.KindImage, digest: r.Digest, size: uint64(r.Blobs), extra: r.Fields()}
 		case err != nil:
 			errs = append(errs, fmt.Errorf("measure %s: %w", a, unwrapPath(err)))
 		case fi.IsDir() && !tree:
@@ -121,7 +136,7 @@ func measureAll(ctx context.Context, args []string, tree bool, jobs int) ([]meas
 				errs = append(errs, err)
 				continue
 			}
-			out[i] = measured{path: abs, kind: eventlog.KindTree, digest: r.Digest, size: uint64(len(r.Entries))}
+			out[i] = measured{path: abs, kind: eventlog.KindTree, digest: r.Digest.String(), size: uint64(len(r.Entries))}
 		default:
 			out[i].kind = eventlog.KindFile
 			files = append(files, i)
@@ -137,7 +152,7 @@ func measureAll(ctx context.Context, args []string, tree bool, jobs int) ([]meas
 			continue
 		}
 		i := files[j]
-		out[i].digest, out[i].size = o.Digest, uint64(o.Size)
+		out[i].digest, out[i].size = o.Digest.String(), uint64(o.Size)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -194,7 +209,7 @@ func sumLine(d measure.Digest, name string) string {
 }
 
 func runMeasure(ctx context.Context, g *globals, f measureFlags, args []string) error {
-	ms, err := measureAll(ctx, args, f.tree, f.jobs)
+	ms, err := measureAll(ctx, args, f)
 	if err != nil {
 		return err
 	}
@@ -210,7 +225,7 @@ func runMeasure(ctx context.Context, g *globals, f measureFlags, args []string) 
 	defer w.Close()
 	for _, m := range ms {
 		rec, err := w.Append(ctx, f.pcr, eventlog.Event{
-			Kind: m.kind, Path: m.path, SHA256: m.digest.String(), Size: m.size, Reason: f.reason,
+			Kind: m.kind, Path: m.path, SHA256: m.digest, Size: m.size, Reason: f.reason, Extra: m.extra,
 		})
 		if err != nil {
 			return err

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/monitor"
+	"github.com/rimon-dev/rimon/policy"
+	"github.com/spf13/cobra"
+)
+
+// sdNotifier sends sd_notify messages to systemd.
+type sdNotifier struct{}
+
+func (sdNotifier) Notify(state string) error {
+	_, err := daemon.SdNotify(false, state)
+	return err
+}
+
+var _ monitor.Notifier = sdNotifier{}
+
+func newWatchCmd(g *globals) *cobra.Command {
+	var policyPath, logFormat string
+	var jobs int
+	c := &cobra.Command{
+		Use:   "watch [--policy FILE]",
+		Short: "Run the agent: measure what the policy lists, then keep measuring changes",
+		Long: `watch is rimon's agent. It reconciles the log with the TPM, measures
+everything the policy lists (see packaging/examples/), records it in the log and
+the PCR, and then watches those paths: each change is measured once the file
+has settled, and recorded when its digest changed.
+
+Under systemd (Type=notify) it reports READY=1 once the initial measurement is
+recorded and the watches are in place, STATUS= with counts, and watchdog pings
+when WatchdogSec= is set. SIGHUP reloads the policy; SIGTERM finishes the
+record in flight and exits. Logs go to stderr.
+
+The log path comes from the policy's settings.log unless --log is given.`,
+		Example: `  rimon watch --tpm sim --policy packaging/examples/demo.yaml --log /tmp/rimon.log
+  systemctl start rimon   # packaging/systemd/rimon.service`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if logFormat != "text" && logFormat != "json" {
+				return usageErr("--log-format %q: want text or json", logFormat)
+			}
+			pol, err := policy.Load(policyPath)
+			if err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("log") && os.Getenv("RIMON_LOG") == "" {
+				g.log = pol.Log
+			}
+			return runWatch(cmd.Context(), g, pol, policyPath, logFormat, jobs)
+		},
+	}
+	c.Flags().StringVar(&policyPath, "policy", envOr("RIMON_POLICY", policy.DefaultPath), "policy file ($RIMON_POLICY)")
+	c.Flags().StringVar(&logFormat, "log-format", "text", "format of the agent's own logs on stderr: text or json")
+	c.Flags().IntVar(&jobs, "jobs", 0, "files hashed in parallel (0: one per core)")
+	return c
+}
+
+func runWatch(ctx context.Context, g *globals, pol *policy.Policy, policyPath, logFormat string, jobs int) error {
+	var h slog.Handler = slog.NewTextHandler(g.stderr, nil)
+	if logFormat == "json" {
+		h = slog.NewJSONHandler(g.stderr, nil)
+	}
+	logger := slog.New(h)
+
+	t, active, err := g.openTPM(ctx, pol.PCR)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	banks, err := chooseBanks(pol, active)
+	if err != nil {
+		return err
+	}
+	w, err := g.openWriter(ctx, t, banks, pol.PCR)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	recs, _, err := eventlog.Snapshot(ctx, g.log)
+	if err != nil {
+		return err
+	}
+	cfg := monitor.Config{
+		Policy:   pol,
+		Reload:   func() (*policy.Policy, error) { return policy.Load(policyPath) },
+		Recorder: w,
+		Known:    monitor.KnownFromLog(recs),
+		Logger:   logger,
+		Workers:  jobs,
+	}
+	if os.Getenv("NOTIFY_SOCKET") != "" {
+		cfg.Notify = sdNotifier{}
+		if d, err := daemon.SdWatchdogEnabled(false); err == nil {
+			cfg.Watchdog = d
+		}
+	}
+	if f, ok := g.stderr.(*os.File); ok && isTerminal(f) {
+		cfg.Progress = f
+	}
+	m, err := monitor.New(cfg)
+	if err != nil {
+		return err
+	}
+	logger.Info("starting", "policy", policyPath, "tpm", g.tpm, "log", g.log, "pcr", pol.PCR, "banks", bankNames(banks))
+	if err := m.Run(ctx); err != nil {
+		return err
+	}
+	// A last look: the log and the TPM must agree when the agent stops.
+	vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := w.Verify(vctx); err != nil {
+		return checkErr(err)
+	}
+	st := w.State()
+	for _, b := range banks {
+		logger.Info("log and TPM agree", "records", w.Records(), "pcr", pol.PCR, "bank", eventlog.BankName(b), "value", fmt.Sprintf("%x", st.Value(pol.PCR, b)))
+	}
+	return nil
+}
+
+// chooseBanks returns the policy's banks, which must be active, or every active bank.
+func chooseBanks(pol *policy.Policy, active []crypto.Hash) ([]crypto.Hash, error) {
+	if pol.Banks == nil {
+		return active, nil
+	}
+	for _, b := range pol.Banks {
+		found := false
+		for _, a := range active {
+			found = found || a == b
+		}
+		if !found {
+			return nil, fmt.Errorf("policy %s: settings.banks names %s, which the TPM has not allocated for PCR %d (active: %v)",
+				pol.Source, eventlog.BankName(b), pol.PCR, bankNames(active))
+		}
+	}
+	return pol.Banks, nil
+}
+
+func bankNames(hs []crypto.Hash) []string {
+	var out []string
+	for _, h := range hs {
+		out = append(out, eventlog.BankName(h))
+	}
+	return out
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+func newPolicyCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "policy", Short: "Work with agent policies"}
+	check := &cobra.Command{
+		Use:   "check FILE",
+		Short: "Validate a policy and list what it would measure",
+		Long: `check parses and validates FILE, touching neither TPM nor log, and prints
+the settings and every target the policy covers on this machine now: one line
+per target, KIND PATH.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pol, err := policy.Load(args[0])
+			if err != nil {
+				return err
+			}
+			banks := "every active bank"
+			if pol.Banks != nil {
+				banks = fmt.Sprint(bankNames(pol.Banks))
+			}
+			fmt.Fprintf(g.stdout, "# policy %s: pcr %d, banks %s, log %s, debounce %v, rescan %v, symlinks %s\n",
+				pol.Source, pol.PCR, banks, pol.Log, pol.Debounce, pol.Rescan, pol.Symlinks)
+			ts := monitor.Expand(pol)
+			for _, t := range ts {
+				fmt.Fprintf(g.stdout, "%s %s\n", t.Kind, t.Path)
+			}
+			fmt.Fprintf(g.stdout, "# %d targets\n", len(ts))
+			return nil
+		},
+	}
+	c.AddCommand(check)
+	return c
+}
