@@ -306,7 +306,9 @@ func TestReloadKeepsOldPolicyOnError(t *testing.T) {
 	if m.pol != pol || m.errors != 1 {
 		t.Error("a bad policy replaced the old one")
 	}
-	next = func() (*policy.Policy, error) { return loadPolicy(t, dir, "settings:\n  pcr: 16\nmeasure:\n  - file: $DIR/a\n"), nil }
+	next = func() (*policy.Policy, error) {
+		return loadPolicy(t, dir, "settings:\n  pcr: 16\nmeasure:\n  - file: $DIR/a\n"), nil
+	}
 	m.reload(context.Background())
 	if m.pol != pol {
 		t.Error("a policy with another PCR replaced the old one")
