@@ -7,7 +7,9 @@ STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 FUZZTIME  ?= 10s
 APT_PACKAGES := swtpm swtpm-tools tpm2-tools libssl-dev openssl util-linux
 
-.PHONY: all build test lint fuzz bench deps demo clean
+DEB_VERSION ?= $(shell v=$$(git describe --tags --abbrev=0 2>/dev/null | sed 's/^v//'); echo $${v:-0.1.0}~git$$(git rev-parse --short HEAD 2>/dev/null || echo 0))
+
+.PHONY: all build test lint fuzz bench deps demo deb deb-test clean
 
 all: build
 
@@ -49,5 +51,13 @@ deps:
 demo: deps build
 	bash scripts/demo.sh ./$(BIN)
 
+## deb: dist/rimon_<version>_<arch>.deb (binary, unit, example policies, man pages).
+deb: build
+	bash packaging/deb/build.sh ./$(BIN) $(DEB_VERSION)
+
+## deb-test: install, check, remove and purge the package (root, scratch machine).
+deb-test: deb
+	bash packaging/deb/test.sh dist/rimon_$(DEB_VERSION)_$$(dpkg --print-architecture).deb
+
 clean:
-	rm -f $(BIN)
+	rm -rf $(BIN) dist

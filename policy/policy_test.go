@@ -2,6 +2,7 @@ package policy
 
 import (
 	"crypto"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -188,4 +189,17 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestExamplesParse keeps the shipped example policies valid.
+func TestExamplesParse(t *testing.T) {
+	paths, err := filepath.Glob("../packaging/examples/*.yaml")
+	if err != nil || len(paths) < 3 {
+		t.Fatalf("example policies: %v, %v", paths, err)
+	}
+	for _, p := range paths {
+		if _, err := Load(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
 }
