@@ -1,10 +1,12 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto"
 	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -350,3 +352,46 @@ func TestNoCgoBinary(t *testing.T) {
 		t.Errorf("no-cgo rimon on swtpm: %v\n%s", err, out)
 	}
 }
+
+// TestMeasureImage records a docker save archive built here, and refuses
+// it once a layer is corrupted.
+func TestMeasureImage(t *testing.T) {
+	dir := t.TempDir()
+	layer := []byte("layer tar")
+	ls := sha256.Sum256(layer)
+	cfg := []byte(`{"rootfs":{"type":"layers","diff_ids":["sha256:` + hexs(ls[:]) + `"]}}`)
+	cs := sha256.Sum256(cfg)
+	mk := func(layer []byte) string {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for name, b := range map[string][]byte{
+			"manifest.json":       []byte(`[{"Config":"` + hexs(cs[:]) + `.json","RepoTags":["web:1"],"Layers":["l1/layer.tar"]}]`),
+			hexs(cs[:]) + ".json": cfg,
+			"l1/layer.tar":        layer,
+		} {
+			tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg})
+			tw.Write(b)
+		}
+		tw.Close()
+		return writeFile(t, filepath.Join(dir, "web.tar"), buf.String())
+	}
+	log := filepath.Join(dir, "m.log")
+	out := mustRimon(t, "measure", "--tpm", "sim", "--log", log, "--image", mk(layer))
+	if !strings.Contains(out, " image "+hexs(cs[:])+" manual ") {
+		t.Errorf("measure --image printed %q, want the config digest %x", out, cs)
+	}
+	show := mustRimon(t, "log", "show", "--json", "--log", log)
+	if !strings.Contains(show, `"config_digest": "sha256:`+hexs(cs[:])) {
+		t.Errorf("the record lacks config_digest:\n%s", show)
+	}
+	mk([]byte("layer taR"))
+	before := snapshotFiles(t, dir)
+	if r := rimon(t, "measure", "--tpm", "sim", "--log", log, "--image", filepath.Join(dir, "web.tar")); r.code != exitError || !strings.Contains(r.stderr, "image is corrupt") {
+		t.Errorf("corrupt image: exit %d, %s", r.code, r.stderr)
+	}
+	if snapshotFiles(t, dir) != before {
+		t.Error("a refused image changed the log")
+	}
+}
+
+func hexs(b []byte) string { return hex.EncodeToString(b) }

@@ -13,6 +13,7 @@ import (
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/measure"
 	"github.com/rimon-dev/rimon/ociimage"
+	"github.com/rimon-dev/rimon/sdunit"
 	"github.com/spf13/cobra"
 )
 
@@ -21,6 +22,7 @@ type measureFlags struct {
 	reason string
 	tree   bool
 	image  bool
+	units  []string
 	dryRun bool
 	jobs   int
 }
@@ -45,8 +47,18 @@ file, exactly as sha256sum does.`,
   rimon measure --reason launch:myapp.service /usr/bin/myapp
   rimon measure --tree /opt/myapp
   rimon measure --dry-run /usr/bin/*`,
-		Args: cobra.MinimumNArgs(1),
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, name := range f.units {
+				u, err := sdunit.Find(name, nil)
+				if err != nil {
+					return err
+				}
+				args = append(append(append(args, u.Exec...), u.File), u.DropIns...)
+			}
+			if len(args) == 0 {
+				return usageErr("requires at least 1 arg(s): the paths to measure, or --unit NAME")
+			}
 			if err := checkPCR(f.pcr); err != nil {
 				return err
 			}
@@ -67,6 +79,7 @@ file, exactly as sha256sum does.`,
 	fl.StringVar(&f.reason, "reason", eventlog.ReasonManual, "why the measurement is taken (initial, changed, launch, launch:UNIT ...)")
 	fl.BoolVar(&f.tree, "tree", false, "measure directories as one tree digest")
 	fl.BoolVar(&f.image, "image", false, "each PATH is a container image (OCI layout or docker/podman save archive): verify every blob, record its manifest and config digests")
+	fl.StringArrayVar(&f.units, "unit", nil, "measure a systemd unit's ExecStart binaries, unit file and drop-ins (repeatable)")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "print digests like sha256sum; touch no TPM and no log")
 	fl.IntVar(&f.jobs, "jobs", 0, "files hashed in parallel (0: one per core)")
 	return c
