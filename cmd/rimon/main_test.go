@@ -149,7 +149,7 @@ func snapshotFiles(t *testing.T, dir string) string {
 		b.WriteString(e.Name())
 		b.WriteString("=")
 		s := sha256.Sum256(data)
-		b.WriteString(string(rune(s[0])))
+		b.WriteString(hexs(s[:]))
 		b.WriteString(" ")
 	}
 	return b.String()
