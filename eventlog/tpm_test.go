@@ -1,6 +1,7 @@
 package eventlog_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -47,5 +48,54 @@ func BenchmarkAppend(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 		})
+	}
+}
+
+// TestWritersShareARealTPM runs two writers, as the agent and a launch-time
+// "rimon measure" do, appending concurrently to one log and one simulator;
+// the log must stay one sequence whose replay is the PCR in every bank.
+func TestWritersShareARealTPM(t *testing.T) {
+	ctx := context.Background()
+	tp := testtpm.Open(t)
+	banks, err := tp.ActiveBanks(ctx, 23)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "m.log")
+	errs := make(chan error, 2)
+	for w := 0; w < 2; w++ {
+		wr, _, err := eventlog.OpenWriter(ctx, path, tp, eventlog.WriterOptions{Banks: banks.Active, PCR: 23, BootID: "b"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer wr.Close()
+		go func(w int) {
+			for i := 0; i < 50; i++ {
+				if _, err := wr.Append(ctx, 23, eventlog.Event{Kind: "file", Path: fmt.Sprintf("/w%d/%d", w, i),
+					SHA256: strings.Repeat("cd", 32), Reason: "launch"}); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}(w)
+	}
+	for i := 0; i < 2; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, n, _, err := eventlog.ReplayFile(ctx, path, banks.Active)
+	if err != nil || n != 100 {
+		t.Fatalf("ReplayFile = %d records, %v", n, err)
+	}
+	vals, err := tp.ReadPCRs(ctx, 23, banks.Active)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range banks.Active {
+		if !bytes.Equal(vals[h], st.Value(23, h)) {
+			t.Errorf("%s: TPM %x, replay %x", eventlog.BankName(h), vals[h], st.Value(23, h))
+		}
 	}
 }

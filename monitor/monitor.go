@@ -166,6 +166,13 @@ func (m *Monitor) Run(ctx context.Context) error {
 	m.watcher = w
 	defer w.Close()
 	defer close(m.done)
+	// Catch SIGHUP from the start: a reload asked for during the initial
+	// scan waits for it, rather than killing the process.
+	hup := make(chan os.Signal, 1)
+	if m.cfg.Reload != nil {
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 
 	m.installWatches()
 	if err := m.initialScan(ctx); err != nil {
@@ -177,11 +184,6 @@ func (m *Monitor) Run(ctx context.Context) error {
 	m.notify("READY=1\n" + m.status())
 	m.log.Info("ready", "targets", len(m.known), "watched_dirs", len(m.watched), "records", m.records)
 
-	hup := make(chan os.Signal, 1)
-	if m.cfg.Reload != nil {
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-	}
 	var rescanC <-chan time.Time
 	if iv := m.rescanInterval(); iv > 0 {
 		t := time.NewTicker(iv)
@@ -295,6 +297,7 @@ func (m *Monitor) shutdown(ctx context.Context) error {
 // ---- watches ----
 
 func (m *Monitor) installWatches() {
+	m.degraded = false // set again by watch if the limit is still in the way
 	for i := range m.pol.Rules {
 		r := &m.pol.Rules[i]
 		root, want := ruleRoot(r), func(string) bool { return true }
@@ -807,10 +810,9 @@ func (m *Monitor) startRescan(ctx context.Context, why string) {
 		case <-ctx.Done():
 		}
 	}()
-	// Directories may have appeared that were never watched (overflow, limit).
-	if !m.degraded {
-		m.installWatches()
-	}
+	// Directories may have appeared that were never watched (overflow), or
+	// the watch limit may have been raised.
+	m.installWatches()
 }
 
 // ---- reload ----

@@ -56,7 +56,26 @@ func (r *memRecorder) last(path string) (eventlog.Event, int) {
 
 func sum(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 
+// syncBuffer collects the monitor's log.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 type harness struct {
+	logs   syncBuffer
 	t      *testing.T
 	dir    string
 	rec    *memRecorder
@@ -78,7 +97,7 @@ func start(t *testing.T, dir string, pol *policy.Policy) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: dir, rec: &memRecorder{}, done: make(chan error, 1)}
 	ready := make(chan struct{})
-	m, err := New(Config{Policy: pol, Recorder: h.rec, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Ready: ready})
+	m, err := New(Config{Policy: pol, Recorder: h.rec, Logger: slog.New(slog.NewTextHandler(&h.logs, nil)), Ready: ready})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,4 +338,26 @@ func TestReloadKeepsOldPolicyOnError(t *testing.T) {
 	if m.pol != good {
 		t.Error("a good policy was not taken")
 	}
+}
+
+// TestWatchLimitFallsBackToRescans runs out of inotify watches and checks
+// that periodic rescans still record changes.
+func TestWatchLimitFallsBackToRescans(t *testing.T) {
+	const knob = "/proc/sys/fs/inotify/max_user_watches"
+	old, err := os.ReadFile(knob)
+	if err != nil || os.WriteFile(knob, []byte("1"), 0) != nil {
+		t.Fatalf("this test lowers %s and needs root: %v", knob, err)
+	}
+	defer os.WriteFile(knob, old, 0)
+	dir := t.TempDir()
+	write(t, dir+"/bin/sub/tool", "v1")
+	h := start(t, dir, loadPolicy(t, dir, "settings:\n  rescan: 1s\nmeasure:\n  - dir: $DIR/bin\n"))
+	if !strings.Contains(h.logs.String(), "inotify watch limit reached") || !strings.Contains(h.logs.String(), "sysctl -w fs.inotify.max_user_watches") {
+		t.Errorf("the log does not explain the watch limit:\n%s", h.logs.String())
+	}
+	write(t, dir+"/bin/sub/tool", "v2")
+	h.waitFor(t, "a rescan to find the change", func() bool {
+		e, _ := h.rec.last(dir + "/bin/sub/tool")
+		return e.SHA256 == sum([]byte("v2"))
+	})
 }

@@ -187,3 +187,33 @@ func TestAgentSurvivesSIGKILL(t *testing.T) {
 	}
 	t.Logf("%d records over 8 kills", len(recs))
 }
+
+// TestAgentReloadsOnSIGHUP sends SIGHUP to a running agent: a broken
+// policy is refused and the old one kept, a good one is taken.
+func TestAgentReloadsOnSIGHUP(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "a"), "a")
+	writeFile(t, filepath.Join(dir, "b"), "b")
+	pol := writeFile(t, filepath.Join(dir, "policy.yaml"), "measure:\n  - file: "+filepath.Join(dir, "a")+"\n")
+	a := startAgent(t, "--tpm", "sim", "--policy", pol, "--log", filepath.Join(dir, "m.log"))
+	waitLog := func(s string) {
+		t.Helper()
+		for i := 0; i < 200; i++ {
+			if strings.Contains(a.log(), s) {
+				return
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+		t.Fatalf("agent log lacks %q:\n%s", s, a.log())
+	}
+	writeFile(t, pol, "measure:\n  - file: relative/path\n")
+	a.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(`policy reload rejected; keeping the old policy`)
+	writeFile(t, pol, "measure:\n  - file: "+filepath.Join(dir, "b")+"\n")
+	a.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog("policy reloaded")
+	waitLog("path=" + filepath.Join(dir, "b"))
+	if err := a.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("agent: %v\n%s", err, a.log())
+	}
+}
