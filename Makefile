@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 FUZZTIME  ?= 10s
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools libssl-dev openssl util-linux
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools libssl-dev openssl util-linux dbus
 
 DEB_VERSION ?= $(shell v=$$(git describe --tags --abbrev=0 2>/dev/null | sed 's/^v//'); echo $${v:-0.1.0}~git$$(git rev-parse --short HEAD 2>/dev/null || echo 0))
 

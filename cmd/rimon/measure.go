@@ -50,10 +50,11 @@ file, exactly as sha256sum does.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, name := range f.units {
-				u, err := sdunit.Find(name, nil)
+				u, source, err := sdunit.Lookup(cmd.Context(), name)
 				if err != nil {
 					return err
 				}
+				fmt.Fprintf(g.stderr, "rimon: %s: read from %s\n", u.Name, source)
 				args = append(append(append(args, u.Exec...), u.File), u.DropIns...)
 			}
 			if len(args) == 0 {
