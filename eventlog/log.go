@@ -399,3 +399,27 @@ func (w *Writer) Verify(ctx context.Context) error {
 	}
 	return nil
 }
+
+// WhileLocked reads the log at path under its shared lock and calls fn
+// with its bytes while still holding the lock, so that no writer appends
+// or extends until fn returns: a quote taken in fn belongs with the bytes.
+// A missing log reads as empty.
+func WhileLocked(ctx context.Context, path string, fn func(log []byte) error) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fn(nil)
+	}
+	if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	defer f.Close()
+	if err := flock(ctx, f, lockShared); err != nil {
+		return fmt.Errorf("lock log %s: %w", path, err)
+	}
+	defer funlock(f)
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return fmt.Errorf("read log %s: %w", path, err)
+	}
+	return fn(b)
+}

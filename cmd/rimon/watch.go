@@ -5,10 +5,13 @@ import (
 	"crypto"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/rimon-dev/rimon/attest"
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/monitor"
 	"github.com/rimon-dev/rimon/policy"
@@ -28,6 +31,7 @@ var _ monitor.Notifier = sdNotifier{}
 func newWatchCmd(g *globals) *cobra.Command {
 	var policyPath, logFormat string
 	var jobs int
+	var srv serveFlags
 	c := &cobra.Command{
 		Use:   "watch [--policy FILE]",
 		Short: "Run the agent: measure what the policy lists, then keep measuring changes",
@@ -56,16 +60,28 @@ The log path comes from the policy's settings.log unless --log is given.`,
 			if !cmd.Flags().Changed("log") && os.Getenv("RIMON_LOG") == "" {
 				g.log = pol.Log
 			}
-			return runWatch(cmd.Context(), g, pol, policyPath, logFormat, jobs)
+			if (srv.cert == "") != (srv.key == "") {
+				return usageErr("--tls-cert and --tls-key go together")
+			}
+			return runWatchServe(cmd.Context(), g, pol, policyPath, logFormat, jobs, srv)
 		},
 	}
 	c.Flags().StringVar(&policyPath, "policy", envOr("RIMON_POLICY", policy.DefaultPath), "policy file ($RIMON_POLICY)")
 	c.Flags().StringVar(&logFormat, "log-format", "text", "format of the agent's own logs on stderr: text or json")
 	c.Flags().IntVar(&jobs, "jobs", 0, "files hashed in parallel (0: one per core)")
+	c.Flags().StringVar(&srv.listen, "listen", "", "serve evidence at ADDR (GET /v1/evidence?nonce=HEX); off by default")
+	c.Flags().StringVar(&srv.cert, "tls-cert", "", "TLS certificate for --listen (PEM)")
+	c.Flags().StringVar(&srv.key, "tls-key", "", "TLS key for --listen (PEM)")
 	return c
 }
 
+type serveFlags struct{ listen, cert, key string }
+
 func runWatch(ctx context.Context, g *globals, pol *policy.Policy, policyPath, logFormat string, jobs int) error {
+	return runWatchServe(ctx, g, pol, policyPath, logFormat, jobs, serveFlags{})
+}
+
+func runWatchServe(ctx context.Context, g *globals, pol *policy.Policy, policyPath, logFormat string, jobs int, srv serveFlags) error {
 	var h slog.Handler = slog.NewTextHandler(g.stderr, nil)
 	if logFormat == "json" {
 		h = slog.NewJSONHandler(g.stderr, nil)
@@ -111,6 +127,13 @@ func runWatch(ctx context.Context, g *globals, pol *policy.Policy, policyPath, l
 	if err != nil {
 		return err
 	}
+	if srv.listen != "" {
+		stop, err := serveEvidence(ctx, logger, srv, attest.HandlerOptions{TPM: t, LogPath: g.log, PCRs: []int{pol.PCR}, Banks: banks})
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	logger.Info("starting", "policy", policyPath, "tpm", g.tpm, "log", g.log, "pcr", pol.PCR, "banks", bankNames(banks))
 	if err := m.Run(ctx); err != nil {
 		return err
@@ -126,6 +149,44 @@ func runWatch(ctx context.Context, g *globals, pol *policy.Policy, policyPath, l
 		logger.Info("log and TPM agree", "records", w.Records(), "pcr", pol.PCR, "bank", eventlog.BankName(b), "value", fmt.Sprintf("%x", st.Value(pol.PCR, b)))
 	}
 	return nil
+}
+
+// serveEvidence starts the evidence endpoint; stop shuts it down.
+func serveEvidence(ctx context.Context, logger *slog.Logger, f serveFlags, o attest.HandlerOptions) (stop func(), err error) {
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %s: %w", f.listen, err)
+	}
+	s := &http.Server{
+		Handler:           attest.Handler(o),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       30 * time.Second,
+		MaxHeaderBytes:    8 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		var err error
+		if f.cert != "" {
+			err = s.ServeTLS(ln, f.cert, f.key)
+		} else {
+			err = s.Serve(ln)
+		}
+		if err != nil && err != http.ErrServerClosed {
+			logger.Error("evidence endpoint stopped", "err", err)
+		}
+	}()
+	scheme := "http"
+	if f.cert != "" {
+		scheme = "https"
+	}
+	logger.Info("serving evidence", "url", scheme+"://"+ln.Addr().String()+"/v1/evidence")
+	return func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		s.Shutdown(sctx)
+	}, nil
 }
 
 // chooseBanks returns the policy's banks, which must be active, or every active bank.

@@ -1,0 +1,160 @@
+package attest
+
+import (
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+
+	"github.com/rimon-dev/rimon/eventlog"
+)
+
+// EvidenceVersion is the version of the evidence format (docs/FORMAT.md, section 5).
+const EvidenceVersion = 1
+
+// MaxEvidence bounds an evidence document read from a file or the network.
+const MaxEvidence = 1 << 30
+
+// Evidence is what an attester sends a verifier. It is a JSON document:
+//
+//	{"version":1, "nonce":"<hex>", "ak_public":"<PEM>",
+//	 "quote":{"attest":"<base64 TPMS_ATTEST>","signature":"<base64 TPMT_SIGNATURE>"},
+//	 "pcrs":{"sha256":{"23":"<hex>"}}, "log":"<base64 of the log's bytes>"}
+//
+// Nothing in it is trusted: see the package documentation.
+type Evidence struct {
+	Version int    `json:"version"`
+	Nonce   string `json:"nonce"`
+	// AKPublic is the attester's AK, for information: verifiers pin their own.
+	AKPublic string                       `json:"ak_public,omitempty"`
+	Quote    QuoteBlob                    `json:"quote"`
+	PCRs     map[string]map[string]string `json:"pcrs"`
+	// Log is the measurement log exactly as stored (RFC 7464 records).
+	Log []byte `json:"log"`
+}
+
+// QuoteBlob holds a quote's two marshalled structures.
+type QuoteBlob struct {
+	Attest    []byte `json:"attest"`
+	Signature []byte `json:"signature"`
+}
+
+// ParseEvidence reads one evidence document, refusing unknown fields and
+// anything but version 1.
+func ParseEvidence(r io.Reader) (*Evidence, error) {
+	dec := json.NewDecoder(io.LimitReader(r, MaxEvidence))
+	dec.DisallowUnknownFields()
+	var ev Evidence
+	if err := dec.Decode(&ev); err != nil {
+		return nil, fmt.Errorf("%w: evidence is not valid JSON of the expected shape: %v", ErrInvalid, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: data after the evidence document", ErrInvalid)
+	}
+	if ev.Version != EvidenceVersion {
+		return nil, fmt.Errorf("%w: evidence version %d (this rimon reads version %d)", ErrInvalid, ev.Version, EvidenceVersion)
+	}
+	if len(ev.Quote.Attest) == 0 || len(ev.Quote.Signature) == 0 {
+		return nil, fmt.Errorf("%w: evidence has no quote", ErrInvalid)
+	}
+	if _, err := ev.Values(); err != nil {
+		return nil, err
+	}
+	return &ev, nil
+}
+
+// Values returns the reported PCR values.
+func (ev *Evidence) Values() (map[eventlog.PCRKey][]byte, error) {
+	out := map[eventlog.PCRKey][]byte{}
+	for bank, m := range ev.PCRs {
+		h, err := eventlog.ParseBank(bank)
+		if err != nil {
+			return nil, fmt.Errorf("%w: pcrs: %v", ErrInvalid, err)
+		}
+		for idx, v := range m {
+			n, err := strconv.Atoi(idx)
+			if err != nil || n < 0 || n > 23 || strconv.Itoa(n) != idx {
+				return nil, fmt.Errorf("%w: pcrs.%s: %q is not a PCR index 0-23", ErrInvalid, bank, idx)
+			}
+			b, err := hex.DecodeString(v)
+			if err != nil || len(b) != h.Size() {
+				return nil, fmt.Errorf("%w: pcrs.%s.%s: want %d hex characters", ErrInvalid, bank, idx, 2*h.Size())
+			}
+			out[eventlog.PCRKey{PCR: n, Bank: h}] = b
+		}
+	}
+	return out, nil
+}
+
+// SetValues stores PCR values in the evidence.
+func (ev *Evidence) SetValues(vals map[eventlog.PCRKey][]byte) {
+	ev.PCRs = map[string]map[string]string{}
+	for k, v := range vals {
+		b := eventlog.BankName(k.Bank)
+		if ev.PCRs[b] == nil {
+			ev.PCRs[b] = map[string]string{}
+		}
+		ev.PCRs[b][strconv.Itoa(k.PCR)] = hex.EncodeToString(v)
+	}
+}
+
+// Marshal encodes the evidence as indented JSON.
+func (ev *Evidence) Marshal() ([]byte, error) {
+	return json.MarshalIndent(ev, "", "  ")
+}
+
+// ParsePublicKey reads a PEM public key (PKIX "PUBLIC KEY" or PKCS#1 "RSA PUBLIC KEY").
+func ParsePublicKey(b []byte) (crypto.PublicKey, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, errors.New("no PEM block")
+	}
+	switch blk.Type {
+	case "PUBLIC KEY":
+		return x509.ParsePKIXPublicKey(blk.Bytes)
+	case "RSA PUBLIC KEY":
+		return x509.ParsePKCS1PublicKey(blk.Bytes)
+	}
+	return nil, fmt.Errorf("PEM block %q is not a public key", blk.Type)
+}
+
+// PublicKeyPEM encodes a public key as a PKIX PEM block.
+func PublicKeyPEM(k crypto.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(k)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+}
+
+// Fingerprint is the SHA-256 of the key's PKIX DER, in hex.
+func Fingerprint(k crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(k)
+	if err != nil {
+		return "", err
+	}
+	s := sha256.Sum256(der)
+	return hex.EncodeToString(s[:]), nil
+}
+
+// sortedKeys orders PCR keys by bank, then index.
+func sortedKeys(m map[eventlog.PCRKey][]byte) []eventlog.PCRKey {
+	ks := make([]eventlog.PCRKey, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Slice(ks, func(i, j int) bool {
+		if ks[i].Bank != ks[j].Bank {
+			return ks[i].Bank < ks[j].Bank
+		}
+		return ks[i].PCR < ks[j].PCR
+	})
+	return ks
+}

@@ -1,0 +1,123 @@
+package attest
+
+import (
+	"context"
+	"crypto"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/rimon-dev/rimon/tpm"
+)
+
+// HandlerOptions configures [Handler].
+type HandlerOptions struct {
+	TPM     *tpm.TPM
+	LogPath string
+	PCRs    []int
+	Banks   []crypto.Hash
+	// Rate is how many quotes a second the handler takes (default 5), with
+	// bursts of twice that; more gets 429 Too Many Requests.
+	Rate float64
+	// MaxLog bounds the log served (default 256 MiB).
+	MaxLog int64
+}
+
+// Handler serves GET /v1/evidence?nonce=HEX: fresh evidence bound to the
+// caller's nonce. Quotes are taken one at a time and rate-limited, so
+// clients cannot starve the measurements that share the TPM.
+func Handler(o HandlerOptions) http.Handler {
+	if o.Rate <= 0 {
+		o.Rate = 5
+	}
+	if o.MaxLog <= 0 {
+		o.MaxLog = 256 << 20
+	}
+	lim := &limiter{rate: o.Rate, burst: 2 * o.Rate, tokens: 2 * o.Rate, last: time.Now()}
+	one := make(chan struct{}, 1)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/evidence", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		nonce, err := hex.DecodeString(q.Get("nonce"))
+		if err != nil || len(nonce) < 8 || len(nonce) > 64 {
+			http.Error(w, "nonce: want 8 to 64 bytes in hex", http.StatusBadRequest)
+			return
+		}
+		if len(q) != 1 {
+			http.Error(w, "only the nonce parameter is known", http.StatusBadRequest)
+			return
+		}
+		if !lim.allow() {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "too many requests", http.StatusTooManyRequests)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		defer cancel()
+		select {
+		case one <- struct{}{}:
+			defer func() { <-one }()
+		case <-ctx.Done():
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		ev, err := Collect(ctx, o.TPM, o.LogPath, nonce, o.PCRs, o.Banks)
+		if err != nil {
+			http.Error(w, "quote failed", http.StatusInternalServerError)
+			return
+		}
+		if int64(len(ev.Log)) > o.MaxLog {
+			http.Error(w, "log larger than the limit", http.StatusInsufficientStorage)
+			return
+		}
+		b, err := ev.Marshal()
+		if err != nil {
+			http.Error(w, "encode failed", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Write(b)
+	})
+	return mux
+}
+
+type limiter struct {
+	mu                  sync.Mutex
+	rate, burst, tokens float64
+	last                time.Time
+}
+
+func (l *limiter) allow() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
+	l.last = now
+	if l.tokens < 1 {
+		return false
+	}
+	l.tokens--
+	return true
+}
+
+// Fetch gets evidence for nonce from an agent at base (http or https URL).
+func Fetch(ctx context.Context, client *http.Client, base string, nonce []byte) (*Evidence, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/evidence?nonce="+hex.EncodeToString(nonce), nil)
+	if err != nil {
+		return nil, err
+	}
+	rsp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch evidence: %w", err)
+	}
+	defer rsp.Body.Close()
+	if rsp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(rsp.Body, 512))
+		return nil, fmt.Errorf("fetch evidence: %s: %s", rsp.Status, b)
+	}
+	return ParseEvidence(rsp.Body)
+}

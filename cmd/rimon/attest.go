@@ -1,0 +1,450 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/rimon-dev/rimon/attest"
+	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/policy"
+	"github.com/rimon-dev/rimon/tpm"
+	"github.com/spf13/cobra"
+)
+
+func newProvisionCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "provision",
+		Short: "Create the attestation key at 0x81000003 (or keep the one there) and print it",
+		Long: `provision creates a restricted RSA-2048 signing key (RSASSA, SHA-256) in the
+owner hierarchy and persists it at 0x81000003, unless a key is there already:
+on an Azure confidential VM the platform's AK lives there and is used as it is.
+It prints the public key (PEM) on stdout and its fingerprint on stderr; give
+the PEM to the verifier, which pins it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := tpm.Open(cmd.Context(), g.tpm)
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			ak, created, err := t.ProvisionAK(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return g.printAK(ak, created)
+		},
+	}
+}
+
+func (g *globals) printAK(ak *tpm.AK, created bool) error {
+	p, err := attest.PublicKeyPEM(ak.Key)
+	if err != nil {
+		return err
+	}
+	fp, _ := attest.Fingerprint(ak.Key)
+	state := "existing key kept"
+	if created {
+		state = "created"
+	}
+	fmt.Fprintf(g.stderr, "rimon: attestation key at 0x%x (%s), fingerprint sha256:%s\n", uint32(tpm.AKHandle), state, fp)
+	_, err = g.stdout.Write(p)
+	return err
+}
+
+func newAKCmd(g *globals) *cobra.Command {
+	var format string
+	c := &cobra.Command{
+		Use:   "ak [--format pem|tpm]",
+		Short: "Print the attestation key's public part",
+		Long:  "ak prints the public key at 0x81000003 as PEM, or with --format tpm as a marshalled TPM2B_PUBLIC (binary).",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != "pem" && format != "tpm" {
+				return usageErr("--format %q: want pem or tpm", format)
+			}
+			t, err := tpm.Open(cmd.Context(), g.tpm)
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			ak, err := t.ReadAK(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if format == "tpm" {
+				pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](ak.Public)
+				if err != nil {
+					return err
+				}
+				_, err = g.stdout.Write(tpm2.Marshal(tpm2.New2B(*pub)))
+				return err
+			}
+			return g.printAK(ak, false)
+		},
+	}
+	c.Flags().StringVar(&format, "format", "pem", "pem or tpm")
+	return c
+}
+
+// parsePCRList parses "23" or "16,23".
+func parsePCRList(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 0 || n > 23 {
+			return nil, usageErr("--pcrs %q: want PCR indexes 0-23 separated by commas", s)
+		}
+		out = append(out, n)
+	}
+	sort.Ints(out)
+	return out, nil
+}
+
+func parseBanks(names []string) ([]crypto.Hash, error) {
+	var out []crypto.Hash
+	for _, n := range names {
+		h, err := parseBank(n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out, nil
+}
+
+func parseNonce(s string) ([]byte, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) < 8 || len(b) > 64 {
+		return nil, usageErr("--nonce: want 8 to 64 bytes in hex (16 to 128 hex characters)")
+	}
+	return b, nil
+}
+
+func newQuoteCmd(g *globals) *cobra.Command {
+	var nonceHex, pcrList, out, toolsDir string
+	var bankNames []string
+	c := &cobra.Command{
+		Use:   "quote --nonce HEX [--pcrs 23] [--bank sha256] [--out evidence.json] [--tpm2-tools DIR]",
+		Short: "Take a nonce-bound quote and write evidence: quote, PCR values, AK and log",
+		Long: `quote signs the selected PCRs (every active bank, or --bank) with the attestation
+key, reads their values and the log under the log's shared lock, and writes one
+evidence document (docs/FORMAT.md, section 5). With --tpm2-tools DIR it also
+writes quote.msg, quote.sig, quote.pcrs and ak.pem, which
+  tpm2_checkquote -u ak.pem -m quote.msg -s quote.sig -f quote.pcrs -g sha256 -q NONCE
+accepts.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			nonce, err := parseNonce(nonceHex)
+			if err != nil {
+				return err
+			}
+			pcrs, err := parsePCRList(pcrList)
+			if err != nil {
+				return err
+			}
+			banks, err := parseBanks(bankNames)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			t, active, err := g.openTPM(ctx, pcrs[0])
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			if len(banks) == 0 {
+				banks = active
+			}
+			ev, err := attest.Collect(ctx, t, g.log, nonce, pcrs, banks)
+			if err != nil {
+				return err
+			}
+			b, err := ev.Marshal()
+			if err != nil {
+				return err
+			}
+			if toolsDir != "" {
+				if err := writeTools(toolsDir, ev, pcrs, banks); err != nil {
+					return err
+				}
+			}
+			if out == "" || out == "-" {
+				_, err = g.stdout.Write(append(b, '\n'))
+				return err
+			}
+			return os.WriteFile(out, append(b, '\n'), 0o644)
+		},
+	}
+	c.Flags().StringVar(&nonceHex, "nonce", "", "the verifier's nonce, hex (required)")
+	c.Flags().StringVar(&pcrList, "pcrs", "23", "PCRs to quote, comma-separated")
+	c.Flags().StringArrayVar(&bankNames, "bank", nil, "bank to quote (repeatable; default every active bank)")
+	c.Flags().StringVar(&out, "out", "", "evidence file (default stdout)")
+	c.Flags().StringVar(&toolsDir, "tpm2-tools", "", "also write quote.msg, quote.sig, quote.pcrs and ak.pem here")
+	c.MarkFlagRequired("nonce")
+	return c
+}
+
+func writeTools(dir string, ev *attest.Evidence, pcrs []int, banks []crypto.Hash) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	vals, err := ev.Values()
+	if err != nil {
+		return err
+	}
+	pf, err := attest.MarshalPCRsFile(attest.Selection(pcrs, banks), vals)
+	if err != nil {
+		return err
+	}
+	for name, b := range map[string][]byte{"quote.msg": ev.Quote.Attest, "quote.sig": ev.Quote.Signature,
+		"quote.pcrs": pf, "ak.pem": []byte(ev.AKPublic)} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type verifyFlags struct {
+	evidence, nonce, ak, reference, pcrs string
+	banks                                []string
+	msg, sig, pcrsFile, log              string
+	asJSON, allowSHA1                    bool
+}
+
+func newVerifyCmd(g *globals) *cobra.Command {
+	var f verifyFlags
+	c := &cobra.Command{
+		Use:   "verify --nonce HEX --ak AK.pem (--evidence FILE | --quote-msg F --quote-sig F [--pcrs-file F] --log L) [--reference REF.yaml] [--json]",
+		Short: "Verify evidence: quote, nonce, PCRs, log, and reference values",
+		Long: `verify checks, in order: the quote's signature with the pinned AK, the
+TPM_GENERATED magic and quote type, the nonce, the PCR selection (--pcrs in
+--bank, default 23 in sha256), the PCR digest, and that a prefix of the log
+replays to the quoted PCRs (later records are reported, never trusted). With
+--reference it then checks every trusted measurement.
+
+Exit codes: 0 trusted, 1 untrusted (evidence fine, content not approved),
+2 evidence invalid, 3 usage error.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runVerify(g, f, nil)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.evidence, "evidence", "", "evidence file written by rimon quote")
+	fl.StringVar(&f.nonce, "nonce", "", "the nonce the verifier sent, hex (required)")
+	fl.StringVar(&f.ak, "ak", "", "the attestation key to pin, PEM (required)")
+	fl.StringVar(&f.reference, "reference", "", "reference values (YAML)")
+	fl.StringVar(&f.pcrs, "pcrs", "23", "PCRs the quote must cover")
+	fl.StringArrayVar(&f.banks, "bank", []string{"sha256"}, "banks the quote must cover (repeatable)")
+	fl.StringVar(&f.msg, "quote-msg", "", "TPMS_ATTEST (tpm2_quote -m)")
+	fl.StringVar(&f.sig, "quote-sig", "", "signature: TPMT_SIGNATURE or plain (tpm2_quote -s)")
+	fl.StringVar(&f.pcrsFile, "pcrs-file", "", "PCR values (tpm2_quote -o); without it the log must replay to the quoted digest")
+	fl.StringVar(&f.log, "log", "", "the measurement log, with --quote-msg")
+	fl.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
+	fl.BoolVar(&f.allowSHA1, "allow-sha1", false, "INSECURE: accept quotes that rely on SHA-1 alone")
+	return c
+}
+
+// runVerify verifies; when ev is set (rimon attest) the files are not read.
+func runVerify(g *globals, f verifyFlags, ev *attest.Evidence) error {
+	if f.nonce == "" || f.ak == "" {
+		return usageErr("--nonce and --ak are required: a verifier pins its key and picks its nonce")
+	}
+	nonce, err := hex.DecodeString(f.nonce)
+	if err != nil || len(nonce) == 0 {
+		return usageErr("--nonce: not hex")
+	}
+	tools := f.msg != "" || f.sig != "" || f.pcrsFile != "" || f.log != ""
+	if ev == nil && (f.evidence == "") == !tools {
+		return usageErr("give either --evidence, or --quote-msg, --quote-sig and --log")
+	}
+	if tools && (f.msg == "" || f.sig == "" || f.log == "") {
+		return usageErr("--quote-msg, --quote-sig and --log go together")
+	}
+	pcrs, err := parsePCRList(f.pcrs)
+	if err != nil {
+		return err
+	}
+	banks, err := parseBanks(f.banks)
+	if err != nil {
+		return err
+	}
+	akPEM, err := os.ReadFile(f.ak)
+	if err != nil {
+		return usageErr("--ak: %v", err)
+	}
+	ak, err := attest.ParsePublicKey(akPEM)
+	if err != nil {
+		return usageErr("--ak %s: %v", f.ak, err)
+	}
+	opts := attest.Options{QuoteOptions: attest.QuoteOptions{AK: ak, Nonce: nonce, PCRs: pcrs, Banks: banks, AllowSHA1: f.allowSHA1}}
+	if f.reference != "" {
+		ref, err := loadReference(f.reference)
+		if err != nil {
+			return err
+		}
+		opts.Reference = ref
+	}
+	var msg, sig, logBytes []byte
+	var values map[eventlog.PCRKey][]byte
+	switch {
+	case ev != nil:
+	case f.evidence != "":
+		fh, err := os.Open(f.evidence)
+		if err != nil {
+			return err
+		}
+		ev, err = attest.ParseEvidence(fh)
+		fh.Close()
+		if err != nil {
+			return g.invalid(f, err)
+		}
+	default:
+		if msg, err = os.ReadFile(f.msg); err != nil {
+			return err
+		}
+		if sig, err = os.ReadFile(f.sig); err != nil {
+			return err
+		}
+		if logBytes, err = os.ReadFile(f.log); err != nil {
+			return err
+		}
+		if f.pcrsFile != "" {
+			b, err := os.ReadFile(f.pcrsFile)
+			if err != nil {
+				return err
+			}
+			if values, err = attest.ParsePCRsFile(b); err != nil {
+				return g.invalid(f, err)
+			}
+		}
+	}
+	if ev != nil {
+		msg, sig, logBytes = ev.Quote.Attest, ev.Quote.Signature, ev.Log
+		if values, err = ev.Values(); err != nil {
+			return g.invalid(f, err)
+		}
+	}
+	res, err := attest.Verify(msg, sig, values, logBytes, opts)
+	if err != nil {
+		return g.invalid(f, err)
+	}
+	g.report(f.asJSON, res)
+	if !res.Trusted {
+		return &exitErr{code: exitCheck, err: fmt.Errorf("untrusted: %d measurements are not approved by %s", len(res.Failures), opts.Reference.Source)}
+	}
+	return nil
+}
+
+// invalid reports evidence that proves nothing: exit 2.
+func (g *globals) invalid(f verifyFlags, err error) error {
+	if f.asJSON {
+		var ce *attest.CheckError
+		check := "evidence"
+		if errors.As(err, &ce) {
+			check = ce.Check
+		}
+		json.NewEncoder(g.stdout).Encode(map[string]any{"trusted": false, "invalid": true, "failed_check": check, "error": err.Error()})
+	}
+	return &exitErr{code: exitError, err: fmt.Errorf("evidence invalid: %w", err)}
+}
+
+func (g *globals) report(asJSON bool, res *attest.Result) {
+	if asJSON {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(res)
+		return
+	}
+	verdict := "TRUSTED"
+	if !res.Trusted {
+		verdict = "UNTRUSTED"
+	}
+	fmt.Fprintf(g.stdout, "%s\n", verdict)
+	for _, c := range res.Checks {
+		fmt.Fprintf(g.stdout, "  ok   %-16s %s\n", c.Name, c.Detail)
+	}
+	keys := make([]string, 0, len(res.PCRs))
+	for k := range res.PCRs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(g.stdout, "  pcr  %-16s %s\n", k, res.PCRs[k])
+	}
+	if res.Trailing > 0 {
+		fmt.Fprintf(g.stdout, "  note %d records after the quote are not covered and not trusted\n", res.Trailing)
+	}
+	for _, x := range res.Failures {
+		fmt.Fprintf(g.stdout, "  FAIL %s\n", x)
+	}
+	for _, x := range res.Warnings {
+		fmt.Fprintf(g.stdout, "  warn %s\n", x)
+	}
+}
+
+func newAttestCmd(g *globals) *cobra.Command {
+	var f verifyFlags
+	var agent string
+	c := &cobra.Command{
+		Use:   "attest --agent URL --ak AK.pem [--reference REF.yaml] [--json]",
+		Short: "Fetch evidence from an agent with a fresh random nonce, then verify it",
+		Long: `attest picks a fresh 32-byte random nonce, fetches GET URL/v1/evidence?nonce=…
+from an agent started with rimon watch --listen, and verifies it as rimon verify
+does. Exit codes as for verify.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if agent == "" {
+				return usageErr("--agent is required")
+			}
+			nonce := make([]byte, 32)
+			if _, err := rand.Read(nonce); err != nil {
+				return err
+			}
+			f.nonce = hex.EncodeToString(nonce)
+			ev, err := fetchEvidence(cmd.Context(), agent, nonce)
+			if err != nil {
+				return err
+			}
+			return runVerify(g, f, ev)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&agent, "agent", "", "the agent's base URL, http(s)://HOST:PORT")
+	fl.StringVar(&f.ak, "ak", "", "the attestation key to pin, PEM (required)")
+	fl.StringVar(&f.reference, "reference", "", "reference values (YAML)")
+	fl.StringVar(&f.pcrs, "pcrs", "23", "PCRs the quote must cover")
+	fl.StringArrayVar(&f.banks, "bank", []string{"sha256"}, "banks the quote must cover (repeatable)")
+	fl.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
+	fl.BoolVar(&f.allowSHA1, "allow-sha1", false, "INSECURE: accept quotes that rely on SHA-1 alone")
+	return c
+}
+
+func fetchEvidence(ctx context.Context, agent string, nonce []byte) (*attest.Evidence, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	return attest.Fetch(ctx, &http.Client{Timeout: 60 * time.Second}, strings.TrimSuffix(agent, "/"), nonce)
+}
+
+func loadReference(path string) (*policy.Reference, error) {
+	ref, err := policy.LoadReference(path)
+	if err != nil {
+		return nil, usageErr("%v", err)
+	}
+	return ref, nil
+}

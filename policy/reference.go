@@ -1,0 +1,205 @@
+package policy
+
+import (
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Reference is a set of reference values for a verifier: which digests
+// each path may have.
+//
+//	version: 1
+//	unlisted: fail          # or warn: a measured path no entry covers
+//	deletions: allow        # or fail: a covered path that was deleted
+//	files:                  # path or pattern -> allowed SHA-256 digests (files and trees)
+//	  /usr/bin/myapp: [5891b5b5..., 0f1e2d3c...]
+//	  /opt/app/bin/*: [...]
+//	required:               # paths that must have been measured, and be present
+//	  - /usr/bin/myapp
+//	images:                 # image path -> allowed manifest or config digests
+//	  /var/lib/images/web.tar: ["sha256:..."]
+type Reference struct {
+	Source string
+	// FailUnlisted makes a measured path that no entry covers a failure
+	// rather than a warning.
+	FailUnlisted bool
+	// AllowDeletions accepts a covered path that was deleted.
+	AllowDeletions bool
+	Files          []RefEntry
+	Required       []string
+	Images         []RefEntry
+}
+
+// RefEntry is one path (or pattern) and the digests it may have.
+type RefEntry struct {
+	Path    string
+	Pattern *Pattern // set when Path has wildcards
+	Allowed []string // lowercase hex for files; "sha256:<hex>" for images
+	Line    int
+}
+
+// Match reports whether the entry covers path.
+func (e *RefEntry) Match(path string) bool {
+	if e.Pattern != nil {
+		return e.Pattern.Match(path)
+	}
+	return e.Path == path
+}
+
+// Lookup returns the entry for path: an exact entry first, then the first
+// pattern that matches.
+func Lookup(entries []RefEntry, path string) (*RefEntry, bool) {
+	for i := range entries {
+		if entries[i].Pattern == nil && entries[i].Path == path {
+			return &entries[i], true
+		}
+	}
+	for i := range entries {
+		if entries[i].Pattern != nil && entries[i].Pattern.Match(path) {
+			return &entries[i], true
+		}
+	}
+	return nil, false
+}
+
+// LoadReference reads and validates a reference file.
+func LoadReference(path string) (*Reference, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reference: %w", err)
+	}
+	defer f.Close()
+	return ParseReference(path, f)
+}
+
+// ParseReference reads and validates reference values; name is used in errors.
+func ParseReference(name string, r io.Reader) (*Reference, error) {
+	data, err := io.ReadAll(io.LimitReader(r, 64<<20+1))
+	if err != nil {
+		return nil, fmt.Errorf("reference %s: %w", name, err)
+	}
+	if len(data) > 64<<20 {
+		return nil, &Error{File: name, Msg: "larger than 64 MiB"}
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	p := &parser{file: name}
+	ref := &Reference{Source: name, FailUnlisted: true}
+	if len(doc.Content) == 0 {
+		return nil, p.errf(&doc, "", "the reference file is empty")
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, p.errf(root, "", "want a mapping with files, required, images, unlisted and deletions")
+	}
+	err = p.mapping(root, "", func(key string, v *yaml.Node) error {
+		switch key {
+		case "version":
+			n, err := p.integer(v, key)
+			if err == nil && n != 1 {
+				err = p.errf(v, key, "only version 1 is known")
+			}
+			return err
+		case "unlisted":
+			s, err := p.str(v, key)
+			if err != nil {
+				return err
+			}
+			if s != "fail" && s != "warn" {
+				return p.errf(v, key, "want fail or warn, have %q", s)
+			}
+			ref.FailUnlisted = s == "fail"
+		case "deletions":
+			s, err := p.str(v, key)
+			if err != nil {
+				return err
+			}
+			if s != "allow" && s != "fail" {
+				return p.errf(v, key, "want allow or fail, have %q", s)
+			}
+			ref.AllowDeletions = s == "allow"
+		case "files":
+			ref.Files, err = p.refEntries(v, key, false)
+			return err
+		case "images":
+			ref.Images, err = p.refEntries(v, key, true)
+			return err
+		case "required":
+			if v.Kind != yaml.SequenceNode {
+				return p.errf(v, key, "want a list of paths, have %s", describe(v))
+			}
+			for _, n := range v.Content {
+				s, err := p.absPath(n, key)
+				if err != nil {
+					return err
+				}
+				ref.Required = append(ref.Required, s)
+			}
+		default:
+			return p.errf(v, key, "unknown key (want version, unlisted, deletions, files, required or images)")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ref, nil
+}
+
+func (p *parser) refEntries(n *yaml.Node, field string, images bool) ([]RefEntry, error) {
+	var out []RefEntry
+	err := p.mapping(n, field, func(key string, v *yaml.Node) error {
+		f := field + "." + key
+		e := RefEntry{Path: key, Line: v.Line}
+		if !strings.HasPrefix(key, "/") {
+			return p.errf(v, f, "%q is not an absolute path or pattern", key)
+		}
+		if strings.ContainsAny(key, "*?[") {
+			pat, err := CompilePattern(key)
+			if err != nil {
+				return p.errf(v, f, "%v", err)
+			}
+			e.Pattern = &pat
+		}
+		if v.Kind != yaml.SequenceNode || len(v.Content) == 0 {
+			return p.errf(v, f, "want a list of allowed digests, have %s", describe(v))
+		}
+		for _, d := range v.Content {
+			s, err := p.str(d, f)
+			if err != nil {
+				return err
+			}
+			norm, err := normDigest(s, images)
+			if err != nil {
+				return p.errf(d, f, "%v", err)
+			}
+			e.Allowed = append(e.Allowed, norm)
+		}
+		out = append(out, e)
+		return nil
+	})
+	sort.SliceStable(out, func(i, j int) bool { return (out[i].Pattern == nil) && (out[j].Pattern != nil) })
+	return out, err
+}
+
+func normDigest(s string, images bool) (string, error) {
+	hexd := strings.ToLower(strings.TrimPrefix(s, "sha256:"))
+	if len(hexd) != 64 {
+		return "", fmt.Errorf("%q is not a SHA-256 digest (64 hex characters, optionally after sha256:)", s)
+	}
+	if _, err := hex.DecodeString(hexd); err != nil {
+		return "", fmt.Errorf("%q is not a SHA-256 digest: %v", s, err)
+	}
+	if images {
+		return "sha256:" + hexd, nil
+	}
+	return hexd, nil
+}
