@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strconv"
 
 	"github.com/rimon-dev/rimon/eventlog"
@@ -142,19 +141,4 @@ func Fingerprint(k crypto.PublicKey) (string, error) {
 	}
 	s := sha256.Sum256(der)
 	return hex.EncodeToString(s[:]), nil
-}
-
-// sortedKeys orders PCR keys by bank, then index.
-func sortedKeys(m map[eventlog.PCRKey][]byte) []eventlog.PCRKey {
-	ks := make([]eventlog.PCRKey, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Slice(ks, func(i, j int) bool {
-		if ks[i].Bank != ks[j].Bank {
-			return ks[i].Bank < ks[j].Bank
-		}
-		return ks[i].PCR < ks[j].PCR
-	})
-	return ks
 }
