@@ -203,3 +203,39 @@ func TestExamplesParse(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParseReference(f *testing.F) {
+	f.Add("files:\n  /a: [" + strings.Repeat("ab", 32) + "]\nrequired: [/a]\nunlisted: warn\n")
+	f.Add("images:\n  /i.tar: ['sha256:" + strings.Repeat("0", 64) + "']\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := ParseReference("r.yaml", strings.NewReader(s))
+		if err != nil {
+			if _, ok := err.(*Error); !ok {
+				t.Fatalf("error %T %v is not a *Error", err, err)
+			}
+			return
+		}
+		for _, e := range r.Files {
+			for _, d := range e.Allowed {
+				if len(d) != 64 {
+					t.Fatalf("accepted digest %q", d)
+				}
+			}
+		}
+	})
+}
+
+func TestReferenceErrors(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"files:\n  /a: [abc]\n", `r.yaml:2: files./a: "abc" is not a SHA-256 digest (64 hex characters, optionally after sha256:)`},
+		{"files:\n  a: [" + strings.Repeat("0", 64) + "]\n", `r.yaml:2: files.a: "a" is not an absolute path or pattern`},
+		{"unlisted: maybe\n", `r.yaml:1: unlisted: want fail or warn, have "maybe"`},
+		{"file:\n  /a: []\n", "r.yaml:2: file: unknown key (want version, unlisted, deletions, files, required or images)"},
+		{"files:\n  /a: []\n", "r.yaml:2: files./a: want a list of allowed digests, have a list"},
+		{"required: [rel]\n", `r.yaml:1: required: "rel" is not an absolute path`},
+	} {
+		if _, err := ParseReference("r.yaml", strings.NewReader(tc.yaml)); err == nil || err.Error() != tc.want {
+			t.Errorf("ParseReference(%q) = %v, want %s", tc.yaml, err, tc.want)
+		}
+	}
+}
