@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/tpm"
 )
 
@@ -26,8 +28,9 @@ type HandlerOptions struct {
 	MaxLog int64
 }
 
-// Handler serves GET /v1/evidence?nonce=HEX: fresh evidence bound to the
-// caller's nonce. Quotes are taken one at a time and rate-limited, so
+// Handler serves GET /v1/evidence?nonce=HEX[&bank=sha256...]: fresh
+// evidence bound to the caller's nonce, quoting the banks asked for (all of
+// the handler's banks by default). Quotes are taken one at a time and rate-limited, so
 // clients cannot starve the measurements that share the TPM.
 func Handler(o HandlerOptions) http.Handler {
 	if o.Rate <= 0 {
@@ -46,9 +49,24 @@ func Handler(o HandlerOptions) http.Handler {
 			http.Error(w, "nonce: want 8 to 64 bytes in hex", http.StatusBadRequest)
 			return
 		}
-		if len(q) != 1 {
-			http.Error(w, "only the nonce parameter is known", http.StatusBadRequest)
-			return
+		banks := o.Banks
+		for k := range q {
+			if k != "nonce" && k != "bank" {
+				http.Error(w, "unknown parameter "+k+" (want nonce and bank)", http.StatusBadRequest)
+				return
+			}
+		}
+		if names := q["bank"]; len(names) > 0 {
+			banks = nil
+			for _, n := range names {
+				h, err := eventlog.ParseBank(n)
+				if err != nil || !slices.Contains(o.Banks, h) || slices.Contains(banks, h) {
+					http.Error(w, "bank "+n+": not one this agent extends, or asked twice", http.StatusBadRequest)
+					return
+				}
+				banks = append(banks, h)
+			}
+			slices.Sort(banks)
 		}
 		if !lim.allow() {
 			w.Header().Set("Retry-After", "1")
@@ -64,7 +82,7 @@ func Handler(o HandlerOptions) http.Handler {
 			http.Error(w, "busy", http.StatusServiceUnavailable)
 			return
 		}
-		ev, err := Collect(ctx, o.TPM, o.LogPath, nonce, o.PCRs, o.Banks)
+		ev, err := Collect(ctx, o.TPM, o.LogPath, nonce, o.PCRs, banks)
 		if err != nil {
 			http.Error(w, "quote failed", http.StatusInternalServerError)
 			return
@@ -104,9 +122,14 @@ func (l *limiter) allow() bool {
 	return true
 }
 
-// Fetch gets evidence for nonce from an agent at base (http or https URL).
-func Fetch(ctx context.Context, client *http.Client, base string, nonce []byte) (*Evidence, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/evidence?nonce="+hex.EncodeToString(nonce), nil)
+// Fetch gets evidence for nonce, quoting banks (all the agent's when
+// empty), from an agent at base (an http or https URL).
+func Fetch(ctx context.Context, client *http.Client, base string, nonce []byte, banks ...crypto.Hash) (*Evidence, error) {
+	u := base + "/v1/evidence?nonce=" + hex.EncodeToString(nonce)
+	for _, b := range banks {
+		u += "&bank=" + eventlog.BankName(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -417,7 +417,11 @@ does. Exit codes as for verify.`,
 				return err
 			}
 			f.nonce = hex.EncodeToString(nonce)
-			ev, err := fetchEvidence(cmd.Context(), agent, nonce)
+			banks, err := parseBanks(f.banks)
+			if err != nil {
+				return err
+			}
+			ev, err := fetchEvidence(cmd.Context(), agent, nonce, banks)
 			if err != nil {
 				return err
 			}
@@ -435,10 +439,10 @@ does. Exit codes as for verify.`,
 	return c
 }
 
-func fetchEvidence(ctx context.Context, agent string, nonce []byte) (*attest.Evidence, error) {
+func fetchEvidence(ctx context.Context, agent string, nonce []byte, banks []crypto.Hash) (*attest.Evidence, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	return attest.Fetch(ctx, &http.Client{Timeout: 60 * time.Second}, strings.TrimSuffix(agent, "/"), nonce)
+	return attest.Fetch(ctx, &http.Client{Timeout: 60 * time.Second}, strings.TrimSuffix(agent, "/"), nonce, banks...)
 }
 
 func loadReference(path string) (*policy.Reference, error) {

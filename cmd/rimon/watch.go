@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/monitor"
 	"github.com/rimon-dev/rimon/policy"
+	"github.com/rimon-dev/rimon/tpm"
 	"github.com/spf13/cobra"
 )
 
@@ -128,6 +130,14 @@ func runWatchServe(ctx context.Context, g *globals, pol *policy.Policy, policyPa
 		return err
 	}
 	if srv.listen != "" {
+		if _, err := t.ReadAK(ctx); errors.Is(err, tpm.ErrNoAK) && t.Ephemeral() {
+			// The simulator starts empty: give it an AK, as rimon provision would.
+			if _, _, err := t.ProvisionAK(ctx); err != nil {
+				return err
+			}
+		} else if err != nil {
+			return fmt.Errorf("--listen: %w", err)
+		}
 		stop, err := serveEvidence(ctx, logger, srv, attest.HandlerOptions{TPM: t, LogPath: g.log, PCRs: []int{pol.PCR}, Banks: banks})
 		if err != nil {
 			return err
