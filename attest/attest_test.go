@@ -80,7 +80,7 @@ func verify(ev *attest.Evidence, o attest.Options) (*attest.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return attest.Verify(ev.Quote.Attest, ev.Quote.Signature, vals, ev.Log, o)
+	return attest.Verify(ev.Quote.Attest, ev.Quote.Signature, vals, bytes.NewReader(ev.Log), o)
 }
 
 var nonce = []byte("0123456789abcdef")

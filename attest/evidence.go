@@ -1,6 +1,8 @@
 package attest
 
 import (
+	"bufio"
+	"bytes"
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
@@ -21,13 +23,18 @@ const EvidenceVersion = 1
 // MaxEvidence bounds an evidence document read from a file or the network.
 const MaxEvidence = 1 << 30
 
-// Evidence is what an attester sends a verifier. It is a JSON document:
+// Evidence is what an attester sends a verifier: an RFC 7464 JSON text
+// sequence whose first element is a header and whose other elements are
+// the measurement log's records, verbatim (docs/FORMAT.md, section 5):
 //
-//	{"version":1, "nonce":"<hex>", "ak_public":"<PEM>",
-//	 "quote":{"attest":"<base64 TPMS_ATTEST>","signature":"<base64 TPMT_SIGNATURE>"},
-//	 "pcrs":{"sha256":{"23":"<hex>"}}, "log":"<base64 of the log's bytes>"}
+//	0x1E {"version":1, "nonce":"<hex>", "ak_public":"<PEM>",
+//	      "quote":{"attest":"<base64 TPMS_ATTEST>","signature":"<base64 TPMT_SIGNATURE>"},
+//	      "pcrs":{"sha256":{"23":"<hex>"}}} LF
+//	0x1E {"recnum":0,...} LF
+//	...
 //
-// Nothing in it is trusted: see the package documentation.
+// The log comes last and unchanged, so a verifier streams it. Nothing in
+// evidence is trusted: see the package documentation.
 type Evidence struct {
 	Version int    `json:"version"`
 	Nonce   string `json:"nonce"`
@@ -36,7 +43,7 @@ type Evidence struct {
 	Quote    QuoteBlob                    `json:"quote"`
 	PCRs     map[string]map[string]string `json:"pcrs"`
 	// Log is the measurement log exactly as stored (RFC 7464 records).
-	Log []byte `json:"log"`
+	Log []byte `json:"-"`
 }
 
 // QuoteBlob holds a quote's two marshalled structures.
@@ -45,28 +52,70 @@ type QuoteBlob struct {
 	Signature []byte `json:"signature"`
 }
 
-// ParseEvidence reads one evidence document, refusing unknown fields and
-// anything but version 1.
-func ParseEvidence(r io.Reader) (*Evidence, error) {
-	dec := json.NewDecoder(io.LimitReader(r, MaxEvidence))
+// maxHeader bounds the evidence header.
+const maxHeader = 1 << 20
+
+// OpenEvidence reads the header of an evidence stream and returns the
+// reader positioned at the log, for [Verify] to stream.
+func OpenEvidence(r io.Reader) (*Evidence, io.Reader, error) {
+	br := bufio.NewReaderSize(io.LimitReader(r, MaxEvidence), 64<<10)
+	line, err := br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		var more []byte
+		more, err = readLine(br, maxHeader-len(line))
+		line = append(append([]byte(nil), line...), more...)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: evidence header: %v", ErrInvalid, err)
+	}
+	if len(line) < 2 || line[0] != 0x1e {
+		return nil, nil, fmt.Errorf("%w: evidence does not start with a record separator (0x1E) and a header", ErrInvalid)
+	}
+	dec := json.NewDecoder(bytes.NewReader(line[1:]))
 	dec.DisallowUnknownFields()
 	var ev Evidence
 	if err := dec.Decode(&ev); err != nil {
-		return nil, fmt.Errorf("%w: evidence is not valid JSON of the expected shape: %v", ErrInvalid, err)
+		return nil, nil, fmt.Errorf("%w: evidence header is not valid JSON of the expected shape: %v", ErrInvalid, err)
 	}
 	if dec.More() {
-		return nil, fmt.Errorf("%w: data after the evidence document", ErrInvalid)
+		return nil, nil, fmt.Errorf("%w: data after the evidence header", ErrInvalid)
 	}
 	if ev.Version != EvidenceVersion {
-		return nil, fmt.Errorf("%w: evidence version %d (this rimon reads version %d)", ErrInvalid, ev.Version, EvidenceVersion)
+		return nil, nil, fmt.Errorf("%w: evidence version %d (this rimon reads version %d)", ErrInvalid, ev.Version, EvidenceVersion)
 	}
 	if len(ev.Quote.Attest) == 0 || len(ev.Quote.Signature) == 0 {
-		return nil, fmt.Errorf("%w: evidence has no quote", ErrInvalid)
+		return nil, nil, fmt.Errorf("%w: evidence has no quote", ErrInvalid)
 	}
 	if _, err := ev.Values(); err != nil {
+		return nil, nil, err
+	}
+	return &ev, br, nil
+}
+
+func readLine(br *bufio.Reader, limit int) ([]byte, error) {
+	var out []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		out = append(out, frag...)
+		if len(out) > limit {
+			return nil, fmt.Errorf("header longer than %d bytes", maxHeader)
+		}
+		if err != bufio.ErrBufferFull {
+			return out, err
+		}
+	}
+}
+
+// ParseEvidence reads a whole evidence document, log included, into memory.
+func ParseEvidence(r io.Reader) (*Evidence, error) {
+	ev, rest, err := OpenEvidence(r)
+	if err != nil {
 		return nil, err
 	}
-	return &ev, nil
+	if ev.Log, err = io.ReadAll(rest); err != nil {
+		return nil, fmt.Errorf("%w: evidence log: %v", ErrInvalid, err)
+	}
+	return ev, nil
 }
 
 // Values returns the reported PCR values.
@@ -104,9 +153,17 @@ func (ev *Evidence) SetValues(vals map[eventlog.PCRKey][]byte) {
 	}
 }
 
-// Marshal encodes the evidence as indented JSON.
+// Marshal encodes the evidence: the header record, then the log.
 func (ev *Evidence) Marshal() ([]byte, error) {
-	return json.MarshalIndent(ev, "", "  ")
+	h, err := json.Marshal(ev)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(h)+2+len(ev.Log))
+	out = append(out, 0x1e)
+	out = append(out, h...)
+	out = append(out, '\n')
+	return append(out, ev.Log...), nil
 }
 
 // ParsePublicKey reads a PEM public key (PKIX "PUBLIC KEY" or PKCS#1 "RSA PUBLIC KEY").

@@ -10,8 +10,8 @@ import (
 )
 
 func FuzzParseEvidence(f *testing.F) {
-	f.Add([]byte(`{"version":1,"nonce":"00","quote":{"attest":"AQI=","signature":"AQI="},"pcrs":{"sha256":{"23":"` + string(bytes.Repeat([]byte("00"), 32)) + `"}},"log":""}`))
-	f.Add([]byte(`{"version":2}`))
+	f.Add([]byte("\x1e" + `{"version":1,"nonce":"00","quote":{"attest":"AQI=","signature":"AQI="},"pcrs":{"sha256":{"23":"` + string(bytes.Repeat([]byte("00"), 32)) + `"}}}` + "\n\x1e{}\n"))
+	f.Add([]byte("\x1e{\"version\":2}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ev, err := ParseEvidence(bytes.NewReader(b))
 		if err != nil {

@@ -96,7 +96,7 @@ func Handler(o HandlerOptions) http.Handler {
 			http.Error(w, "encode failed", http.StatusInternalServerError)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Type", "application/json-seq")
 		w.Header().Set("Cache-Control", "no-store")
 		w.Write(b)
 	})

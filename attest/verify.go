@@ -26,17 +26,24 @@ type Measured struct {
 
 // LogMatch is the part of a log a quote vouches for.
 type LogMatch struct {
-	// Records is the number of complete records in the log.
+	// Records is the number of complete, verified records read.
 	Records int
 	// Covered is the number of leading records whose replay equals the quote.
 	Covered int
-	// Measured are the covered rimon records.
-	Measured []Measured
+	// Measured is the number of covered rimon records.
+	Measured int
 	// TailProblem explains why reading stopped early, if it did.
 	TailProblem string
 	// Values are the replayed values of the quoted PCRs after the covered records.
 	Values map[eventlog.PCRKey][]byte
+	// Failures and Warnings are the reference findings on covered records
+	// (the first MaxFindings of each); the totals count them all.
+	Failures, Warnings         []Finding
+	FailureTotal, WarningTotal int
 }
+
+// MaxFindings bounds the failures and warnings a result lists one by one.
+const MaxFindings = 1000
 
 func (m *LogMatch) snapshot(st *eventlog.State, sel []eventlog.PCRKey) {
 	m.Values = map[eventlog.PCRKey][]byte{}
@@ -45,11 +52,12 @@ func (m *LogMatch) snapshot(st *eventlog.State, sel []eventlog.PCRKey) {
 	}
 }
 
-// MatchLog finds the longest prefix of the log that replays to the quoted
-// PCRs (or, with no reported values, to the quote's PCR digest). Records
-// after it are counted and never trusted. Every covered record's digests
-// are recomputed from its content.
-func MatchLog(log []byte, q *Quoted) (*LogMatch, error) {
+// MatchLog streams the log once: it finds the longest prefix that replays
+// to the quoted PCRs (or, with no reported values, to the quote's PCR
+// digest), and checks the records of that prefix against ref (when not
+// nil). Records after the prefix are counted and never trusted. Every
+// record's digests are recomputed from its content.
+func MatchLog(log io.Reader, q *Quoted, ref *policy.Reference) (*LogMatch, error) {
 	banks := map[crypto.Hash]bool{}
 	for _, k := range q.Selection {
 		banks[k.Bank] = true
@@ -59,8 +67,7 @@ func MatchLog(log []byte, q *Quoted) (*LogMatch, error) {
 		bl = append(bl, b)
 	}
 	sort.Slice(bl, func(i, j int) bool { return bl[i] < bl[j] })
-	st := eventlog.NewState(bl)
-	matches := func() bool {
+	matches := func(st *eventlog.State) bool {
 		if q.Values != nil {
 			for k, v := range q.Values {
 				if !bytes.Equal(st.Value(k.PCR, k.Bank), v) {
@@ -72,44 +79,32 @@ func MatchLog(log []byte, q *Quoted) (*LogMatch, error) {
 		return bytes.Equal(q.digestOf(func(k eventlog.PCRKey) []byte { return st.Value(k.PCR, k.Bank) }), q.PCRDigest)
 	}
 	m := &LogMatch{Covered: -1}
-	if matches() {
+	if matches(eventlog.NewState(bl)) {
 		m.Covered = 0
-		m.snapshot(st, q.Selection)
+		m.snapshot(eventlog.NewState(bl), q.Selection)
 	}
-	var pending []Measured
-	rd := eventlog.NewReader(bytes.NewReader(log), 0)
-	var prev *eventlog.Record
-	for i := 0; ; i++ {
-		rec, err := rd.Next()
-		if err == io.EOF {
-			break
+	chk := newRefChecker(ref)
+	pendingMeasured := 0
+	_, n, err := eventlog.ReplayVisit(log, bl, func(i int, st *eventlog.State, v *eventlog.View) bool {
+		if v.IsRimon() {
+			pendingMeasured++
+			chk.record(i, v)
 		}
-		if err != nil {
-			m.TailProblem = err.Error()
-			break
-		}
-		if prev != nil && rec.HasRecNum && prev.HasRecNum && rec.RecNum != prev.RecNum+1 {
-			m.TailProblem = fmt.Sprintf("record %d: recnum %d follows %d", i, rec.RecNum, prev.RecNum)
-			break
-		}
-		if err := st.Apply(&rec); err != nil {
-			m.TailProblem = fmt.Sprintf("record %d: %v", i, err)
-			break
-		}
-		m.Records = i + 1
-		r := rec
-		prev = &r
-		if rec.ContentType == eventlog.ContentTypeRimon {
-			e := rec.Event()
-			ms := Measured{Index: i, Kind: e.Kind, Path: e.Path, SHA256: e.SHA256, Reason: e.Reason,
-				ManifestDigest: rec.Content.Str("manifest_digest"), ConfigDigest: rec.Content.Str("config_digest")}
-			pending = append(pending, ms)
-		}
-		if matches() {
+		if matches(st) {
 			m.Covered = i + 1
-			m.Measured = append(m.Measured, pending...)
-			pending = pending[:0]
+			m.Measured += pendingMeasured
+			pendingMeasured = 0
+			chk.commit()
 			m.snapshot(st, q.Selection)
+		}
+		return true
+	})
+	m.Records = n
+	if err != nil {
+		m.TailProblem = err.Error()
+		var re *eventlog.ReplayError
+		if errors.As(err, &re) {
+			m.Records = re.Index
 		}
 	}
 	if m.Covered < 0 {
@@ -119,6 +114,8 @@ func MatchLog(log []byte, q *Quoted) (*LogMatch, error) {
 		}
 		return nil, &CheckError{Check: CheckLog, Err: errors.New(why)}
 	}
+	m.Failures, m.Warnings = chk.finish()
+	m.FailureTotal, m.WarningTotal = chk.nFail, chk.nWarn
 	return m, nil
 }
 
@@ -144,57 +141,162 @@ func (f Finding) String() string {
 	return s
 }
 
-// CheckReference checks every trusted measurement against reference
-// values. It returns failures (content not approved) and warnings.
-func CheckReference(ms []Measured, ref *policy.Reference) (failures, warnings []Finding) {
-	last := map[string]Measured{}
-	for _, m := range ms {
-		last[m.Path] = m
-		if m.Reason == eventlog.ReasonDeleted {
-			if !ref.AllowDeletions {
-				failures = append(failures, Finding{Measured: m, Problem: "deleted, and the reference does not allow deletions"})
-			}
-			continue
-		}
-		if m.Kind == eventlog.KindImage {
-			e, ok := policy.Lookup(ref.Images, m.Path)
-			if !ok {
-				f := Finding{Measured: m, Problem: "image not listed in the reference"}
-				addUnlisted(&failures, &warnings, f, ref)
-				continue
-			}
-			if !contains(e.Allowed, m.ManifestDigest) && !contains(e.Allowed, m.ConfigDigest) && !contains(e.Allowed, "sha256:"+m.SHA256) {
-				failures = append(failures, Finding{Measured: m, Allowed: e.Allowed, Problem: "image digest not allowed"})
-			}
-			continue
-		}
-		e, ok := policy.Lookup(ref.Files, m.Path)
-		if !ok {
-			addUnlisted(&failures, &warnings, Finding{Measured: m, Problem: "not listed in the reference"}, ref)
-			continue
-		}
-		if !contains(e.Allowed, m.SHA256) {
-			failures = append(failures, Finding{Measured: m, Allowed: e.Allowed, Problem: "digest not allowed"})
-		}
-	}
-	for _, p := range ref.Required {
-		m, ok := last[p]
-		switch {
-		case !ok:
-			failures = append(failures, Finding{Measured: Measured{Index: -1, Path: p, Kind: "file"}, Problem: "required, but never measured"})
-		case m.Reason == eventlog.ReasonDeleted:
-			failures = append(failures, Finding{Measured: m, Problem: "required, but deleted"})
-		}
-	}
-	return failures, warnings
+// refChecker checks records against reference values as they stream by.
+// Findings and the state of required paths stay pending until a later
+// record proves to be covered by the quote.
+type refChecker struct {
+	ref                *policy.Reference
+	exact              map[string]*policy.RefEntry
+	patterns           []*policy.RefEntry
+	required           map[string]reqState
+	journal            []journalEntry
+	pending            []Finding
+	pendingWarn        []Finding
+	nPending, nPendW   int // pending findings, listed or not
+	failures, warnings []Finding
+	nFail, nWarn       int // all findings committed, listed or not
 }
 
-func addUnlisted(failures, warnings *[]Finding, f Finding, ref *policy.Reference) {
-	if ref.FailUnlisted {
-		*failures = append(*failures, f)
-	} else {
-		*warnings = append(*warnings, f)
+// add queues a finding for a record not yet known to be covered; make
+// builds it only when the list has room.
+func (c *refChecker) add(warn bool, make func() Finding) {
+	list, n := &c.pending, &c.nPending
+	if warn {
+		list, n = &c.pendingWarn, &c.nPendW
 	}
+	*n++
+	if len(*list) < MaxFindings {
+		*list = append(*list, make())
+	}
+}
+
+type reqState struct {
+	seen, deleted bool
+	m             Measured
+}
+
+type journalEntry struct {
+	path string
+	prev reqState
+}
+
+func newRefChecker(ref *policy.Reference) *refChecker {
+	c := &refChecker{ref: ref}
+	if ref == nil {
+		return c
+	}
+	c.exact = map[string]*policy.RefEntry{}
+	for i := range ref.Files {
+		e := &ref.Files[i]
+		if e.Pattern == nil {
+			c.exact[e.Path] = e
+		} else {
+			c.patterns = append(c.patterns, e)
+		}
+	}
+	c.required = map[string]reqState{}
+	for _, p := range ref.Required {
+		c.required[p] = reqState{}
+	}
+	return c
+}
+
+func (c *refChecker) lookupFile(path string) (*policy.RefEntry, bool) {
+	if e, ok := c.exact[path]; ok {
+		return e, true
+	}
+	for _, e := range c.patterns {
+		if e.Pattern.Match(path) {
+			return e, true
+		}
+	}
+	return nil, false
+}
+
+func (c *refChecker) record(i int, v *eventlog.View) {
+	if c.ref == nil {
+		return
+	}
+	path := v.Str("path")
+	deleted := v.Is("reason", eventlog.ReasonDeleted)
+	if st, ok := c.required[path]; ok {
+		c.journal = append(c.journal, journalEntry{path, st})
+		c.required[path] = reqState{seen: true, deleted: deleted, m: c.measured(i, path, v)}
+	}
+	finding := func(problem string, allowed []string) func() Finding {
+		return func() Finding { return Finding{Measured: c.measured(i, path, v), Allowed: allowed, Problem: problem} }
+	}
+	switch {
+	case deleted:
+		if !c.ref.AllowDeletions {
+			c.add(false, finding("deleted, and the reference does not allow deletions", nil))
+		}
+	case v.Is("kind", eventlog.KindImage):
+		e, ok := policy.Lookup(c.ref.Images, path)
+		m := c.measured(i, path, v)
+		switch {
+		case !ok:
+			c.add(!c.ref.FailUnlisted, finding("image not listed in the reference", nil))
+		case !contains(e.Allowed, m.ManifestDigest) && !contains(e.Allowed, m.ConfigDigest) && !contains(e.Allowed, "sha256:"+m.SHA256):
+			c.add(false, finding("image digest not allowed", e.Allowed))
+		}
+	default:
+		e, ok := c.lookupFile(path)
+		if !ok {
+			c.add(!c.ref.FailUnlisted, finding("not listed in the reference", nil))
+			return
+		}
+		for _, a := range e.Allowed {
+			if v.Is("sha256", a) {
+				return
+			}
+		}
+		c.add(false, finding("digest not allowed", e.Allowed))
+	}
+}
+
+func (c *refChecker) measured(i int, path string, v *eventlog.View) Measured {
+	return Measured{Index: i, Kind: v.Str("kind"), Path: path, SHA256: v.Str("sha256"), Reason: v.Str("reason"),
+		ManifestDigest: v.Str("manifest_digest"), ConfigDigest: v.Str("config_digest")}
+}
+
+// commit: every record so far is covered.
+func (c *refChecker) commit() {
+	c.nFail += c.nPending
+	c.nWarn += c.nPendW
+	c.failures = appendCapped(c.failures, c.pending)
+	c.warnings = appendCapped(c.warnings, c.pendingWarn)
+	c.pending, c.pendingWarn, c.journal = c.pending[:0], c.pendingWarn[:0], c.journal[:0]
+	c.nPending, c.nPendW = 0, 0
+}
+
+func appendCapped(dst, src []Finding) []Finding {
+	if room := MaxFindings - len(dst); room > 0 {
+		dst = append(dst, src[:min(room, len(src))]...)
+	}
+	return dst
+}
+
+// finish undoes what uncovered records did and checks required paths.
+func (c *refChecker) finish() (failures, warnings []Finding) {
+	if c.ref == nil {
+		return nil, nil
+	}
+	for i := len(c.journal) - 1; i >= 0; i-- {
+		c.required[c.journal[i].path] = c.journal[i].prev
+	}
+	for _, p := range c.ref.Required {
+		st := c.required[p]
+		switch {
+		case !st.seen:
+			c.nFail++
+			c.failures = appendCapped(c.failures, []Finding{{Measured: Measured{Index: -1, Path: p, Kind: "file"}, Problem: "required, but never measured"}})
+		case st.deleted:
+			c.nFail++
+			c.failures = appendCapped(c.failures, []Finding{{Measured: st.m, Problem: "required, but deleted"}})
+		}
+	}
+	return c.failures, c.warnings
 }
 
 func contains(list []string, s string) bool {
@@ -235,24 +337,27 @@ type Result struct {
 	TailProblem string    `json:"tail_problem,omitempty"`
 	Failures    []Finding `json:"failures"`
 	Warnings    []Finding `json:"warnings"`
-	Measured    int       `json:"measured_records"`
+	// FailureTotal and WarningTotal count all findings; the lists hold at most MaxFindings each.
+	FailureTotal int `json:"failure_total"`
+	WarningTotal int `json:"warning_total"`
+	Measured     int `json:"measured_records"`
 }
 
 // Verify checks a quote, its PCR values (nil to derive them from the log)
 // and the log, then the reference values. It returns an error wrapping
 // [ErrInvalid] when the evidence proves nothing; a Result otherwise, whose
 // Trusted field says whether the content is approved.
-func Verify(attest, sig []byte, values map[eventlog.PCRKey][]byte, log []byte, opts Options) (*Result, error) {
+func Verify(attest, sig []byte, values map[eventlog.PCRKey][]byte, log io.Reader, opts Options) (*Result, error) {
 	q, err := VerifyQuote(attest, sig, values, opts.QuoteOptions)
 	if err != nil {
 		return nil, err
 	}
-	m, err := MatchLog(log, q)
+	m, err := MatchLog(log, q, opts.Reference)
 	if err != nil {
 		return nil, err
 	}
 	res := &Result{Trusted: true, PCRs: map[string]string{}, Records: m.Records, Covered: m.Covered,
-		Trailing: m.Records - m.Covered, TailProblem: m.TailProblem, Measured: len(m.Measured)}
+		Trailing: m.Records - m.Covered, TailProblem: m.TailProblem, Measured: m.Measured}
 	fp, _ := Fingerprint(opts.AK)
 	res.Checks = []CheckResult{
 		{CheckSignature, fmt.Sprintf("signed by the pinned attestation key (SHA-256 fingerprint %s), %v", fp, q.Hash)},
@@ -274,9 +379,10 @@ func Verify(attest, sig []byte, values map[eventlog.PCRKey][]byte, log []byte, o
 		res.PCRs[fmt.Sprintf("%s:%d", eventlog.BankName(k.Bank), k.PCR)] = hex.EncodeToString(m.Values[k])
 	}
 	if opts.Reference != nil {
-		res.Failures, res.Warnings = CheckReference(m.Measured, opts.Reference)
-		res.Trusted = len(res.Failures) == 0
-		res.Checks = append(res.Checks, CheckResult{"reference values", fmt.Sprintf("%d measurements checked against %s", len(m.Measured), opts.Reference.Source)})
+		res.Failures, res.Warnings = m.Failures, m.Warnings
+		res.FailureTotal, res.WarningTotal = m.FailureTotal, m.WarningTotal
+		res.Trusted = m.FailureTotal == 0
+		res.Checks = append(res.Checks, CheckResult{"reference values", fmt.Sprintf("%d measurements checked against %s", m.Measured, opts.Reference.Source)})
 	}
 	return res, nil
 }

@@ -196,6 +196,49 @@ func checkSequence(records []Record, i int) error {
 // it returns the replay of the complete records with an error wrapping
 // [ErrTorn]; any other error comes with a nil state.
 func ReplayReader(r io.Reader, banks []crypto.Hash) (*State, int, error) {
+	return ReplayVisit(r, banks, nil)
+}
+
+// View is a verified record as [ReplayVisit] shows it. It is valid only
+// during the visit.
+type View struct {
+	raw *rawRecord
+	rec *Record
+}
+
+// IsRimon reports whether the record is one of rimon's.
+func (v *View) IsRimon() bool { return v.raw != nil || v.rec.ContentType == ContentTypeRimon }
+
+// Str returns a string field of a rimon record's content ("" when absent).
+func (v *View) Str(key string) string {
+	if v.raw == nil {
+		return v.rec.Content.Str(key)
+	}
+	for _, f := range v.raw.fields[:v.raw.nfields] {
+		if !f.isNum && string(f.key) == key {
+			return string(f.val)
+		}
+	}
+	return ""
+}
+
+// Is reports whether a string field equals want, without allocating.
+func (v *View) Is(key, want string) bool {
+	if v.raw == nil {
+		return v.rec.Content.Str(key) == want
+	}
+	for _, f := range v.raw.fields[:v.raw.nfields] {
+		if !f.isNum && string(f.key) == key {
+			return string(f.val) == want
+		}
+	}
+	return want == ""
+}
+
+// ReplayVisit is ReplayReader that calls visit after each record has been
+// verified and extended into the state; visit returning false stops the
+// replay there (without error).
+func ReplayVisit(r io.Reader, banks []crypto.Hash, visit func(i int, st *State, v *View) bool) (*State, int, error) {
 	rd := NewReader(r, 0)
 	s := NewState(banks)
 	var raw rawRecord
@@ -212,9 +255,11 @@ func ReplayReader(r io.Reader, banks []crypto.Hash) (*State, int, error) {
 			return nil, i, err
 		}
 		var cur Record
+		var view View
 		if parseRaw(body, &raw) {
 			cur.RecNum, cur.HasRecNum = raw.recnum, raw.hasRecnum
 			err = s.applyRaw(&raw)
+			view.raw = &raw
 		} else {
 			rec, perr := parseRecord(body)
 			if perr != nil {
@@ -222,6 +267,7 @@ func ReplayReader(r io.Reader, banks []crypto.Hash) (*State, int, error) {
 			}
 			cur = rec
 			err = s.Apply(&rec)
+			view.rec = &rec
 		}
 		if err == nil && i > 0 {
 			err = checkSequence([]Record{prev, cur}, 1)
@@ -231,6 +277,9 @@ func ReplayReader(r io.Reader, banks []crypto.Hash) (*State, int, error) {
 		}
 		rd.advance()
 		prev = Record{RecNum: cur.RecNum, HasRecNum: cur.HasRecNum}
+		if visit != nil && !visit(i, s, &view) {
+			return s, i + 1, nil
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -183,10 +185,10 @@ accepts.`,
 				}
 			}
 			if out == "" || out == "-" {
-				_, err = g.stdout.Write(append(b, '\n'))
+				_, err = g.stdout.Write(b)
 				return err
 			}
-			return os.WriteFile(out, append(b, '\n'), 0o644)
+			return os.WriteFile(out, b, 0o644)
 		},
 	}
 	c.Flags().StringVar(&nonceHex, "nonce", "", "the verifier's nonce, hex (required)")
@@ -300,18 +302,19 @@ func runVerify(g *globals, f verifyFlags, ev *attest.Evidence) error {
 		}
 		opts.Reference = ref
 	}
-	var msg, sig, logBytes []byte
+	var msg, sig []byte
+	var logR io.Reader
 	var values map[eventlog.PCRKey][]byte
 	switch {
 	case ev != nil:
+		logR = bytes.NewReader(ev.Log)
 	case f.evidence != "":
 		fh, err := os.Open(f.evidence)
 		if err != nil {
 			return err
 		}
-		ev, err = attest.ParseEvidence(fh)
-		fh.Close()
-		if err != nil {
+		defer fh.Close()
+		if ev, logR, err = attest.OpenEvidence(fh); err != nil {
 			return g.invalid(f, err)
 		}
 	default:
@@ -321,9 +324,12 @@ func runVerify(g *globals, f verifyFlags, ev *attest.Evidence) error {
 		if sig, err = os.ReadFile(f.sig); err != nil {
 			return err
 		}
-		if logBytes, err = os.ReadFile(f.log); err != nil {
+		lf, err := os.Open(f.log)
+		if err != nil {
 			return err
 		}
+		defer lf.Close()
+		logR = lf
 		if f.pcrsFile != "" {
 			b, err := os.ReadFile(f.pcrsFile)
 			if err != nil {
@@ -335,18 +341,18 @@ func runVerify(g *globals, f verifyFlags, ev *attest.Evidence) error {
 		}
 	}
 	if ev != nil {
-		msg, sig, logBytes = ev.Quote.Attest, ev.Quote.Signature, ev.Log
+		msg, sig = ev.Quote.Attest, ev.Quote.Signature
 		if values, err = ev.Values(); err != nil {
 			return g.invalid(f, err)
 		}
 	}
-	res, err := attest.Verify(msg, sig, values, logBytes, opts)
+	res, err := attest.Verify(msg, sig, values, logR, opts)
 	if err != nil {
 		return g.invalid(f, err)
 	}
 	g.report(f.asJSON, res)
 	if !res.Trusted {
-		return &exitErr{code: exitCheck, err: fmt.Errorf("untrusted: %d measurements are not approved by %s", len(res.Failures), opts.Reference.Source)}
+		return &exitErr{code: exitCheck, err: fmt.Errorf("untrusted: %d measurements are not approved by %s", res.FailureTotal, opts.Reference.Source)}
 	}
 	return nil
 }
@@ -393,8 +399,14 @@ func (g *globals) report(asJSON bool, res *attest.Result) {
 	for _, x := range res.Failures {
 		fmt.Fprintf(g.stdout, "  FAIL %s\n", x)
 	}
+	if n := res.FailureTotal - len(res.Failures); n > 0 {
+		fmt.Fprintf(g.stdout, "  FAIL ... and %d more\n", n)
+	}
 	for _, x := range res.Warnings {
 		fmt.Fprintf(g.stdout, "  warn %s\n", x)
+	}
+	if n := res.WarningTotal - len(res.Warnings); n > 0 {
+		fmt.Fprintf(g.stdout, "  warn ... and %d more\n", n)
 	}
 }
 
