@@ -38,6 +38,8 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	bash bench/hashing.sh
+	bash bench/agent.sh
+	bash bench/verify.sh
 
 ## deps: the Debian packages the tests and the demo need (run as root).
 deps:

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -265,4 +266,36 @@ func TestQuoteStructureChecks(t *testing.T) {
 	if _, err := attest.VerifyQuote(a, plain, nil, o); err == nil || !strings.Contains(err.Error(), "TPM_GENERATED_VALUE") {
 		t.Errorf("plain signature did not get past the signature check: %v", err)
 	}
+}
+
+// BenchmarkEvidenceEndpoint: 8 concurrent clients against the agent's
+// handler on the simulator, with a log of 1,000 records and the rate limit
+// lifted, to see what the endpoint can serve (quotes are taken one at a time).
+func BenchmarkEvidenceEndpoint(b *testing.B) {
+	ctx := context.Background()
+	tp := testtpm.Open(b)
+	if _, _, err := tp.ProvisionAK(ctx); err != nil {
+		b.Fatal(err)
+	}
+	log := filepath.Join(b.TempDir(), "m.log")
+	w, _, err := eventlog.OpenWriter(ctx, log, tp, eventlog.WriterOptions{Banks: []crypto.Hash{crypto.SHA256}, PCR: 23, BootID: "b"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < 1000; i++ {
+		w.Append(ctx, 23, eventlog.Event{Kind: "file", Path: fmt.Sprintf("/bin/f%d", i), SHA256: digestOf(fmt.Sprint(i)), Reason: "initial"})
+	}
+	srv := httptest.NewServer(attest.Handler(attest.HandlerOptions{TPM: tp, LogPath: log, PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256}, Rate: 1e6}))
+	defer srv.Close()
+	b.SetParallelism(4) // 4 x GOMAXPROCS(2) = 8 clients
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := attest.Fetch(ctx, srv.Client(), srv.URL, nonce); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "evidence/s")
 }

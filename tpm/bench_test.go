@@ -42,3 +42,33 @@ func BenchmarkExtend(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkQuote measures TPM2_Quote of PCR 23 (sha256) with the AK, on
+// the simulator and on swtpm.
+func BenchmarkQuote(b *testing.B) {
+	for _, kind := range []string{"sim", "swtpm"} {
+		b.Run(kind, func(b *testing.B) {
+			ctx := context.Background()
+			spec := kind
+			if kind == "swtpm" {
+				spec = testtpm.Swtpm(b)
+			}
+			tp, err := tpm.Open(ctx, spec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tp.Close()
+			if _, _, err := tp.ProvisionAK(ctx); err != nil {
+				b.Fatal(err)
+			}
+			nonce := []byte("0123456789abcdef")
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := tp.QuotePCRs(ctx, nonce, []int{23}, []crypto.Hash{crypto.SHA256}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/quote")
+		})
+	}
+}
