@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -298,4 +300,43 @@ func BenchmarkEvidenceEndpoint(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "evidence/s")
+}
+
+// TestSignatureSchemes checks RSA-PSS and ECDSA quotes signed by software
+// keys, and that a scheme/key mismatch is refused.
+func TestSignatureSchemes(t *testing.T) {
+	pcr := make([]byte, 32)
+	pd := sha256.Sum256(pcr)
+	a := tpm2.Marshal(&tpm2.TPMSAttest{
+		Magic: tpm2.TPMGeneratedValue, Type: tpm2.TPMSTAttestQuote, ExtraData: tpm2.TPM2BData{Buffer: nonce},
+		Attested: tpm2.NewTPMUAttest(tpm2.TPMSTAttestQuote, &tpm2.TPMSQuoteInfo{
+			PCRSelect: tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{Hash: tpm2.TPMAlgSHA256, PCRSelect: tpm2.PCClientCompatible.PCRs(23)}}},
+			PCRDigest: tpm2.TPM2BDigest{Buffer: pd[:]},
+		}),
+	})
+	d := sha256.Sum256(a)
+	vals := map[eventlog.PCRKey][]byte{{PCR: 23, Bank: crypto.SHA256}: pcr}
+
+	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ps, _ := rsa.SignPSS(rand.Reader, rk, crypto.SHA256, d[:], nil)
+	pss := tpm2.Marshal(&tpm2.TPMTSignature{SigAlg: tpm2.TPMAlgRSAPSS, Signature: tpm2.NewTPMUSignature(tpm2.TPMAlgRSAPSS,
+		&tpm2.TPMSSignatureRSA{Hash: tpm2.TPMAlgSHA256, Sig: tpm2.TPM2BPublicKeyRSA{Buffer: ps}})})
+	if _, err := attest.VerifyQuote(a, pss, vals, attest.QuoteOptions{AK: &rk.PublicKey, Nonce: nonce}); err != nil {
+		t.Errorf("RSA-PSS quote: %v", err)
+	}
+
+	ek, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	r, s, _ := ecdsa.Sign(rand.Reader, ek, d[:])
+	ec := tpm2.Marshal(&tpm2.TPMTSignature{SigAlg: tpm2.TPMAlgECDSA, Signature: tpm2.NewTPMUSignature(tpm2.TPMAlgECDSA,
+		&tpm2.TPMSSignatureECC{Hash: tpm2.TPMAlgSHA256, SignatureR: tpm2.TPM2BECCParameter{Buffer: r.Bytes()}, SignatureS: tpm2.TPM2BECCParameter{Buffer: s.Bytes()}})})
+	if _, err := attest.VerifyQuote(a, ec, vals, attest.QuoteOptions{AK: &ek.PublicKey, Nonce: nonce}); err != nil {
+		t.Errorf("ECDSA quote: %v", err)
+	}
+	if _, err := attest.VerifyQuote(a, ec, vals, attest.QuoteOptions{AK: &rk.PublicKey, Nonce: nonce}); err == nil || !strings.Contains(err.Error(), "attestation key is") {
+		t.Errorf("ECDSA signature with an RSA key: %v", err)
+	}
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if _, err := attest.VerifyQuote(a, ec, vals, attest.QuoteOptions{AK: &other.PublicKey, Nonce: nonce}); err == nil {
+		t.Error("ECDSA quote verified with another key")
+	}
 }

@@ -52,6 +52,7 @@ func mustRimon(t *testing.T, args ...string) string {
 
 func writeFile(t *testing.T, path, content string) string {
 	t.Helper()
+	os.MkdirAll(filepath.Dir(path), 0o755)
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
