@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -412,9 +414,9 @@ func (g *globals) report(asJSON bool, res *attest.Result) {
 
 func newAttestCmd(g *globals) *cobra.Command {
 	var f verifyFlags
-	var agent string
+	var agent, caFile string
 	c := &cobra.Command{
-		Use:   "attest --agent URL --ak AK.pem [--reference REF.yaml] [--json]",
+		Use:   "attest --agent URL --ak AK.pem [--ca CA.pem] [--reference REF.yaml] [--json]",
 		Short: "Fetch evidence from an agent with a fresh random nonce, then verify it",
 		Long: `attest picks a fresh 32-byte random nonce, fetches GET URL/v1/evidence?nonce=…
 from an agent started with rimon watch --listen, and verifies it as rimon verify
@@ -433,7 +435,11 @@ does. Exit codes as for verify.`,
 			if err != nil {
 				return err
 			}
-			ev, err := fetchEvidence(cmd.Context(), agent, nonce, banks)
+			client, err := httpClient(caFile)
+			if err != nil {
+				return err
+			}
+			ev, err := fetchEvidence(cmd.Context(), client, agent, nonce, banks)
 			if err != nil {
 				return err
 			}
@@ -442,6 +448,7 @@ does. Exit codes as for verify.`,
 	}
 	fl := c.Flags()
 	fl.StringVar(&agent, "agent", "", "the agent's base URL, http(s)://HOST:PORT")
+	fl.StringVar(&caFile, "ca", "", "CA certificates (PEM) that sign the agent's TLS certificate (default: the system's)")
 	fl.StringVar(&f.ak, "ak", "", "the attestation key to pin, PEM (required)")
 	fl.StringVar(&f.reference, "reference", "", "reference values (YAML)")
 	fl.StringVar(&f.pcrs, "pcrs", "23", "PCRs the quote must cover")
@@ -451,10 +458,28 @@ does. Exit codes as for verify.`,
 	return c
 }
 
-func fetchEvidence(ctx context.Context, agent string, nonce []byte, banks []crypto.Hash) (*attest.Evidence, error) {
+func fetchEvidence(ctx context.Context, client *http.Client, agent string, nonce []byte, banks []crypto.Hash) (*attest.Evidence, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	return attest.Fetch(ctx, &http.Client{Timeout: 60 * time.Second}, strings.TrimSuffix(agent, "/"), nonce, banks...)
+	return attest.Fetch(ctx, client, strings.TrimSuffix(agent, "/"), nonce, banks...)
+}
+
+// httpClient trusts the CA certificates in caFile, or the system's.
+func httpClient(caFile string) (*http.Client, error) {
+	c := &http.Client{Timeout: 60 * time.Second}
+	if caFile == "" {
+		return c, nil
+	}
+	pemb, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, usageErr("--ca: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemb) {
+		return nil, usageErr("--ca %s: no PEM certificate", caFile)
+	}
+	c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	return c, nil
 }
 
 func loadReference(path string) (*policy.Reference, error) {

@@ -3,8 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,10 +96,14 @@ func TestAttestAgent(t *testing.T) {
 	l.Close()
 	log := filepath.Join(dir, "m.log")
 	var stderr bytes.Buffer
+	certPEM, keyPEM := selfSigned(t)
+	cert, key := writeFile(t, filepath.Join(dir, "cert.pem"), string(certPEM)), writeFile(t, filepath.Join(dir, "key.pem"), string(keyPEM))
 	g := &globals{tpm: "sim", log: log, stdout: &bytes.Buffer{}, stderr: &syncWriter{w: &stderr}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- runWatchServe(ctx, g, pol, polPath, "text", 0, serveFlags{listen: addr}) }()
+	go func() {
+		done <- runWatchServe(ctx, g, pol, polPath, "text", 0, serveFlags{listen: addr, cert: cert, key: key})
+	}()
 	defer func() {
 		cancel()
 		<-done
@@ -109,10 +119,13 @@ func TestAttestAgent(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	ak := filepath.Join(dir, "ak.pem")
-	if err := fetchAK(addr, ak); err != nil {
+	if err := fetchAK(addr, cert, ak); err != nil {
 		t.Fatal(err)
 	}
-	r := rimon(t, "attest", "--agent", "http://"+addr, "--ak", ak)
+	if r := rimon(t, "attest", "--agent", "https://"+addr, "--ak", ak); r.code != exitError || !strings.Contains(r.stderr, "certificate") {
+		t.Errorf("attest without the CA: exit %d, %s", r.code, r.stderr)
+	}
+	r := rimon(t, "attest", "--agent", "https://"+addr, "--ca", cert, "--ak", ak)
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "TRUSTED") {
 		t.Errorf("rimon attest: exit %d\n%s%s\nagent:\n%s", r.code, r.stdout, r.stderr, stderr.String())
 	}
@@ -121,8 +134,12 @@ func TestAttestAgent(t *testing.T) {
 	}
 }
 
-func fetchAK(addr, path string) error {
-	ev, err := attest.Fetch(context.Background(), http.DefaultClient, "http://"+addr, []byte(testNonce))
+func fetchAK(addr, ca, path string) error {
+	client, err := httpClient(ca)
+	if err != nil {
+		return err
+	}
+	ev, err := attest.Fetch(context.Background(), client, "https://"+addr, []byte(testNonce))
 	if err != nil {
 		return err
 	}
@@ -161,4 +178,25 @@ func TestReferenceGenerateAndImport(t *testing.T) {
 	if err != nil || len(ref.Files) != 1 || ref.Files[0].Allowed[0] != strings.Repeat("ab", 32) {
 		t.Errorf("imported reference: %+v, %v\n%s", ref, err, r.stdout)
 	}
+}
+
+// selfSigned makes a certificate for 127.0.0.1 that signs itself.
+func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "rimon test agent"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, _ := x509.MarshalPKCS8PrivateKey(key)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd})
 }
