@@ -1,0 +1,226 @@
+package azure
+
+import (
+	"bytes"
+	"crypto"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rimon-dev/rimon/attest"
+	"github.com/rimon-dev/rimon/eventlog"
+)
+
+// Real captured Azure data; testdata/azure/SOURCES.md says where each file
+// comes from. Certificates are checked at a pinned time so they never expire.
+var at = time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+
+func read(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../../testdata/azure/" + p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+type evidenceV1 struct {
+	HCLReport string `json:"hcl_report"`
+	VCEK      string `json:"vcek"`
+	TPMQuote  struct {
+		Signature string   `json:"signature"`
+		Message   string   `json:"message"`
+		PCRs      []string `json:"pcrs"`
+	} `json:"tpm_quote"`
+}
+
+type evidenceV0 struct {
+	Report []byte `json:"-"`
+	Raw    []int  `json:"report"`
+	VCEK   string `json:"vcek"`
+	Quote  struct {
+		Signature []int   `json:"signature"`
+		Message   []int   `json:"message"`
+		PCRs      [][]int `json:"pcrs"`
+	} `json:"quote"`
+}
+
+func ints(v []int) []byte {
+	b := make([]byte, len(v))
+	for i, x := range v {
+		b[i] = byte(x)
+	}
+	return b
+}
+
+func TestRealReportsVerify(t *testing.T) {
+	v1 := func() ([]byte, []byte) {
+		var e evidenceV1
+		json.Unmarshal(read(t, "trustee/evidence-v1.json"), &e)
+		r, _ := base64.URLEncoding.DecodeString(e.HCLReport)
+		v, _ := base64.URLEncoding.DecodeString(e.VCEK)
+		return r, v
+	}
+	v0 := func() ([]byte, []byte) {
+		var e evidenceV0
+		json.Unmarshal(read(t, "trustee/evidence-v0.json"), &e)
+		return ints(e.Raw), []byte(e.VCEK)
+	}
+	for _, tc := range []struct {
+		name         string
+		report, vcek func() ([]byte, []byte)
+		product      string
+		vmid         string
+	}{
+		{"trustee_milan_v2", func() ([]byte, []byte) { return read(t, "trustee/hcl-report.bin"), read(t, "trustee/vcek.pem") }, nil, "Milan", "911B0EF8-9DBA-48B0-B275-4E4DF2D39252"},
+		{"trustee_2023_older_format", func() ([]byte, []byte) { return read(t, "trustee-2023/az-hcl-data.bin"), read(t, "trustee-2023/az-vcek.pem") }, nil, "Milan", "D3A9B6BE"},
+		{"trustee_evidence_v1_report_v3", v1, nil, "Milan", "26F8BC30"},
+		{"trustee_evidence_v0", v0, nil, "Milan", "26F8BC30"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rb, vcek := tc.report()
+			r, err := Parse(rb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(r.VMConfig.VMUniqueID, tc.vmid) {
+				t.Errorf("vmUniqueId = %q, want %s…", r.VMConfig.VMUniqueID, tc.vmid)
+			}
+			c, err := Verify(r, Options{VCEK: vcek, Now: at})
+			if err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+			if !strings.HasPrefix(c.Product, tc.product) || c.VMPL != 0 || c.AK == nil {
+				t.Errorf("chain = %+v", c)
+			}
+		})
+	}
+}
+
+func TestRealQuotesVerifyAgainstHCLAkPub(t *testing.T) {
+	r, err := Parse(read(t, "trustee/hcl-report.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak, _ := r.AKPublic()
+	var q struct {
+		Signature string   `json:"signature"`
+		Message   string   `json:"message"`
+		PCRs      []string `json:"pcrs"`
+	}
+	json.Unmarshal(read(t, "trustee/tpm-quote-v1.json"), &q)
+	msg, _ := hex.DecodeString(q.Message)
+	sig, _ := hex.DecodeString(q.Signature)
+	vals := map[eventlog.PCRKey][]byte{}
+	var pcrs []int
+	for i, p := range q.PCRs {
+		vals[eventlog.PCRKey{PCR: i, Bank: crypto.SHA256}], _ = hex.DecodeString(p)
+		pcrs = append(pcrs, i)
+	}
+	opts := attest.QuoteOptions{AK: ak, Nonce: []byte("challenge"), PCRs: pcrs}
+	if _, err := attest.VerifyQuote(msg, sig, vals, opts); err != nil {
+		t.Errorf("the quote of the same VM does not verify with its HCLAkPub: %v", err)
+	}
+	// The 2023 sample: quote of sha256:0-7,14, no PCR values.
+	r23, err := Parse(read(t, "trustee-2023/az-hcl-data.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak23, _ := r23.AKPublic()
+	m23, s23 := read(t, "trustee-2023/az-vtpm-quote-msg.bin"), read(t, "trustee-2023/az-vtpm-quote-sig.bin")
+	if _, err := attest.VerifyQuote(m23, s23, nil, attest.QuoteOptions{AK: ak23, Nonce: []byte("challenge"), PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 14}}); err != nil {
+		t.Errorf("2023 quote: %v", err)
+	}
+	// And a quote from another VM does not verify with this AK.
+	if _, err := attest.VerifyQuote(m23, s23, nil, attest.QuoteOptions{AK: ak, Nonce: []byte("challenge"), PCRs: []int{0, 1, 2, 3, 4, 5, 6, 7, 14}}); !errors.Is(err, attest.ErrInvalid) {
+		t.Errorf("a quote of another VM verified with this HCLAkPub: %v", err)
+	}
+}
+
+func TestNegativeSamples(t *testing.T) {
+	good, vcek := read(t, "trustee/hcl-report.bin"), read(t, "trustee/vcek.pem")
+	flip := func(off int) []byte {
+		b := append([]byte(nil), good...)
+		b[off] ^= 0x01
+		return b
+	}
+	editJSON := func() []byte {
+		b := append([]byte(nil), good...)
+		i := bytes.Index(b, []byte(`911B0EF8`))
+		copy(b[i:], `911B0EF9`)
+		return b
+	}
+	for _, tc := range []struct {
+		name   string
+		report []byte
+		vcek   []byte
+		err    error
+		text   string
+	}{
+		{"vcek_of_another_chip", read(t, "kinvolk/hcl-report-snp.bin"), read(t, "kinvolk/certs.pem"), ErrChain, "the VCEK is for chip"},
+		{"tdx_report", read(t, "cvm-attestation-tools/snp_hcl_report.bin"), vcek, ErrReport, "Intel TDX"},
+		{"flipped_byte_in_signed_report", flip(32 + 0x90), vcek, ErrChain, "signature"},
+		{"flipped_byte_in_measurement", flip(32 + 0x90 + 5), vcek, ErrChain, "signature"},
+		{"json_edited_by_one_character", editJSON(), vcek, ErrChain, "runtime claims"},
+		{"not_hcla", append([]byte("HCLB"), good[4:]...), vcek, ErrReport, `want "HCLA"`},
+		{"truncated", good[:1000], vcek, ErrReport, "shorter than"},
+		{"bad_hash_type", func() []byte { b := append([]byte(nil), good...); b[1228] = 2; return b }(), vcek, ErrReport, "hash type 2"},
+		{"claims_size_too_big", func() []byte { b := append([]byte(nil), good...); b[1233] = 0x40; return b }(), vcek, ErrReport, "do not fit"},
+		{"no_hclakpub", func() []byte {
+			b := append([]byte(nil), good...)
+			i := bytes.Index(b, []byte("HCLAkPub"))
+			copy(b[i:], "HCLAkPuX")
+			return b
+		}(), vcek, ErrReport, `no key with kid "HCLAkPub"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := Parse(tc.report)
+			if err == nil {
+				_, err = Verify(r, Options{VCEK: tc.vcek, Now: at})
+			}
+			if !errors.Is(err, tc.err) || !strings.Contains(err.Error(), tc.text) {
+				t.Errorf("got %v, want %v containing %q", err, tc.err, tc.text)
+			}
+		})
+	}
+}
+
+func TestVCEKMustChainToTrustedRoots(t *testing.T) {
+	r, _ := Parse(read(t, "trustee/hcl-report.bin"))
+	// Genoa roots only: the Milan VCEK has no trusted root.
+	roots, _ := AMDRoots()
+	delete(roots, "Milan")
+	if _, err := Verify(r, Options{VCEK: read(t, "trustee/vcek.pem"), Now: at, TrustedRoots: roots}); !errors.Is(err, ErrChain) {
+		t.Errorf("a VCEK with no trusted root verified: %v", err)
+	}
+	// Expired: long after the VCEK's validity.
+	if _, err := Verify(r, Options{VCEK: read(t, "trustee/vcek.pem"), Now: at.AddDate(20, 0, 0)}); !errors.Is(err, ErrChain) {
+		t.Errorf("an expired VCEK verified: %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	b, _ := os.ReadFile("../../testdata/azure/trustee/hcl-report.bin")
+	f.Add(b)
+	f.Add(b[:claimsOffset])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := Parse(b)
+		if err != nil {
+			if !errors.Is(err, ErrReport) {
+				t.Fatalf("error %v does not wrap ErrReport", err)
+			}
+			return
+		}
+		if len(r.SNP) != snpReportSize {
+			t.Fatalf("SNP report of %d bytes", len(r.SNP))
+		}
+		if _, err := r.AKPublic(); err != nil {
+			t.Fatalf("accepted a report without HCLAkPub: %v", err)
+		}
+	})
+}
