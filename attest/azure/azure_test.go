@@ -78,7 +78,9 @@ func TestRealReportsVerify(t *testing.T) {
 		vmid         string
 	}{
 		{"trustee_milan_v2", func() ([]byte, []byte) { return read(t, "trustee/hcl-report.bin"), read(t, "trustee/vcek.pem") }, nil, "Milan", "911B0EF8-9DBA-48B0-B275-4E4DF2D39252"},
-		{"trustee_2023_older_format", func() ([]byte, []byte) { return read(t, "trustee-2023/az-hcl-data.bin"), read(t, "trustee-2023/az-vcek.pem") }, nil, "Milan", "D3A9B6BE"},
+		{"trustee_2023_older_format", func() ([]byte, []byte) {
+			return read(t, "trustee-2023/az-hcl-data.bin"), read(t, "trustee-2023/az-vcek.pem")
+		}, nil, "Milan", "D3A9B6BE"},
 		{"trustee_evidence_v1_report_v3", v1, nil, "Milan", "26F8BC30"},
 		{"trustee_evidence_v0", v0, nil, "Milan", "26F8BC30"},
 	} {

@@ -134,9 +134,9 @@ func Parse(b []byte) (*Report, error) {
 	r.SNP = append([]byte(nil), b[headerSize:headerSize+snpReportSize]...)
 	r.Claims = append([]byte(nil), b[claimsOffset:claimsOffset+int(varSize)]...)
 	var c struct {
-		Keys     []JWK           `json:"keys"`
-		VMConfig VMConfig        `json:"vm-configuration"`
-		UserData string          `json:"user-data"`
+		Keys     []JWK    `json:"keys"`
+		VMConfig VMConfig `json:"vm-configuration"`
+		UserData string   `json:"user-data"`
 	}
 	if err := json.Unmarshal(r.Claims, &c); err != nil {
 		return nil, bad("runtime claims are not valid JSON: %v", err)

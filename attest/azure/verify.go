@@ -155,7 +155,7 @@ func Verify(r *Report, o Options) (*Chain, error) {
 		return nil, err
 	}
 	c := &Chain{
-		Product:     kds.ProductString(product),
+		Product:     kds.ProductName(product),
 		ChipID:      hex.EncodeToString(rep.GetChipId()),
 		Measurement: hex.EncodeToString(rep.GetMeasurement()),
 		TCB:         kds.DecomposeTCBVersion(kds.TCBVersion(rep.GetReportedTcb())),
