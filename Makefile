@@ -3,6 +3,8 @@ GO        ?= go
 BIN       ?= rimon
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
+# The in-process simulator must hold a 2600-byte NV index, as Azure's HCL report is.
+export CGO_CFLAGS ?= -O2 -g -DMAX_NV_INDEX_SIZE=4096
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 FUZZTIME  ?= 10s
 APT_PACKAGES := swtpm swtpm-tools tpm2-tools libssl-dev openssl util-linux dbus

@@ -42,8 +42,18 @@ type Evidence struct {
 	AKPublic string                       `json:"ak_public,omitempty"`
 	Quote    QuoteBlob                    `json:"quote"`
 	PCRs     map[string]map[string]string `json:"pcrs"`
+	// Azure, on an Azure confidential VM, carries what vouches for the AK.
+	Azure *AzureBlob `json:"azure,omitempty"`
 	// Log is the measurement log exactly as stored (RFC 7464 records).
 	Log []byte `json:"-"`
+}
+
+// AzureBlob is the hardware evidence of an Azure confidential VM: the HCL
+// report from vTPM NV index 0x01400001 and the VCEK that signed its SNP
+// report (PEM or DER, perhaps with the ASK and ARK, which verifiers ignore).
+type AzureBlob struct {
+	HCLReport []byte `json:"hcl_report"`
+	VCEK      []byte `json:"vcek"`
 }
 
 // QuoteBlob holds a quote's two marshalled structures.

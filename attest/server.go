@@ -26,6 +26,8 @@ type HandlerOptions struct {
 	Rate float64
 	// MaxLog bounds the log served (default 256 MiB).
 	MaxLog int64
+	// Decorate, when set, adds to each evidence document (the Azure blob).
+	Decorate func(ctx context.Context, ev *Evidence) error
 }
 
 // Handler serves GET /v1/evidence?nonce=HEX[&bank=sha256...]: fresh
@@ -86,6 +88,12 @@ func Handler(o HandlerOptions) http.Handler {
 		if err != nil {
 			http.Error(w, "quote failed", http.StatusInternalServerError)
 			return
+		}
+		if o.Decorate != nil {
+			if err := o.Decorate(ctx, ev); err != nil {
+				http.Error(w, "hardware evidence unavailable", http.StatusInternalServerError)
+				return
+			}
 		}
 		if int64(len(ev.Log)) > o.MaxLog {
 			http.Error(w, "log larger than the limit", http.StatusInsufficientStorage)

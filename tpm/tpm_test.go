@@ -119,3 +119,26 @@ func TestSwtpmMatchesTpm2Tools(t *testing.T) {
 		t.Errorf("tpm2_pcrread printed\n%s\nwant it to contain %s", out, want)
 	}
 }
+
+// TestNVRoundTrip writes an Azure-size (2600-byte) index and reads it back
+// in chunks; the simulator must be built with CGO_CFLAGS=-DMAX_NV_INDEX_SIZE=4096
+// (the Makefile does so).
+func TestNVRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	tp := testtpm.Open(t)
+	data := make([]byte, 2600)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	idx := uint32(0x01400002)
+	if err := tp.WriteNV(ctx, idx, data); err != nil {
+		t.Fatal(err)
+	}
+	got, err := tp.ReadNV(ctx, idx)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("ReadNV = %d bytes, %v; want the 2600 bytes written", len(got), err)
+	}
+	if _, err := tp.ReadNV(ctx, 0x01400003); !errors.Is(err, tpm.ErrNoNV) {
+		t.Errorf("ReadNV of an undefined index = %v, want ErrNoNV", err)
+	}
+}

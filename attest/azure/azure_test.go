@@ -2,6 +2,9 @@ package azure
 
 import (
 	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"crypto"
 	"encoding/base64"
 	"encoding/hex"
@@ -225,4 +228,29 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted a report without HCLAkPub: %v", err)
 		}
 	})
+}
+
+// TestFetchVCEK serves the body of a real THIM response from a local
+// stand-in for the instance metadata service.
+func TestFetchVCEK(t *testing.T) {
+	body := read(t, "ms-sidecar/uvm_host_amd_certificate.json")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Metadata") != "true" {
+			http.Error(w, "no Metadata header", http.StatusBadRequest)
+			return
+		}
+		w.Write(body)
+	}))
+	defer srv.Close()
+	pemb, err := FetchVCEK(context.Background(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ParseVCEK(pemb)
+	if err != nil || !strings.Contains(c.Subject.CommonName, "SEV-VCEK") {
+		t.Errorf("fetched VCEK: %v, %v", c, err)
+	}
+	if _, err := FetchVCEK(context.Background(), "http://127.0.0.1:1/metadata"); err == nil || !strings.Contains(err.Error(), "--vcek FILE") {
+		t.Errorf("fetch off Azure: %v", err)
+	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/rimon-dev/rimon/attest"
+	"github.com/rimon-dev/rimon/attest/azure"
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/policy"
 	"github.com/rimon-dev/rimon/tpm"
@@ -141,6 +142,7 @@ func parseNonce(s string) ([]byte, error) {
 func newQuoteCmd(g *globals) *cobra.Command {
 	var nonceHex, pcrList, out, toolsDir string
 	var bankNames []string
+	var af azureFlags
 	c := &cobra.Command{
 		Use:   "quote --nonce HEX [--pcrs 23] [--bank sha256] [--out evidence.json] [--tpm2-tools DIR]",
 		Short: "Take a nonce-bound quote and write evidence: quote, PCR values, AK and log",
@@ -177,6 +179,9 @@ accepts.`,
 			if err != nil {
 				return err
 			}
+			if ev.Azure, err = af.hardware(ctx, t); err != nil {
+				return err
+			}
 			b, err := ev.Marshal()
 			if err != nil {
 				return err
@@ -199,6 +204,7 @@ accepts.`,
 	c.Flags().StringVar(&out, "out", "", "evidence file (default stdout)")
 	c.Flags().StringVar(&toolsDir, "tpm2-tools", "", "also write quote.msg, quote.sig, quote.pcrs and ak.pem here")
 	c.MarkFlagRequired("nonce")
+	af.attesterFlags(c)
 	return c
 }
 
@@ -224,6 +230,7 @@ func writeTools(dir string, ev *attest.Evidence, pcrs []int, banks []crypto.Hash
 }
 
 type verifyFlags struct {
+	azure                                azureFlags
 	evidence, nonce, ak, reference, pcrs string
 	banks                                []string
 	msg, sig, pcrsFile, log              string
@@ -261,13 +268,14 @@ Exit codes: 0 trusted, 1 untrusted (evidence fine, content not approved),
 	fl.StringVar(&f.log, "log", "", "the measurement log, with --quote-msg")
 	fl.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
 	fl.BoolVar(&f.allowSHA1, "allow-sha1", false, "INSECURE: accept quotes that rely on SHA-1 alone")
+	f.azure.verifierFlags(c)
 	return c
 }
 
 // runVerify verifies; when ev is set (rimon attest) the files are not read.
 func runVerify(g *globals, f verifyFlags, ev *attest.Evidence) error {
-	if f.nonce == "" || f.ak == "" {
-		return usageErr("--nonce and --ak are required: a verifier pins its key and picks its nonce")
+	if f.nonce == "" {
+		return usageErr("--nonce is required: a verifier picks its nonce")
 	}
 	nonce, err := hex.DecodeString(f.nonce)
 	if err != nil || len(nonce) == 0 {
@@ -288,13 +296,19 @@ func runVerify(g *globals, f verifyFlags, ev *attest.Evidence) error {
 	if err != nil {
 		return err
 	}
-	akPEM, err := os.ReadFile(f.ak)
-	if err != nil {
-		return usageErr("--ak: %v", err)
+	var ak crypto.PublicKey
+	if f.ak != "" {
+		akPEM, err := os.ReadFile(f.ak)
+		if err != nil {
+			return usageErr("--ak: %v", err)
+		}
+		if ak, err = attest.ParsePublicKey(akPEM); err != nil {
+			return usageErr("--ak %s: %v", f.ak, err)
+		}
 	}
-	ak, err := attest.ParsePublicKey(akPEM)
+	chainOpts, err := f.azure.chainOptions(g.stderr)
 	if err != nil {
-		return usageErr("--ak %s: %v", f.ak, err)
+		return err
 	}
 	opts := attest.Options{QuoteOptions: attest.QuoteOptions{AK: ak, Nonce: nonce, PCRs: pcrs, Banks: banks, AllowSHA1: f.allowSHA1}}
 	if f.reference != "" {
@@ -342,15 +356,36 @@ func runVerify(g *globals, f verifyFlags, ev *attest.Evidence) error {
 			}
 		}
 	}
+	var chain *azure.Chain
 	if ev != nil {
 		msg, sig = ev.Quote.Attest, ev.Quote.Signature
 		if values, err = ev.Values(); err != nil {
 			return g.invalid(f, err)
 		}
+		if ev.Azure != nil {
+			// The AK is vouched for by the SNP report, not by a pinned key.
+			if chain, err = verifyChain(ev.Azure, chainOpts); err != nil {
+				return g.invalid(f, err)
+			}
+			if opts.AK != nil && !azure.SameKey(chain.AK, opts.AK) {
+				return g.invalid(f, errors.New("the pinned --ak is not the HCLAkPub of the SNP report"))
+			}
+			opts.AK = chain.AK
+		}
+	}
+	if opts.AK == nil {
+		return usageErr("--ak is required unless the evidence carries an Azure SEV-SNP report that vouches for the AK")
 	}
 	res, err := attest.Verify(msg, sig, values, logR, opts)
 	if err != nil {
 		return g.invalid(f, err)
+	}
+	if chain != nil {
+		var steps []attest.CheckResult
+		for _, s := range chain.Steps {
+			steps = append(steps, attest.CheckResult{Name: "azure", Detail: s})
+		}
+		res.Checks = append(steps, res.Checks...)
 	}
 	g.report(f.asJSON, res)
 	if !res.Trusted {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rimon-dev/rimon/attest"
+	"github.com/rimon-dev/rimon/attest/azure"
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/monitor"
 	"github.com/rimon-dev/rimon/policy"
@@ -34,6 +35,7 @@ func newWatchCmd(g *globals) *cobra.Command {
 	var policyPath, logFormat string
 	var jobs int
 	var srv serveFlags
+	var af azureFlags
 	c := &cobra.Command{
 		Use:   "watch [--policy FILE]",
 		Short: "Run the agent: measure what the policy lists, then keep measuring changes",
@@ -65,6 +67,7 @@ The log path comes from the policy's settings.log unless --log is given.`,
 			if (srv.cert == "") != (srv.key == "") {
 				return usageErr("--tls-cert and --tls-key go together")
 			}
+			srv.azure = af
 			return runWatchServe(cmd.Context(), g, pol, policyPath, logFormat, jobs, srv)
 		},
 	}
@@ -74,10 +77,14 @@ The log path comes from the policy's settings.log unless --log is given.`,
 	c.Flags().StringVar(&srv.listen, "listen", "", "serve evidence at ADDR (GET /v1/evidence?nonce=HEX); off by default")
 	c.Flags().StringVar(&srv.cert, "tls-cert", "", "TLS certificate for --listen (PEM)")
 	c.Flags().StringVar(&srv.key, "tls-key", "", "TLS key for --listen (PEM)")
+	af.attesterFlags(c)
 	return c
 }
 
-type serveFlags struct{ listen, cert, key string }
+type serveFlags struct {
+	listen, cert, key string
+	azure             azureFlags
+}
 
 func runWatch(ctx context.Context, g *globals, pol *policy.Policy, policyPath, logFormat string, jobs int) error {
 	return runWatchServe(ctx, g, pol, policyPath, logFormat, jobs, serveFlags{})
@@ -138,7 +145,24 @@ func runWatchServe(ctx context.Context, g *globals, pol *policy.Policy, policyPa
 		} else if err != nil {
 			return fmt.Errorf("--listen: %w", err)
 		}
-		stop, err := serveEvidence(ctx, logger, srv, attest.HandlerOptions{TPM: t, LogPath: g.log, PCRs: []int{pol.PCR}, Banks: banks})
+		ho := attest.HandlerOptions{TPM: t, LogPath: g.log, PCRs: []int{pol.PCR}, Banks: banks}
+		hw, err := srv.azure.hardware(ctx, t) // the VCEK is fetched once; the report is read per request
+		if err != nil {
+			return err
+		}
+		if hw != nil {
+			vcek := hw.VCEK
+			ho.Decorate = func(ctx context.Context, ev *attest.Evidence) error {
+				rep, err := t.ReadNV(ctx, azure.NVIndex)
+				if err != nil {
+					return err
+				}
+				ev.Azure = &attest.AzureBlob{HCLReport: rep, VCEK: vcek}
+				return nil
+			}
+			logger.Info("serving Azure SEV-SNP evidence with each quote")
+		}
+		stop, err := serveEvidence(ctx, logger, srv, ho)
 		if err != nil {
 			return err
 		}
