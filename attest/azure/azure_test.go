@@ -3,13 +3,13 @@ package azure
 import (
 	"bytes"
 	"context"
-	"net/http"
-	"net/http/httptest"
 	"crypto"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -252,5 +252,19 @@ func TestFetchVCEK(t *testing.T) {
 	}
 	if _, err := FetchVCEK(context.Background(), "http://127.0.0.1:1/metadata"); err == nil || !strings.Contains(err.Error(), "--vcek FILE") {
 		t.Errorf("fetch off Azure: %v", err)
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	r, err := Parse(read(t, "trustee/hcl-report.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i, err := Describe(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(i.ChipID, "19752a44") || i.VMPL != 0 || i.Policy != 0x3001f || i.TCB != "bl3 tee0 snp8 ucode115" || !i.SecureBoot || len(i.Keys) != 2 {
+		t.Errorf("Describe = %+v", i)
 	}
 }
