@@ -230,9 +230,29 @@ func TestReferenceErrors(t *testing.T) {
 		{"files:\n  /a: [abc]\n", `r.yaml:2: files./a: "abc" is not a SHA-256 digest (64 hex characters, optionally after sha256:)`},
 		{"files:\n  a: [" + strings.Repeat("0", 64) + "]\n", `r.yaml:2: files.a: "a" is not an absolute path or pattern`},
 		{"unlisted: maybe\n", `r.yaml:1: unlisted: want fail or warn, have "maybe"`},
-		{"file:\n  /a: []\n", "r.yaml:2: file: unknown key (want version, unlisted, deletions, files, required or images)"},
+		{"file:\n  /a: []\n", "r.yaml:2: file: unknown key (want version, unlisted, deletions, files, required, images or azure)"},
 		{"files:\n  /a: []\n", "r.yaml:2: files./a: want a list of allowed digests, have a list"},
 		{"required: [rel]\n", `r.yaml:1: required: "rel" is not an absolute path`},
+	} {
+		if _, err := ParseReference("r.yaml", strings.NewReader(tc.yaml)); err == nil || err.Error() != tc.want {
+			t.Errorf("ParseReference(%q) = %v, want %s", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+func TestReferenceAzureSection(t *testing.T) {
+	r, err := ParseReference("r.yaml", strings.NewReader("azure:\n  vmpl: 0\n  minimum_tcb: {bootloader: 3, tee: 0, snp: 8, microcode: 115}\n  measurement: "+strings.Repeat("ab", 48)+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.SNP.MinimumTCB == nil || r.SNP.MinimumTCB[3] != 115 || len(r.SNP.Measurement) != 48 || r.SNP.AllowDebug {
+		t.Errorf("SNP policy = %+v", r.SNP)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"azure:\n  allow_debug: yes please\n", `r.yaml:2: azure.allow_debug: want true or false, have "yes please"`},
+		{"azure:\n  vmpl: 4\n", "r.yaml:2: azure.vmpl: 4 is out of range 0-3"},
+		{"azure:\n  measurement: abcd\n", "r.yaml:2: azure.measurement: want 96 hex characters (a SHA-384 launch measurement)"},
+		{"azure:\n  minimum_tcb: {fw: 1}\n", "r.yaml:2: azure.minimum_tcb.fw: unknown key (want bootloader, tee, snp, microcode)"},
 	} {
 		if _, err := ParseReference("r.yaml", strings.NewReader(tc.yaml)); err == nil || err.Error() != tc.want {
 			t.Errorf("ParseReference(%q) = %v, want %s", tc.yaml, err, tc.want)

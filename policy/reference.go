@@ -34,6 +34,24 @@ type Reference struct {
 	Files          []RefEntry
 	Required       []string
 	Images         []RefEntry
+	// SNP is what an Azure SEV-SNP report must satisfy (the "azure" key).
+	SNP SNPPolicy
+}
+
+// SNPPolicy is the reference file's "azure" section:
+//
+//	azure:
+//	  allow_debug: false            # the default; true is insecure
+//	  allow_migration_agent: false  # the default
+//	  vmpl: 0                       # the default
+//	  minimum_tcb: {bootloader: 3, tee: 0, snp: 8, microcode: 115}
+//	  measurement: <96 hex characters>
+type SNPPolicy struct {
+	AllowDebug, AllowMigrationAgent bool
+	VMPL                            int
+	// MinimumTCB is nil when not set: bootloader, tee, snp, microcode.
+	MinimumTCB  *[4]uint8
+	Measurement []byte
 }
 
 // RefEntry is one path (or pattern) and the digests it may have.
@@ -132,6 +150,8 @@ func ParseReference(name string, r io.Reader) (*Reference, error) {
 		case "images":
 			ref.Images, err = p.refEntries(v, key, true)
 			return err
+		case "azure":
+			return p.snpPolicy(v, &ref.SNP)
 		case "required":
 			if v.Kind != yaml.SequenceNode {
 				return p.errf(v, key, "want a list of paths, have %s", describe(v))
@@ -144,7 +164,7 @@ func ParseReference(name string, r io.Reader) (*Reference, error) {
 				ref.Required = append(ref.Required, s)
 			}
 		default:
-			return p.errf(v, key, "unknown key (want version, unlisted, deletions, files, required or images)")
+			return p.errf(v, key, "unknown key (want version, unlisted, deletions, files, required, images or azure)")
 		}
 		return nil
 	})
@@ -202,4 +222,55 @@ func normDigest(s string, images bool) (string, error) {
 		return "sha256:" + hexd, nil
 	}
 	return hexd, nil
+}
+
+func (p *parser) boolean(n *yaml.Node, field string) (bool, error) {
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+		return false, p.errf(n, field, "want true or false, have %s", describe(n))
+	}
+	return n.Value == "true", nil
+}
+
+func (p *parser) snpPolicy(n *yaml.Node, out *SNPPolicy) error {
+	return p.mapping(n, "azure", func(key string, v *yaml.Node) error {
+		field := "azure." + key
+		var err error
+		switch key {
+		case "allow_debug":
+			out.AllowDebug, err = p.boolean(v, field)
+		case "allow_migration_agent":
+			out.AllowMigrationAgent, err = p.boolean(v, field)
+		case "vmpl":
+			if out.VMPL, err = p.integer(v, field); err == nil && (out.VMPL < 0 || out.VMPL > 3) {
+				err = p.errf(v, field, "%d is out of range 0-3", out.VMPL)
+			}
+		case "measurement":
+			var s string
+			if s, err = p.str(v, field); err != nil {
+				return err
+			}
+			if out.Measurement, err = hex.DecodeString(s); err != nil || len(out.Measurement) != 48 {
+				return p.errf(v, field, "want 96 hex characters (a SHA-384 launch measurement)")
+			}
+		case "minimum_tcb":
+			var tcb [4]uint8
+			err = p.mapping(v, field, func(k string, w *yaml.Node) error {
+				idx := map[string]int{"bootloader": 0, "tee": 1, "snp": 2, "microcode": 3}
+				i, ok := idx[k]
+				if !ok {
+					return p.errf(w, field+"."+k, "unknown key (want bootloader, tee, snp, microcode)")
+				}
+				n, err := p.integer(w, field+"."+k)
+				if err == nil && (n < 0 || n > 255) {
+					err = p.errf(w, field+"."+k, "%d is out of range 0-255", n)
+				}
+				tcb[i] = uint8(n)
+				return err
+			})
+			out.MinimumTCB = &tcb
+		default:
+			return p.errf(v, field, "unknown key (want allow_debug, allow_migration_agent, vmpl, minimum_tcb, measurement)")
+		}
+		return err
+	})
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-sev-guest/kds"
 	"github.com/rimon-dev/rimon/attest"
 	"github.com/rimon-dev/rimon/eventlog"
 )
@@ -266,5 +267,24 @@ func TestDescribe(t *testing.T) {
 	}
 	if !strings.HasPrefix(i.ChipID, "19752a44") || i.VMPL != 0 || i.Policy != 0x3001f || i.TCB != "bl3 tee0 snp8 ucode115" || !i.SecureBoot || len(i.Keys) != 2 {
 		t.Errorf("Describe = %+v", i)
+	}
+}
+
+func TestPolicyKnobs(t *testing.T) {
+	r, _ := Parse(read(t, "trustee/hcl-report.bin"))
+	vcek := read(t, "trustee/vcek.pem")
+	high := kds.TCBParts{BlSpl: 3, TeeSpl: 0, SnpSpl: 9, UcodeSpl: 115}
+	if _, err := Verify(r, Options{VCEK: vcek, Now: at, Policy: Policy{MinimumTCB: &high}}); !errors.Is(err, ErrChain) {
+		t.Errorf("a report below the minimum TCB verified: %v", err)
+	}
+	if _, err := Verify(r, Options{VCEK: vcek, Now: at, Policy: Policy{Measurement: make([]byte, 48)}}); !errors.Is(err, ErrChain) {
+		t.Errorf("a report with another measurement verified: %v", err)
+	}
+	if _, err := Verify(r, Options{VCEK: vcek, Now: at, Policy: Policy{VMPL: 1}}); !errors.Is(err, ErrChain) {
+		t.Errorf("a VMPL 0 report verified where VMPL 1 is demanded: %v", err)
+	}
+	ok := kds.TCBParts{BlSpl: 3, SnpSpl: 8, UcodeSpl: 115}
+	if _, err := Verify(r, Options{VCEK: vcek, Now: at, Policy: Policy{MinimumTCB: &ok}}); err != nil {
+		t.Errorf("the report's own TCB as minimum: %v", err)
 	}
 }

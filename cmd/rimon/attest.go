@@ -364,6 +364,9 @@ func runVerify(g *globals, f verifyFlags, ev *attest.Evidence) error {
 		}
 		if ev.Azure != nil {
 			// The AK is vouched for by the SNP report, not by a pinned key.
+			if opts.Reference != nil {
+				chainOpts.Policy = snpPolicy(opts.Reference.SNP)
+			}
 			if chain, err = verifyChain(ev.Azure, chainOpts); err != nil {
 				return g.invalid(f, err)
 			}

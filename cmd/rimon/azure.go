@@ -12,9 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-sev-guest/kds"
 	"github.com/google/go-sev-guest/verify/trust"
 	"github.com/rimon-dev/rimon/attest"
 	"github.com/rimon-dev/rimon/attest/azure"
+	"github.com/rimon-dev/rimon/policy"
 	"github.com/rimon-dev/rimon/tpm"
 	"github.com/spf13/cobra"
 )
@@ -245,4 +247,13 @@ func (g *globals) printReport(r *azure.Report, asJSON bool) error {
 	fmt.Fprintf(g.stdout, "policy          0x%x\nVMPL            %d\nTCB             %s\nchip ID         %s\nmeasurement     %s\nreport data     %s\n",
 		info.Policy, info.VMPL, info.TCB, info.ChipID, info.Measurement, info.ReportData)
 	return nil
+}
+
+// snpPolicy turns the reference file's azure section into chain options.
+func snpPolicy(p policy.SNPPolicy) azure.Policy {
+	out := azure.Policy{AllowDebug: p.AllowDebug, AllowMigrationAgent: p.AllowMigrationAgent, VMPL: p.VMPL, Measurement: p.Measurement}
+	if p.MinimumTCB != nil {
+		out.MinimumTCB = &kds.TCBParts{BlSpl: p.MinimumTCB[0], TeeSpl: p.MinimumTCB[1], SnpSpl: p.MinimumTCB[2], UcodeSpl: p.MinimumTCB[3]}
+	}
+	return out
 }
