@@ -10,7 +10,6 @@ import (
 
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/internal/testtpm"
-	"github.com/rimon-dev/rimon/tpm"
 )
 
 // BenchmarkAppend measures a whole record: append to the log with fsync,
@@ -19,15 +18,7 @@ func BenchmarkAppend(b *testing.B) {
 	for _, kind := range []string{"sim", "swtpm"} {
 		b.Run(kind, func(b *testing.B) {
 			ctx := context.Background()
-			spec := kind
-			if kind == "swtpm" {
-				spec = testtpm.Swtpm(b)
-			}
-			tp, err := tpm.Open(ctx, spec)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer tp.Close()
+			tp := testtpm.OpenKind(b, kind)
 			banks, err := tp.ActiveBanks(ctx, 23)
 			if err != nil {
 				b.Fatal(err)

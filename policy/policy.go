@@ -110,24 +110,33 @@ func Load(path string) (*Policy, error) {
 	return Parse(path, f)
 }
 
-// Parse reads and validates a policy; name is used in errors.
-func Parse(name string, r io.Reader) (*Policy, error) {
-	data, err := io.ReadAll(io.LimitReader(r, 4<<20+1))
+// readDoc reads at most limit bytes of YAML into a node tree.
+func readDoc(name string, r io.Reader, limit int64) (*yaml.Node, error) {
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("policy %s: %w", name, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	if len(data) > 4<<20 {
-		return nil, &Error{File: name, Msg: "larger than 4 MiB"}
+	if int64(len(data)) > limit {
+		return nil, &Error{File: name, Msg: fmt.Sprintf("larger than %d MiB", limit>>20)}
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
+	return &doc, nil
+}
+
+// Parse reads and validates a policy; name is used in errors.
+func Parse(name string, r io.Reader) (*Policy, error) {
+	doc, err := readDoc(name, r, 4<<20)
+	if err != nil {
+		return nil, err
+	}
 	p := &parser{file: name}
 	pol := &Policy{Source: name, PCR: DefaultPCR, Log: eventlog.DefaultPath, Debounce: DefaultDebounce,
 		Rescan: DefaultRescan, Symlinks: Follow}
 	if len(doc.Content) == 0 {
-		return nil, p.errf(&doc, "", "the policy is empty: it needs a measure list")
+		return nil, p.errf(doc, "", "the policy is empty: it needs a measure list")
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {

@@ -98,21 +98,14 @@ func LoadReference(path string) (*Reference, error) {
 
 // ParseReference reads and validates reference values; name is used in errors.
 func ParseReference(name string, r io.Reader) (*Reference, error) {
-	data, err := io.ReadAll(io.LimitReader(r, 64<<20+1))
+	doc, err := readDoc(name, r, 64<<20)
 	if err != nil {
-		return nil, fmt.Errorf("reference %s: %w", name, err)
-	}
-	if len(data) > 64<<20 {
-		return nil, &Error{File: name, Msg: "larger than 64 MiB"}
-	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+		return nil, err
 	}
 	p := &parser{file: name}
 	ref := &Reference{Source: name, FailUnlisted: true}
 	if len(doc.Content) == 0 {
-		return nil, p.errf(&doc, "", "the reference file is empty")
+		return nil, p.errf(doc, "", "the reference file is empty")
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/rimon-dev/rimon/internal/testtpm"
-	"github.com/rimon-dev/rimon/tpm"
 )
 
 // BenchmarkExtend measures one TPM2_PCR_Extend of PCR 23 in every active
@@ -15,15 +14,7 @@ func BenchmarkExtend(b *testing.B) {
 	for _, kind := range []string{"sim", "swtpm"} {
 		b.Run(kind, func(b *testing.B) {
 			ctx := context.Background()
-			spec := kind
-			if kind == "swtpm" {
-				spec = testtpm.Swtpm(b)
-			}
-			tp, err := tpm.Open(ctx, spec)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer tp.Close()
+			tp := testtpm.OpenKind(b, kind)
 			banks, err := tp.ActiveBanks(ctx, 23)
 			if err != nil {
 				b.Fatal(err)
@@ -49,15 +40,7 @@ func BenchmarkQuote(b *testing.B) {
 	for _, kind := range []string{"sim", "swtpm"} {
 		b.Run(kind, func(b *testing.B) {
 			ctx := context.Background()
-			spec := kind
-			if kind == "swtpm" {
-				spec = testtpm.Swtpm(b)
-			}
-			tp, err := tpm.Open(ctx, spec)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer tp.Close()
+			tp := testtpm.OpenKind(b, kind)
 			if _, _, err := tp.ProvisionAK(ctx); err != nil {
 				b.Fatal(err)
 			}

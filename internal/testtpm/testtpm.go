@@ -132,3 +132,19 @@ func TCTI(spec string) string {
 	host, port, _ := net.SplitHostPort(spec[len("tcp:"):])
 	return "swtpm:host=" + host + ",port=" + port
 }
+
+// OpenKind opens a fresh TPM of the kind named: "sim" for the simulator,
+// "swtpm" for a private swtpm. Benchmarks use it to compare the two.
+func OpenKind(t testing.TB, kind string) *tpm.TPM {
+	t.Helper()
+	spec := kind
+	if kind == "swtpm" {
+		spec = Swtpm(t)
+	}
+	tp, err := tpm.Open(context.Background(), spec)
+	if err != nil {
+		t.Fatalf("open %s: %v", kind, err)
+	}
+	t.Cleanup(func() { tp.Close() })
+	return tp
+}
