@@ -142,3 +142,21 @@ func TestNVRoundTrip(t *testing.T) {
 		t.Errorf("ReadNV of an undefined index = %v, want ErrNoNV", err)
 	}
 }
+
+func TestUnixSocketSwtpm(t *testing.T) {
+	ctx := context.Background()
+	tp, err := tpm.Open(ctx, testtpm.SwtpmUnix(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	d := crypto.SHA256.New()
+	d.Write([]byte("over a unix socket"))
+	if err := tp.ExtendPCR(ctx, 23, map[crypto.Hash][]byte{crypto.SHA256: d.Sum(nil)}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := tp.ReadPCRs(ctx, 23, []crypto.Hash{crypto.SHA256})
+	if err != nil || bytes.Equal(v[crypto.SHA256], make([]byte, 32)) {
+		t.Errorf("PCR 23 after an extend over unix: %x, %v", v[crypto.SHA256], err)
+	}
+}

@@ -148,3 +148,30 @@ func OpenKind(t testing.TB, kind string) *tpm.TPM {
 	t.Cleanup(func() { tp.Close() })
 	return tp
 }
+
+// SwtpmUnix starts a private swtpm on a unixio socket and returns its
+// rimon TPM specification ("unix:PATH").
+func SwtpmUnix(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("swtpm")
+	if err != nil {
+		t.Fatalf("swtpm is not installed: %v", err)
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "tpm.sock")
+	cmd := exec.Command(bin, "socket", "--tpm2", "--server", "type=unixio,path="+sock,
+		"--ctrl", "type=unixio,path="+filepath.Join(dir, "ctrl.sock"), "--tpmstate", "dir="+dir,
+		"--flags", "not-need-init,startup-clear")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for i := 0; i < 200; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			return "unix:" + sock
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("swtpm did not create its socket")
+	return ""
+}
