@@ -288,3 +288,51 @@ func TestPolicyKnobs(t *testing.T) {
 		t.Errorf("the report's own TCB as minimum: %v", err)
 	}
 }
+
+// TestTrusteeEvidenceQuotes checks the quotes inside the v0 and v1 evidence
+// documents against the HCLAkPub of the report next to them.
+func TestTrusteeEvidenceQuotes(t *testing.T) {
+	var e1 evidenceV1
+	if err := json.Unmarshal(read(t, "trustee/evidence-v1.json"), &e1); err != nil {
+		t.Fatal(err)
+	}
+	var e0 evidenceV0
+	if err := json.Unmarshal(read(t, "trustee/evidence-v0.json"), &e0); err != nil {
+		t.Fatal(err)
+	}
+	rep1, _ := base64.URLEncoding.DecodeString(e1.HCLReport)
+	msg1, _ := hex.DecodeString(e1.TPMQuote.Message)
+	sig1, _ := hex.DecodeString(e1.TPMQuote.Signature)
+	vals1 := map[eventlog.PCRKey][]byte{}
+	for i, p := range e1.TPMQuote.PCRs {
+		vals1[eventlog.PCRKey{PCR: i, Bank: crypto.SHA256}], _ = hex.DecodeString(p)
+	}
+	vals0 := map[eventlog.PCRKey][]byte{}
+	for i, p := range e0.Quote.PCRs {
+		vals0[eventlog.PCRKey{PCR: i, Bank: crypto.SHA256}] = ints(p)
+	}
+	all := make([]int, 24)
+	for i := range all {
+		all[i] = i
+	}
+	for _, tc := range []struct {
+		name     string
+		report   []byte
+		msg, sig []byte
+		vals     map[eventlog.PCRKey][]byte
+	}{
+		{"v1", rep1, msg1, sig1, vals1},
+		{"v0", ints(e0.Raw), ints(e0.Quote.Message), ints(e0.Quote.Signature), vals0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := Parse(tc.report)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ak, _ := r.AKPublic()
+			if _, err := attest.VerifyQuote(tc.msg, tc.sig, tc.vals, attest.QuoteOptions{AK: ak, Nonce: []byte("challenge"), PCRs: all}); err != nil {
+				t.Errorf("quote: %v", err)
+			}
+		})
+	}
+}
