@@ -44,6 +44,9 @@ type Evidence struct {
 	PCRs     map[string]map[string]string `json:"pcrs"`
 	// Azure, on an Azure confidential VM, carries what vouches for the AK.
 	Azure *AzureBlob `json:"azure,omitempty"`
+	// LogStart is the number of leading records left out of Log (GET
+	// /v1/evidence?since=N): the verifier supplies them from its own copy.
+	LogStart uint64 `json:"log_start,omitempty"`
 	// Log is the measurement log exactly as stored (RFC 7464 records).
 	Log []byte `json:"-"`
 }
@@ -208,4 +211,27 @@ func Fingerprint(k crypto.PublicKey) (string, error) {
 	}
 	s := sha256.Sum256(der)
 	return hex.EncodeToString(s[:]), nil
+}
+
+// SkipRecords returns log without its first n records (one line each), or
+// an error when it holds fewer.
+func SkipRecords(log []byte, n uint64) ([]byte, error) {
+	for i := uint64(0); i < n; i++ {
+		j := bytes.IndexByte(log, '\n')
+		if j < 0 {
+			return nil, fmt.Errorf("the log holds only %d complete records, not %d", i, n)
+		}
+		log = log[j+1:]
+	}
+	return log, nil
+}
+
+// FirstRecords returns the first n records of log, or an error when it
+// holds fewer.
+func FirstRecords(log []byte, n uint64) ([]byte, error) {
+	rest, err := SkipRecords(log, n)
+	if err != nil {
+		return nil, err
+	}
+	return log[:len(log)-len(rest)], nil
 }

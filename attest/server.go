@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -30,9 +31,10 @@ type HandlerOptions struct {
 	Decorate func(ctx context.Context, ev *Evidence) error
 }
 
-// Handler serves GET /v1/evidence?nonce=HEX[&bank=sha256...]: fresh
-// evidence bound to the caller's nonce, quoting the banks asked for (all of
-// the handler's banks by default). Quotes are taken one at a time and rate-limited, so
+// Handler serves GET /v1/evidence?nonce=HEX[&bank=sha256...][&since=N]:
+// fresh evidence bound to the caller's nonce, quoting the banks asked for
+// (all of the handler's banks by default), with the log from record N on
+// when since is given (the caller holds the earlier records). Quotes are taken one at a time and rate-limited, so
 // clients cannot starve the measurements that share the TPM.
 func Handler(o HandlerOptions) http.Handler {
 	if o.Rate <= 0 {
@@ -53,8 +55,15 @@ func Handler(o HandlerOptions) http.Handler {
 		}
 		banks := o.Banks
 		for k := range q {
-			if k != "nonce" && k != "bank" {
-				http.Error(w, "unknown parameter "+k+" (want nonce and bank)", http.StatusBadRequest)
+			if k != "nonce" && k != "bank" && k != "since" {
+				http.Error(w, "unknown parameter "+k+" (want nonce, bank and since)", http.StatusBadRequest)
+				return
+			}
+		}
+		var since uint64
+		if v := q.Get("since"); v != "" {
+			if since, err = strconv.ParseUint(v, 10, 63); err != nil {
+				http.Error(w, "since: want a record count", http.StatusBadRequest)
 				return
 			}
 		}
@@ -88,6 +97,14 @@ func Handler(o HandlerOptions) http.Handler {
 		if err != nil {
 			http.Error(w, "quote failed", http.StatusInternalServerError)
 			return
+		}
+		if since > 0 {
+			rest, err := SkipRecords(ev.Log, since)
+			if err != nil {
+				http.Error(w, "since: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			ev.Log, ev.LogStart = rest, since
 		}
 		if o.Decorate != nil {
 			if err := o.Decorate(ctx, ev); err != nil {
@@ -133,7 +150,16 @@ func (l *limiter) allow() bool {
 // Fetch gets evidence for nonce, quoting banks (all the agent's when
 // empty), from an agent at base (an http or https URL).
 func Fetch(ctx context.Context, client *http.Client, base string, nonce []byte, banks ...crypto.Hash) (*Evidence, error) {
+	return FetchSince(ctx, client, base, nonce, 0, banks...)
+}
+
+// FetchSince is Fetch for the records from since on: the caller holds the
+// earlier ones.
+func FetchSince(ctx context.Context, client *http.Client, base string, nonce []byte, since uint64, banks ...crypto.Hash) (*Evidence, error) {
 	u := base + "/v1/evidence?nonce=" + hex.EncodeToString(nonce)
+	if since > 0 {
+		u += "&since=" + strconv.FormatUint(since, 10)
+	}
 	for _, b := range banks {
 		u += "&bank=" + eventlog.BankName(b)
 	}

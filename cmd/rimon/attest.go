@@ -231,6 +231,8 @@ func writeTools(dir string, ev *attest.Evidence, pcrs []int, banks []crypto.Hash
 
 type verifyFlags struct {
 	azure                                azureFlags
+	logPrefix                            string // file holding the records evidence left out
+	prefix                               []byte // the same, in memory (rimon attest --cache)
 	evidence, nonce, ak, reference, pcrs string
 	banks                                []string
 	msg, sig, pcrsFile, log              string
@@ -266,6 +268,7 @@ Exit codes: 0 trusted, 1 untrusted (evidence fine, content not approved),
 	fl.StringVar(&f.sig, "quote-sig", "", "signature: TPMT_SIGNATURE or plain (tpm2_quote -s)")
 	fl.StringVar(&f.pcrsFile, "pcrs-file", "", "PCR values (tpm2_quote -o); without it the log must replay to the quoted digest")
 	fl.StringVar(&f.log, "log", "", "the measurement log, with --quote-msg")
+	fl.StringVar(&f.logPrefix, "log-prefix", "", "an earlier copy of the log, for evidence that starts at a later record (since=N)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
 	fl.BoolVar(&f.allowSHA1, "allow-sha1", false, "INSECURE: accept quotes that rely on SHA-1 alone")
 	f.azure.verifierFlags(c)
@@ -379,6 +382,24 @@ func runVerify(g *globals, f verifyFlags, ev *attest.Evidence) error {
 	if opts.AK == nil {
 		return usageErr("--ak is required unless the evidence carries an Azure SEV-SNP report that vouches for the AK")
 	}
+	if ev != nil && ev.LogStart > 0 {
+		// The evidence holds the log from record LogStart on; the earlier records come
+		// from the verifier's own copy. Nothing is trusted: the whole log is replayed.
+		prefix := f.prefix
+		if f.logPrefix != "" {
+			if prefix, err = os.ReadFile(f.logPrefix); err != nil {
+				return err
+			}
+		}
+		if prefix == nil {
+			return usageErr("the evidence starts at record %d: give the earlier records with --log-prefix", ev.LogStart)
+		}
+		head, err := attest.FirstRecords(prefix, ev.LogStart)
+		if err != nil {
+			return g.invalid(f, fmt.Errorf("%w: log prefix: %v", attest.ErrInvalid, err))
+		}
+		logR = io.MultiReader(bytes.NewReader(head), logR)
+	}
 	res, err := attest.Verify(msg, sig, values, logR, opts)
 	if err != nil {
 		return g.invalid(f, err)
@@ -452,7 +473,7 @@ func (g *globals) report(asJSON bool, res *attest.Result) {
 
 func newAttestCmd(g *globals) *cobra.Command {
 	var f verifyFlags
-	var agent, caFile string
+	var agent, caFile, cache string
 	c := &cobra.Command{
 		Use:   "attest --agent URL --ak AK.pem [--ca CA.pem] [--reference REF.yaml] [--json]",
 		Short: "Fetch evidence from an agent with a fresh random nonce, then verify it",
@@ -477,15 +498,38 @@ does. Exit codes as for verify.`,
 			if err != nil {
 				return err
 			}
-			ev, err := fetchEvidence(cmd.Context(), client, agent, nonce, banks)
+			var since uint64
+			if cache != "" {
+				if b, err := os.ReadFile(cache); err == nil {
+					f.prefix = b
+					since = uint64(bytes.Count(b, []byte{'\n'}))
+				} else if !errors.Is(err, os.ErrNotExist) {
+					return err
+				}
+			}
+			ev, err := fetchEvidence(cmd.Context(), client, agent, nonce, since, banks)
 			if err != nil {
 				return err
 			}
-			return runVerify(g, f, ev)
+			err = runVerify(g, f, ev)
+			var ee *exitErr
+			if cache != "" && (err == nil || errors.As(err, &ee) && ee.code == exitCheck) {
+				// The evidence was valid: keep its log for the next round.
+				full := ev.Log
+				if ev.LogStart > 0 {
+					head, _ := attest.FirstRecords(f.prefix, ev.LogStart)
+					full = append(append([]byte(nil), head...), ev.Log...)
+				}
+				if werr := writeAtomic(cache, full); werr != nil {
+					fmt.Fprintf(g.stderr, "rimon: warning: cache %s: %v\n", cache, werr)
+				}
+			}
+			return err
 		},
 	}
 	fl := c.Flags()
 	fl.StringVar(&agent, "agent", "", "the agent's base URL, http(s)://HOST:PORT")
+	fl.StringVar(&cache, "cache", "", "keep the agent's log in this file and fetch only newer records next time (the whole log is still verified; delete the file to start over)")
 	fl.StringVar(&caFile, "ca", "", "CA certificates (PEM) that sign the agent's TLS certificate (default: the system's)")
 	fl.StringVar(&f.ak, "ak", "", "the attestation key to pin, PEM (required)")
 	fl.StringVar(&f.reference, "reference", "", "reference values (YAML)")
@@ -496,10 +540,19 @@ does. Exit codes as for verify.`,
 	return c
 }
 
-func fetchEvidence(ctx context.Context, client *http.Client, agent string, nonce []byte, banks []crypto.Hash) (*attest.Evidence, error) {
+func fetchEvidence(ctx context.Context, client *http.Client, agent string, nonce []byte, since uint64, banks []crypto.Hash) (*attest.Evidence, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	return attest.Fetch(ctx, client, strings.TrimSuffix(agent, "/"), nonce, banks...)
+	return attest.FetchSince(ctx, client, strings.TrimSuffix(agent, "/"), nonce, since, banks...)
+}
+
+// writeAtomic replaces path with data through a temporary file and rename.
+func writeAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // httpClient trusts the CA certificates in caFile, or the system's.

@@ -132,6 +132,24 @@ func TestAttestAgent(t *testing.T) {
 	if r := rimon(t, "attest", "--agent", "http://127.0.0.1:1", "--ak", ak); r.code != exitError {
 		t.Errorf("attest against no agent: exit %d", r.code)
 	}
+
+	// With a cache, later rounds fetch only the new records and still verify all.
+	cache := filepath.Join(dir, "agent.cache")
+	args := []string{"attest", "--agent", "https://" + addr, "--ca", cert, "--ak", ak, "--cache", cache}
+	if r := rimon(t, args...); r.code != 0 {
+		t.Fatalf("attest --cache, first round: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	writeFile(t, app, "v2")
+	time.Sleep(600 * time.Millisecond) // the agent's debounce
+	r = rimon(t, args...)
+	if r.code != 0 || !strings.Contains(r.stdout, "the first 2 of 2 records") {
+		t.Fatalf("attest --cache, second round: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	b, _ := os.ReadFile(cache)
+	os.WriteFile(cache, bytes.Replace(b, []byte(`"reason":"initial"`), []byte(`"reason":"launch"`), 1), 0o600)
+	if r := rimon(t, args...); r.code != exitError || !strings.Contains(r.stderr, "log replay") {
+		t.Errorf("attest with a tampered cache: exit %d\n%s", r.code, r.stderr)
+	}
 }
 
 func fetchAK(addr, ca, path string) error {
