@@ -28,6 +28,7 @@ type CheckError struct {
 	Err   error
 }
 
+// Error describes the failure.
 func (e *CheckError) Error() string { return e.Check + ": " + e.Err.Error() }
 
 // Unwrap lets errors.Is find ErrInvalid and the cause.

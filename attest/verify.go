@@ -126,6 +126,7 @@ type Finding struct {
 	Problem string   `json:"problem"`
 }
 
+// String formats it for people.
 func (f Finding) String() string {
 	s := fmt.Sprintf("%s %s: %s", f.Kind, f.Path, f.Problem)
 	if f.SHA256 != "" {

@@ -275,10 +275,12 @@ type ExtendError struct {
 	Err   error
 }
 
+// Error describes the failure.
 func (e *ExtendError) Error() string {
 	return fmt.Sprintf("record %d is in the log but the PCR extend failed: %v; the next rimon run extends it", e.Index, e.Err)
 }
 
+// Unwrap returns the underlying error.
 func (e *ExtendError) Unwrap() error { return e.Err }
 
 // Append records ev (its time and boot ID filled in when empty) as the next

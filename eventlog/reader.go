@@ -20,10 +20,12 @@ type RecordError struct {
 	Err    error
 }
 
+// Error describes the failure.
 func (e *RecordError) Error() string {
 	return fmt.Sprintf("record %d (byte %d): %v", e.Index, e.Offset, e.Err)
 }
 
+// Unwrap returns the underlying error.
 func (e *RecordError) Unwrap() error { return e.Err }
 
 // Reader reads records from a log.

@@ -67,6 +67,7 @@ type DivergenceError struct {
 	Hint          string
 }
 
+// Error describes the failure.
 func (e *DivergenceError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "log and TPM disagree (log has %d records)", e.Records)

@@ -22,10 +22,12 @@ type ReplayError struct {
 	Err    error
 }
 
+// Error describes the failure.
 func (e *ReplayError) Error() string {
 	return fmt.Sprintf("replay: record %d: %v", e.Index, e.Err)
 }
 
+// Unwrap returns the underlying error.
 func (e *ReplayError) Unwrap() error { return e.Err }
 
 // PCRKey names one PCR in one bank.
@@ -34,6 +36,7 @@ type PCRKey struct {
 	Bank crypto.Hash
 }
 
+// String formats it for people.
 func (k PCRKey) String() string { return fmt.Sprintf("PCR %d %s", k.PCR, BankName(k.Bank)) }
 
 // InitialValue is a PCR's value after TPM reset: all ones for PCRs 17 to 22

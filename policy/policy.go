@@ -86,6 +86,7 @@ type Error struct {
 	Msg   string
 }
 
+// Error describes the failure.
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString(e.File)
