@@ -361,3 +361,55 @@ func TestWatchLimitFallsBackToRescans(t *testing.T) {
 		return e.SHA256 == sum([]byte("v2"))
 	})
 }
+
+func TestSymlinkModes(t *testing.T) {
+	for _, mode := range []string{"follow", "skip"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			write(t, dir+"/target/real", "real content")
+			write(t, dir+"/bin/plain", "plain")
+			if err := os.Symlink(dir+"/target/real", dir+"/bin/link"); err != nil {
+				t.Fatal(err)
+			}
+			h := start(t, dir, loadPolicy(t, dir, "settings:\n  symlinks: "+mode+"\nmeasure:\n  - dir: $DIR/bin\n"))
+			e, n := h.rec.last(dir + "/bin/link")
+			switch mode {
+			case "follow":
+				if n != 1 || e.SHA256 != sum([]byte("real content")) {
+					t.Errorf("follow: link recorded %d times, digest %s; want the target's content", n, e.SHA256)
+				}
+			case "skip":
+				if n != 0 {
+					t.Errorf("skip: the link was recorded: %+v", e)
+				}
+			}
+			if _, n := h.rec.last(dir + "/bin/plain"); n != 1 {
+				t.Errorf("the plain file was recorded %d times", n)
+			}
+		})
+	}
+}
+
+// TestProgress: a scan reports its progress on the terminal writer.
+func TestProgress(t *testing.T) {
+	dir := t.TempDir()
+	for i := 0; i < 3; i++ {
+		write(t, fmt.Sprintf("%s/bin/f%d", dir, i), "x")
+	}
+	var progress syncBuffer
+	ready := make(chan struct{})
+	m, err := New(Config{Policy: loadPolicy(t, dir, "measure:\n  - dir: $DIR/bin\n"), Recorder: &memRecorder{},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Progress: &progress, Ready: ready})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	<-ready
+	cancel()
+	<-done
+	if !strings.Contains(progress.String(), "initial scan: measured 3 of 3") {
+		t.Errorf("progress output %q", progress.String())
+	}
+}
