@@ -253,6 +253,7 @@ func TestReferenceAzureSection(t *testing.T) {
 		{"azure:\n  vmpl: 4\n", "r.yaml:2: azure.vmpl: 4 is out of range 0-3"},
 		{"azure:\n  measurement: abcd\n", "r.yaml:2: azure.measurement: want 96 hex characters (a SHA-384 launch measurement)"},
 		{"azure:\n  minimum_tcb: {fw: 1}\n", "r.yaml:2: azure.minimum_tcb.fw: unknown key (want bootloader, tee, snp, microcode)"},
+		{"azure:\n  vm_id: x\n", "r.yaml:2: azure.vm_id: unknown key (want allow_debug, allow_migration_agent, vmpl, minimum_tcb, measurement, vm_unique_id)"},
 	} {
 		if _, err := ParseReference("r.yaml", strings.NewReader(tc.yaml)); err == nil || err.Error() != tc.want {
 			t.Errorf("ParseReference(%q) = %v, want %s", tc.yaml, err, tc.want)

@@ -46,9 +46,13 @@ type Reference struct {
 //	  vmpl: 0                       # the default
 //	  minimum_tcb: {bootloader: 3, tee: 0, snp: 8, microcode: 115}
 //	  measurement: <96 hex characters>
+//	  vm_unique_id: 911B0EF8-9DBA-48B0-B275-4E4DF2D39252   # which VM, from its runtime claims
 type SNPPolicy struct {
 	AllowDebug, AllowMigrationAgent bool
-	VMPL                            int
+	// VMUniqueID, when set, is the vmUniqueId the runtime claims must carry:
+	// without it, any Azure confidential VM that meets the policy passes.
+	VMUniqueID string
+	VMPL       int
 	// MinimumTCB is nil when not set: bootloader, tee, snp, microcode.
 	MinimumTCB  *[4]uint8
 	Measurement []byte
@@ -237,6 +241,8 @@ func (p *parser) snpPolicy(n *yaml.Node, out *SNPPolicy) error {
 			if out.VMPL, err = p.integer(v, field); err == nil && (out.VMPL < 0 || out.VMPL > 3) {
 				err = p.errf(v, field, "%d is out of range 0-3", out.VMPL)
 			}
+		case "vm_unique_id":
+			out.VMUniqueID, err = p.str(v, field)
 		case "measurement":
 			var s string
 			if s, err = p.str(v, field); err != nil {
@@ -262,7 +268,7 @@ func (p *parser) snpPolicy(n *yaml.Node, out *SNPPolicy) error {
 			})
 			out.MinimumTCB = &tcb
 		default:
-			return p.errf(v, field, "unknown key (want allow_debug, allow_migration_agent, vmpl, minimum_tcb, measurement)")
+			return p.errf(v, field, "unknown key (want allow_debug, allow_migration_agent, vmpl, minimum_tcb, measurement, vm_unique_id)")
 		}
 		return err
 	})

@@ -283,6 +283,12 @@ func TestPolicyKnobs(t *testing.T) {
 	if _, err := Verify(r, Options{VCEK: vcek, Now: at, Policy: Policy{VMPL: 1}}); !errors.Is(err, ErrChain) {
 		t.Errorf("a VMPL 0 report verified where VMPL 1 is demanded: %v", err)
 	}
+	if _, err := Verify(r, Options{VCEK: vcek, Now: at, Policy: Policy{VMUniqueID: "00000000-0000-0000-0000-000000000000"}}); !errors.Is(err, ErrChain) || !strings.Contains(err.Error(), "another VM") {
+		t.Errorf("another VM's report verified: %v", err)
+	}
+	if _, err := Verify(r, Options{VCEK: vcek, Now: at, Policy: Policy{VMUniqueID: "911b0ef8-9dba-48b0-b275-4e4df2d39252"}}); err != nil {
+		t.Errorf("the VM's own vmUniqueId: %v", err)
+	}
 	ok := kds.TCBParts{BlSpl: 3, SnpSpl: 8, UcodeSpl: 115}
 	if _, err := Verify(r, Options{VCEK: vcek, Now: at, Policy: Policy{MinimumTCB: &ok}}); err != nil {
 		t.Errorf("the report's own TCB as minimum: %v", err)

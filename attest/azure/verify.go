@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/go-sev-guest/abi"
@@ -36,6 +37,8 @@ type Policy struct {
 	MinimumTCB *kds.TCBParts
 	// Measurement, when set, is the launch measurement the report must carry.
 	Measurement []byte
+	// VMUniqueID, when set, is the vmUniqueId the runtime claims must carry.
+	VMUniqueID string
 }
 
 // Options configures [Verify].
@@ -154,6 +157,9 @@ func Verify(r *Report, o Options) (*Chain, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Policy.VMUniqueID != "" && !strings.EqualFold(o.Policy.VMUniqueID, r.VMConfig.VMUniqueID) {
+		return nil, fail("runtime claims", fmt.Errorf("vmUniqueId is %s, the reference wants %s: another VM", r.VMConfig.VMUniqueID, o.Policy.VMUniqueID))
+	}
 	c := &Chain{
 		Product:     kds.ProductName(product),
 		ChipID:      hex.EncodeToString(rep.GetChipId()),
@@ -170,7 +176,7 @@ func Verify(r *Report, o Options) (*Chain, error) {
 		"SNP report: signed by the VCEK (ECDSA P-384, SHA-384)",
 		fmt.Sprintf("report fields: VMPL %d, policy 0x%x (no debug, no migration agent), TCB bl%d tee%d snp%d ucode%d",
 			c.VMPL, c.GuestPolicy, c.TCB.BlSpl, c.TCB.TeeSpl, c.TCB.SnpSpl, c.TCB.UcodeSpl),
-		"runtime claims: SHA-256 equals REPORT_DATA[0:32]",
+		"runtime claims: SHA-256 equals REPORT_DATA[0:32]; vmUniqueId " + r.VMConfig.VMUniqueID,
 		"HCLAkPub: taken from the bound runtime claims",
 	}
 	return c, nil

@@ -251,7 +251,7 @@ func (g *globals) printReport(r *azure.Report, asJSON bool) error {
 
 // snpPolicy turns the reference file's azure section into chain options.
 func snpPolicy(p policy.SNPPolicy) azure.Policy {
-	out := azure.Policy{AllowDebug: p.AllowDebug, AllowMigrationAgent: p.AllowMigrationAgent, VMPL: p.VMPL, Measurement: p.Measurement}
+	out := azure.Policy{AllowDebug: p.AllowDebug, AllowMigrationAgent: p.AllowMigrationAgent, VMPL: p.VMPL, Measurement: p.Measurement, VMUniqueID: p.VMUniqueID}
 	if p.MinimumTCB != nil {
 		out.MinimumTCB = &kds.TCBParts{BlSpl: p.MinimumTCB[0], TeeSpl: p.MinimumTCB[1], SnpSpl: p.MinimumTCB[2], UcodeSpl: p.MinimumTCB[3]}
 	}
