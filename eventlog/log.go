@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -19,61 +20,75 @@ const DefaultPath = "/run/rimon/measurements.log"
 // ErrOtherBoot means the log was written during another boot than this one.
 var ErrOtherBoot = errors.New("log belongs to another boot")
 
+// withShared opens the log at path, takes its shared lock, and calls fn
+// with it, so that no writer is half-way through an append meanwhile. fn
+// gets nil when the log does not exist.
+func withShared(ctx context.Context, path string, fn func(f *os.File) error) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fn(nil)
+	}
+	if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	defer f.Close()
+	if err := flock(ctx, f, lockShared); err != nil {
+		return fmt.Errorf("lock log %s: %w", path, err)
+	}
+	defer funlock(f)
+	return fn(f)
+}
+
 // Snapshot reads every complete record of the log at path under a shared
 // lock, so that no writer is half-way through an append. A missing log reads
 // as empty. torn is the size of an incomplete last record (0 when there is none).
 func Snapshot(ctx context.Context, path string) (records []Record, torn int64, err error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, 0, nil
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("open log: %w", err)
-	}
-	defer f.Close()
-	if err := flock(ctx, f, lockShared); err != nil {
-		return nil, 0, fmt.Errorf("lock log %s: %w", path, err)
-	}
-	defer funlock(f)
-	return readFrom(f, path, 0, nil)
+	err = withShared(ctx, path, func(f *os.File) error {
+		if f != nil {
+			records, torn, err = readFrom(f, path, 0)
+		}
+		return err
+	})
+	return records, torn, err
 }
 
 // ReplayFile replays the log at path under a shared lock without keeping
 // its records in memory. A torn last record is left out and its size
 // returned; a missing log is an error.
 func ReplayFile(ctx context.Context, path string, banks []crypto.Hash) (st *State, records int, torn int64, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, 0, 0, fmt.Errorf("open log: %w", err)
-	}
-	defer f.Close()
-	if err := flock(ctx, f, lockShared); err != nil {
-		return nil, 0, 0, fmt.Errorf("lock log %s: %w", path, err)
-	}
-	defer funlock(f)
-	fi, err := f.Stat()
+	err = withShared(ctx, path, func(f *os.File) error {
+		if f == nil {
+			return fmt.Errorf("open log: %w", &os.PathError{Op: "open", Path: path, Err: syscall.ENOENT})
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		st, records, err = ReplayReader(f, banks)
+		var re *RecordError
+		if errors.Is(err, ErrTorn) && errors.As(err, &re) {
+			torn = fi.Size() - re.Offset
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("log %s: %w", path, err)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	st, n, err := ReplayReader(f, banks)
-	if errors.Is(err, ErrTorn) {
-		var re *RecordError
-		errors.As(err, &re)
-		return st, n, fi.Size() - re.Offset, nil
-	}
-	if err != nil {
-		return nil, 0, 0, fmt.Errorf("log %s: %w", path, err)
-	}
-	return st, n, 0, nil
+	return st, records, torn, nil
 }
 
 // readFrom reads the records of f that start at byte off. A torn tail is
 // reported by its size, not as an error.
-func readFrom(f *os.File, path string, off int64, recs []Record) ([]Record, int64, error) {
+func readFrom(f *os.File, path string, off int64) ([]Record, int64, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, 0, err
 	}
+	var recs []Record
 	rd := NewReader(io.NewSectionReader(f, off, fi.Size()-off), off)
 	for {
 		rec, err := rd.Next()
@@ -190,11 +205,11 @@ func (w *Writer) catchUp(ctx context.Context, rebuild bool) (*Recovery, error) {
 		rec.State = w.state
 		return rec, nil
 	}
-	newRecs, torn, err := readFrom(w.f, w.path, w.off, nil)
+	newRecs, torn, err := readFrom(w.f, w.path, w.off)
 	if err != nil {
 		return nil, fixIndex(err, w.count)
 	}
-	if err := w.checkBoot(newRecs); err != nil {
+	if err := checkBoot(w.path, w.opts.BootID, w.count, newRecs); err != nil {
 		return nil, err
 	}
 	res, err := reconcileFrom(ctx, w.state, w.count, w.last, newRecs, w.pcrs, ReconcileOptions{
@@ -233,17 +248,19 @@ func fixIndex(err error, base int) error {
 	return err
 }
 
-func (w *Writer) checkBoot(recs []Record) error {
-	if w.opts.BootID == "" {
+// checkBoot refuses rimon records of another boot than bootID (unless it
+// is empty); base is the index of recs[0] in the log.
+func checkBoot(path, bootID string, base int, recs []Record) error {
+	if bootID == "" {
 		return nil
 	}
 	for i := range recs {
 		if recs[i].ContentType != ContentTypeRimon {
 			continue
 		}
-		if b := recs[i].Content.Str("boot_id"); b != w.opts.BootID {
+		if b := recs[i].Content.Str("boot_id"); b != bootID {
 			return fmt.Errorf("%w: log %s record %d was written during boot %q, this is boot %q; PCRs reset at boot, so move the old log away",
-				ErrOtherBoot, w.path, w.count+i, b, w.opts.BootID)
+				ErrOtherBoot, path, base+i, b, bootID)
 		}
 	}
 	return nil
@@ -353,35 +370,27 @@ type CheckResult struct {
 // records written but not extended are reported in Pending. A missing log
 // compares as empty. bootID, when set, must match every rimon record.
 func Check(ctx context.Context, path string, pcrs PCRs, banks []crypto.Hash, pcr int, bootID string) (*CheckResult, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		res, err := Reconcile(ctx, nil, pcrs, ReconcileOptions{Banks: banks, PCRs: []int{pcr}})
-		if err != nil {
-			return nil, fmt.Errorf("log %s (missing, so empty): %w", path, err)
+	var out *CheckResult
+	err := withShared(ctx, path, func(f *os.File) error {
+		var recs []Record
+		var torn int64
+		if f != nil {
+			var err error
+			if recs, torn, err = readFrom(f, path, 0); err != nil {
+				return err
+			}
 		}
-		return &CheckResult{ReconcileResult: *res}, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open log: %w", err)
-	}
-	defer f.Close()
-	if err := flock(ctx, f, lockShared); err != nil {
-		return nil, fmt.Errorf("lock log %s: %w", path, err)
-	}
-	defer funlock(f)
-	recs, torn, err := readFrom(f, path, 0, nil)
-	if err != nil {
-		return nil, err
-	}
-	w := Writer{path: path, opts: WriterOptions{BootID: bootID}}
-	if err := w.checkBoot(recs); err != nil {
-		return nil, err
-	}
-	res, err := Reconcile(ctx, recs, pcrs, ReconcileOptions{Banks: banks, PCRs: []int{pcr}})
-	if err != nil {
-		return nil, fmt.Errorf("log %s: %w", path, err)
-	}
-	return &CheckResult{ReconcileResult: *res, TornBytes: torn}, nil
+		if err := checkBoot(path, bootID, 0, recs); err != nil {
+			return err
+		}
+		res, err := Reconcile(ctx, recs, pcrs, ReconcileOptions{Banks: banks, PCRs: []int{pcr}})
+		if err != nil {
+			return fmt.Errorf("log %s: %w", path, err)
+		}
+		out = &CheckResult{ReconcileResult: *res, TornBytes: torn}
+		return nil
+	})
+	return out, err
 }
 
 // Verify catches up with other writers and compares the replay of the log
@@ -407,21 +416,14 @@ func (w *Writer) Verify(ctx context.Context) error {
 // or extends until fn returns: a quote taken in fn belongs with the bytes.
 // A missing log reads as empty.
 func WhileLocked(ctx context.Context, path string, fn func(log []byte) error) error {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return fn(nil)
-	}
-	if err != nil {
-		return fmt.Errorf("open log: %w", err)
-	}
-	defer f.Close()
-	if err := flock(ctx, f, lockShared); err != nil {
-		return fmt.Errorf("lock log %s: %w", path, err)
-	}
-	defer funlock(f)
-	b, err := io.ReadAll(f)
-	if err != nil {
-		return fmt.Errorf("read log %s: %w", path, err)
-	}
-	return fn(b)
+	return withShared(ctx, path, func(f *os.File) error {
+		if f == nil {
+			return fn(nil)
+		}
+		b, err := io.ReadAll(f)
+		if err != nil {
+			return fmt.Errorf("read log %s: %w", path, err)
+		}
+		return fn(b)
+	})
 }
