@@ -119,6 +119,9 @@ type WriterOptions struct {
 	Rebuild   bool
 	// PCR is compared with the log when the writer opens, even before any record names it.
 	PCR int
+	// OnOpen, when set, sees every record the writer reads as it opens,
+	// so a caller needs not read the log a second time.
+	OnOpen func(rec *Record)
 }
 
 // Recovery says what opening a [Writer] repaired.
@@ -174,6 +177,7 @@ func OpenWriter(ctx context.Context, path string, pcrs PCRs, opts WriterOptions)
 		f.Close()
 		return nil, nil, err
 	}
+	w.opts.OnOpen = nil // only the records present at open
 	return w, rec, nil
 }
 
@@ -232,6 +236,11 @@ func (w *Writer) catchUp(ctx context.Context, rebuild bool) (*Recovery, error) {
 		rec.TornBytes = torn
 	}
 	w.off = end
+	if w.opts.OnOpen != nil {
+		for i := range newRecs {
+			w.opts.OnOpen(&newRecs[i])
+		}
+	}
 	w.count += len(newRecs)
 	if len(newRecs) > 0 {
 		w.last = &newRecs[len(newRecs)-1]

@@ -199,3 +199,30 @@ func TestCheckMissingLog(t *testing.T) {
 		t.Error("Check(missing log, extended PCR) succeeded, want a divergence")
 	}
 }
+
+func TestOnOpenSeesEveryRecordOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.log")
+	f := newFake()
+	w, _ := openW(t, path, f)
+	for i := 0; i < 3; i++ {
+		if _, err := w.Append(context.Background(), 23, ev(fmt.Sprintf("/f%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var seen []string
+	w2, _, err := OpenWriter(context.Background(), path, f, WriterOptions{Banks: allBanks, BootID: "boot-a", PCR: 23,
+		OnOpen: func(r *Record) { seen = append(seen, r.Content.Str("path")) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	if _, err := w.Append(context.Background(), 23, ev("/later")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w2.Append(context.Background(), 23, ev("/mine")); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(seen, ",") != "/f0,/f1,/f2" {
+		t.Errorf("OnOpen saw %v, want the three records present at open", seen)
+	}
+}

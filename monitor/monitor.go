@@ -43,8 +43,8 @@ type Config struct {
 	Reload   func() (*policy.Policy, error)
 	Recorder Recorder
 	// Known is the last measurement of each path already in the log (see
-	// [KnownFromLog]), so that a restart records only what changed.
-	Known  map[string]Known
+	// [KnownSet.Add]), so that a restart records only what changed.
+	Known  KnownSet
 	Logger *slog.Logger
 	// Notify, when set, receives READY=1, STATUS= and WATCHDOG=1.
 	Notify Notifier
@@ -67,18 +67,17 @@ type Known struct {
 	Present bool
 }
 
-// KnownFromLog returns the last measurement of each path in records.
-func KnownFromLog(records []eventlog.Record) map[string]Known {
-	out := map[string]Known{}
-	for i := range records {
-		r := &records[i]
-		if r.ContentType != eventlog.ContentTypeRimon {
-			continue
-		}
-		e := r.Event()
-		out[e.Path] = Known{Kind: e.Kind, SHA256: e.SHA256, Present: e.Reason != eventlog.ReasonDeleted}
+// KnownSet maps each path to its last recorded measurement.
+type KnownSet map[string]Known
+
+// Add takes a record into account (later records win); records of other
+// producers than rimon are ignored. It fits [eventlog.WriterOptions.OnOpen].
+func (k KnownSet) Add(r *eventlog.Record) {
+	if r.ContentType != eventlog.ContentTypeRimon {
+		return
 	}
-	return out
+	e := r.Event()
+	k[e.Path] = Known{Kind: e.Kind, SHA256: e.SHA256, Present: e.Reason != eventlog.ReasonDeleted}
 }
 
 // Reasons the agent adds to those of the eventlog package.

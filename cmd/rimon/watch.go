@@ -106,20 +106,17 @@ func runWatchServe(ctx context.Context, g *globals, pol *policy.Policy, policyPa
 	if err != nil {
 		return err
 	}
-	w, err := g.openWriter(ctx, t, banks, pol.PCR)
+	known := monitor.KnownSet{}
+	w, err := g.openWriterSeeing(ctx, t, banks, pol.PCR, known.Add)
 	if err != nil {
 		return err
 	}
 	defer w.Close()
-	recs, _, err := eventlog.Snapshot(ctx, g.log)
-	if err != nil {
-		return err
-	}
 	cfg := monitor.Config{
 		Policy:   pol,
 		Reload:   func() (*policy.Policy, error) { return policy.Load(policyPath) },
 		Recorder: w,
-		Known:    monitor.KnownFromLog(recs),
+		Known:    known,
 		Logger:   logger,
 		Workers:  jobs,
 	}

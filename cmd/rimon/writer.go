@@ -12,6 +12,11 @@ import (
 // openWriter opens the log for appending, reconciling it with the TPM, and
 // says on stderr what the reconciliation repaired.
 func (g *globals) openWriter(ctx context.Context, t *tpm.TPM, banks []crypto.Hash, pcr int) (*eventlog.Writer, error) {
+	return g.openWriterSeeing(ctx, t, banks, pcr, nil)
+}
+
+// openWriterSeeing is openWriter that shows seen every record already in the log.
+func (g *globals) openWriterSeeing(ctx context.Context, t *tpm.TPM, banks []crypto.Hash, pcr int, seen func(*eventlog.Record)) (*eventlog.Writer, error) {
 	boot, err := eventlog.CurrentBootID()
 	if err != nil {
 		return nil, err
@@ -21,6 +26,7 @@ func (g *globals) openWriter(ctx context.Context, t *tpm.TPM, banks []crypto.Has
 		BootID:  boot,
 		PCR:     pcr,
 		Rebuild: t.Ephemeral(),
+		OnOpen:  seen,
 	})
 	if err != nil {
 		return nil, err
