@@ -184,9 +184,6 @@ func OpenWriter(ctx context.Context, path string, pcrs PCRs, opts WriterOptions)
 // Close releases the log.
 func (w *Writer) Close() error { return w.f.Close() }
 
-// Path is the log's path.
-func (w *Writer) Path() string { return w.path }
-
 // Records is the number of records in the log as last seen.
 func (w *Writer) Records() int { return w.count }
 

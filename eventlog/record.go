@@ -66,11 +66,6 @@ func ParseBank(name string) (crypto.Hash, error) {
 	return 0, fmt.Errorf("%w %q (rimon supports sha1, sha256, sha384, sha512)", ErrUnknownBank, name)
 }
 
-// SupportedBanks lists the banks rimon can extend, in a fixed order.
-func SupportedBanks() []crypto.Hash {
-	return []crypto.Hash{crypto.SHA1, crypto.SHA256, crypto.SHA384, crypto.SHA512}
-}
-
 // Digest is one bank's digest in a record.
 type Digest struct {
 	Alg   crypto.Hash

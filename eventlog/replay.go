@@ -65,9 +65,6 @@ func NewState(banks []crypto.Hash) *State {
 	return &State{banks: append([]crypto.Hash(nil), banks...), values: map[PCRKey][]byte{}}
 }
 
-// Banks returns the banks this state tracks.
-func (s *State) Banks() []crypto.Hash { return s.banks }
-
 // Value returns a PCR's replayed value. The caller must not modify it.
 func (s *State) Value(pcr int, bank crypto.Hash) []byte {
 	if v, ok := s.values[PCRKey{pcr, bank}]; ok {

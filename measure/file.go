@@ -31,18 +31,6 @@ type Digest [sha256.Size]byte
 // String returns the digest as lowercase hex.
 func (d Digest) String() string { return hex.EncodeToString(d[:]) }
 
-// ParseDigest decodes 64 hex characters into a [Digest].
-func ParseDigest(s string) (Digest, error) {
-	var d Digest
-	if len(s) != 2*len(d) {
-		return d, fmt.Errorf("sha256 digest %q: want %d hex characters, have %d", s, 2*len(d), len(s))
-	}
-	if _, err := hex.Decode(d[:], []byte(s)); err != nil {
-		return d, fmt.Errorf("sha256 digest %q: %w", s, err)
-	}
-	return d, nil
-}
-
 // Result is the measurement of one regular file.
 type Result struct {
 	Path   string

@@ -274,16 +274,3 @@ func TestTreeRefusesFile(t *testing.T) {
 		t.Errorf("Tree(file) = %v, want ErrNotDirectory", err)
 	}
 }
-
-func TestParseDigest(t *testing.T) {
-	d := sha256.Sum256([]byte("x"))
-	got, err := ParseDigest(hex.EncodeToString(d[:]))
-	if err != nil || got != d {
-		t.Errorf("ParseDigest round trip = %x, %v", got, err)
-	}
-	for _, bad := range []string{"", "00", strings.Repeat("g", 64), strings.Repeat("0", 66)} {
-		if _, err := ParseDigest(bad); err == nil {
-			t.Errorf("ParseDigest(%q) succeeded", bad)
-		}
-	}
-}

@@ -117,10 +117,6 @@ func (t *TPM) Name() string { return t.name }
 // Ephemeral reports whether the TPM was created empty by this process (the simulator).
 func (t *TPM) Ephemeral() bool { return t.ephemeral }
 
-// Transport gives direct access for commands this package does not wrap.
-// Callers must not use it concurrently with other methods.
-func (t *TPM) Transport() transport.TPM { return t.t }
-
 var algs = map[crypto.Hash]tpm2.TPMAlgID{
 	crypto.SHA1:   tpm2.TPMAlgSHA1,
 	crypto.SHA256: tpm2.TPMAlgSHA256,
