@@ -42,49 +42,43 @@ func Open(t testing.TB) *tpm.TPM {
 // swtpm is not installed.
 func Swtpm(t testing.TB) string {
 	t.Helper()
-	spec, stop, err := StartSwtpm(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	return spec
-}
-
-// StartSwtpm starts swtpm with its state in dir and returns its
-// specification and a function that stops it.
-func StartSwtpm(dir string) (spec string, stop func(), err error) {
-	bin, err := exec.LookPath("swtpm")
-	if err != nil {
-		return "", nil, fmt.Errorf("swtpm is not installed (apt-get install swtpm swtpm-tools): %w", err)
-	}
+	dir := t.TempDir()
 	for attempt := 0; attempt < 5; attempt++ {
 		port, err := freePortPair()
 		if err != nil {
-			return "", nil, err
+			t.Fatal(err)
 		}
-		cmd := exec.Command(bin, "socket", "--tpm2",
-			"--server", "type=tcp,port="+strconv.Itoa(port)+",bindaddr=127.0.0.1",
-			"--ctrl", "type=tcp,port="+strconv.Itoa(port+1)+",bindaddr=127.0.0.1",
-			"--tpmstate", "dir="+dir,
-			"--flags", "not-need-init,startup-clear",
-			"--log", "file="+filepath.Join(dir, "swtpm.log"))
-		if err := cmd.Start(); err != nil {
-			return "", nil, fmt.Errorf("start swtpm: %w", err)
-		}
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		stop := func() {
-			cmd.Process.Kill()
-			<-done
+		stop, exited := launch(t, dir, "type=tcp,port="+strconv.Itoa(port)+",bindaddr=127.0.0.1",
+			"type=tcp,port="+strconv.Itoa(port+1)+",bindaddr=127.0.0.1")
+		if waitListening(addr, exited) {
+			t.Cleanup(stop)
+			return "tcp:" + addr
 		}
-		if waitListening(addr, done) {
-			return "tcp:" + addr, stop, nil
-		}
-		stop()
+		stop() // the port was taken after all: try another
 	}
 	log, _ := os.ReadFile(filepath.Join(dir, "swtpm.log"))
-	return "", nil, fmt.Errorf("swtpm did not start; its log:\n%s", log)
+	t.Fatalf("swtpm did not start; its log:\n%s", log)
+	return ""
+}
+
+// launch starts swtpm with its state in dir and the given --server and
+// --ctrl channels; stop kills it and waits, exited closes when it ends.
+func launch(t testing.TB, dir, server, ctrl string) (stop func(), exited <-chan struct{}) {
+	t.Helper()
+	bin, err := exec.LookPath("swtpm")
+	if err != nil {
+		t.Fatalf("swtpm is not installed (apt-get install swtpm swtpm-tools): %v", err)
+	}
+	cmd := exec.Command(bin, "socket", "--tpm2", "--server", server, "--ctrl", ctrl,
+		"--tpmstate", "dir="+dir, "--flags", "not-need-init,startup-clear",
+		"--log", "file="+filepath.Join(dir, "swtpm.log"))
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start swtpm: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	return func() { cmd.Process.Kill(); <-done }, done
 }
 
 // waitListening waits until addr accepts a TCP connection, without
@@ -153,20 +147,16 @@ func OpenKind(t testing.TB, kind string) *tpm.TPM {
 // rimon TPM specification ("unix:PATH").
 func SwtpmUnix(t testing.TB) string {
 	t.Helper()
-	bin, err := exec.LookPath("swtpm")
-	if err != nil {
-		t.Fatalf("swtpm is not installed: %v", err)
-	}
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "tpm.sock")
-	cmd := exec.Command(bin, "socket", "--tpm2", "--server", "type=unixio,path="+sock,
-		"--ctrl", "type=unixio,path="+filepath.Join(dir, "ctrl.sock"), "--tpmstate", "dir="+dir,
-		"--flags", "not-need-init,startup-clear")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for i := 0; i < 200; i++ {
+	stop, exited := launch(t, dir, "type=unixio,path="+sock, "type=unixio,path="+filepath.Join(dir, "ctrl.sock"))
+	t.Cleanup(stop)
+	for i := 0; i < 500; i++ {
+		select {
+		case <-exited:
+			t.Fatal("swtpm exited before creating its socket")
+		default:
+		}
 		if _, err := os.Stat(sock); err == nil {
 			return "unix:" + sock
 		}
