@@ -22,8 +22,9 @@ import (
 // memRecorder is a pure-Go recorder: the monitor's logic does not speak to
 // a TPM, so these tests keep the records in memory.
 type memRecorder struct {
-	mu     sync.Mutex
-	events []eventlog.Event
+	mu        sync.Mutex
+	events    []eventlog.Event
+	verifyErr error
 }
 
 func (r *memRecorder) Append(ctx context.Context, pcr int, ev eventlog.Event) (eventlog.Record, error) {
@@ -33,7 +34,11 @@ func (r *memRecorder) Append(ctx context.Context, pcr int, ev eventlog.Event) (e
 	return eventlog.Record{RecNum: uint64(len(r.events) - 1)}, nil
 }
 
-func (r *memRecorder) Verify(ctx context.Context) error { return nil }
+func (r *memRecorder) Verify(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.verifyErr
+}
 
 func (r *memRecorder) snapshot() []eventlog.Event {
 	r.mu.Lock()
@@ -412,4 +417,18 @@ func TestProgress(t *testing.T) {
 	if !strings.Contains(progress.String(), "initial scan: measured 3 of 3") {
 		t.Errorf("progress output %q", progress.String())
 	}
+}
+
+// TestPeriodicCheckReportsDivergence: the periodic rescan asks the
+// recorder to compare log and TPM, and says loudly when they disagree.
+func TestPeriodicCheckReportsDivergence(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir+"/bin/a", "a")
+	h := start(t, dir, loadPolicy(t, dir, "settings:\n  rescan: 1s\nmeasure:\n  - dir: $DIR/bin\n"))
+	h.rec.mu.Lock()
+	h.rec.verifyErr = errors.New("PCR 23 sha256: TPM has 11..., replay gives 22...")
+	h.rec.mu.Unlock()
+	h.waitFor(t, "the divergence in the log", func() bool {
+		return strings.Contains(h.logs.String(), "log and TPM disagree") && strings.Contains(h.logs.String(), "TPM has 11")
+	})
 }
