@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/google/go-tpm/tpm2"
@@ -228,7 +229,11 @@ func describeKeys(m map[eventlog.PCRKey]bool) string {
 	var parts []string
 	for b, ps := range by {
 		sort.Ints(ps)
-		parts = append(parts, fmt.Sprintf("%s:%s", b, strings.Trim(strings.Join(strings.Fields(fmt.Sprint(ps)), ","), "[]")))
+		idx := make([]string, len(ps))
+		for i, p := range ps {
+			idx[i] = strconv.Itoa(p)
+		}
+		parts = append(parts, b+":"+strings.Join(idx, ","))
 	}
 	sort.Strings(parts)
 	if len(parts) == 0 {

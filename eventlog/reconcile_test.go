@@ -26,7 +26,8 @@ func TestReconcile(t *testing.T) {
 		records  int
 		extended int // how many leading records the TPM saw
 		tamper   func(f *fakePCRs)
-		opts     ReconcileOptions
+		noRepair bool // MaxRepair 0; every other case allows the 1 a crash leaves
+		rebuild  bool
 		repaired []int
 		pending  []int
 		wantErr  string
@@ -35,10 +36,10 @@ func TestReconcile(t *testing.T) {
 		{name: "empty_log_fresh_tpm", records: 0, extended: 0},
 		{name: "last_record_not_extended", records: 5, extended: 4, repaired: []int{4}},
 		{name: "only_record_not_extended", records: 1, extended: 0, repaired: []int{0}},
-		{name: "report_only", records: 5, extended: 4, opts: ReconcileOptions{MaxRepair: 0}, pending: []int{4}},
+		{name: "report_only", records: 5, extended: 4, noRepair: true, pending: []int{4}},
 		{name: "too_many_missing", records: 5, extended: 2, wantErr: "the TPM matches the first 2 records, and 3 records were never extended"},
 		{name: "pcr_reset", records: 5, extended: 0, wantErr: "it is at its reset value"},
-		{name: "rebuild_fresh_simulator", records: 5, extended: 0, opts: ReconcileOptions{Rebuild: true}, repaired: []int{0, 1, 2, 3, 4}},
+		{name: "rebuild_fresh_simulator", records: 5, extended: 0, rebuild: true, repaired: []int{0, 1, 2, 3, 4}},
 		{name: "extended_outside_rimon", records: 3, extended: 3, tamper: func(f *fakePCRs) { f.extendRaw(23, crypto.SHA256, "evil") },
 			wantErr: "no prefix of the log replays"},
 		{name: "one_bank_tampered_after_reset", records: 3, extended: 3, tamper: func(f *fakePCRs) { f.reset(23) },
@@ -52,11 +53,9 @@ func TestReconcile(t *testing.T) {
 			if tc.tamper != nil {
 				tc.tamper(f)
 			}
-			opts := tc.opts
-			opts.Banks = allBanks
-			opts.PCRs = []int{23}
-			if opts.MaxRepair == 0 && tc.name != "report_only" {
-				opts.MaxRepair = 1
+			opts := ReconcileOptions{Banks: allBanks, PCRs: []int{23}, MaxRepair: 1, Rebuild: tc.rebuild}
+			if tc.noRepair {
+				opts.MaxRepair = 0
 			}
 			res, err := Reconcile(ctx, all[:tc.records], f, opts)
 			if tc.wantErr != "" {
