@@ -47,8 +47,27 @@ type Evidence struct {
 	// LogStart is the number of leading records left out of Log (GET
 	// /v1/evidence?since=N): the verifier supplies them from its own copy.
 	LogStart uint64 `json:"log_start,omitempty"`
+	// Unrecorded lists the paths the agent knows changed but has not yet
+	// recorded (a measurement or an append that failed and is being retried).
+	// It is the agent's word, not vouched for by the quote: a verifier
+	// reports it and never trusts a machine that says it has such paths.
+	Unrecorded []Unrecorded `json:"unrecorded,omitempty"`
 	// Log is the measurement log exactly as stored (RFC 7464 records).
 	Log []byte `json:"-"`
+}
+
+// Unrecorded is one path the agent could not record yet (docs/FORMAT.md,
+// section 5).
+type Unrecorded struct {
+	// Path is the path in UTF-8, or percent-escaped as a record's
+	// path_escaped field when the name is not valid UTF-8.
+	Path string `json:"path"`
+	// Cause is one of the causes of an unmeasured record (docs/FORMAT.md).
+	Cause string `json:"cause"`
+	// Since is when the agent first failed to record the change.
+	Since string `json:"since"`
+	// Tries counts the attempts so far.
+	Tries int `json:"tries"`
 }
 
 // AzureBlob is the hardware evidence of an Azure confidential VM: the HCL

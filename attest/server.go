@@ -29,6 +29,9 @@ type HandlerOptions struct {
 	MaxLog int64
 	// Decorate, when set, adds to each evidence document (the Azure blob).
 	Decorate func(ctx context.Context, ev *Evidence) error
+	// Unrecorded, when set, lists the paths the agent could not record
+	// yet; they go into each evidence header.
+	Unrecorded func() []Unrecorded
 }
 
 // Handler serves GET /v1/evidence?nonce=HEX[&bank=sha256...][&since=N]:
