@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"strings"
@@ -130,6 +131,9 @@ func checkVCEKChain(vcek *x509.Certificate, line string, roots []*trust.AMDRootC
 	if k, ok := vcek.PublicKey.(*ecdsa.PublicKey); !ok || k.Curve != elliptic.P384() {
 		return errors.New("the VCEK's key is not ECDSA P-384")
 	}
+	if err := errors.Join(amdName("VCEK subject", vcek.Subject), amdName("VCEK issuer", vcek.Issuer)); err != nil {
+		return err
+	}
 	var errs []error
 	for i, r := range roots {
 		opts := r.X509Options(now, abi.VcekReportSigner)
@@ -144,4 +148,25 @@ func checkVCEKChain(vcek *x509.Certificate, line string, roots []*trust.AMDRootC
 		return nil
 	}
 	return errors.Join(errs...)
+}
+
+// amdName checks the organization fields AMD's KDS writes in every name of
+// its certificates (AMD 57230, as go-sev-guest checks them).
+func amdName(role string, n pkix.Name) error {
+	for _, f := range []struct {
+		field string
+		got   []string
+		want  string
+	}{
+		{"country", n.Country, "US"},
+		{"locality", n.Locality, "Santa Clara"},
+		{"state", n.Province, "CA"},
+		{"organization", n.Organization, "Advanced Micro Devices"},
+		{"organizational unit", n.OrganizationalUnit, "Engineering"},
+	} {
+		if len(f.got) != 1 || f.got[0] != f.want {
+			return fmt.Errorf("%s %s is %q, AMD's is %q", role, f.field, f.got, f.want)
+		}
+	}
+	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/pem"
@@ -324,5 +326,52 @@ func TestProductLineOfCPUID(t *testing.T) {
 		if got != tc.want || ok != (tc.want != "") {
 			t.Errorf("productLineOfCPUID(0x%x, 0x%x) = %q, %v; want %q", tc.family, tc.model, got, ok, tc.want)
 		}
+	}
+}
+
+// TestVCEKForm: a VCEK the trusted ASK did sign, but not in the form AMD's
+// KDS issues, is refused.
+func TestVCEKForm(t *testing.T) {
+	roots := testRoots(t, "Milan", "Genoa", "Turin")
+	tcb, _ := kds.ComposeTCBParts(testTCB)
+	name := func(cn, org string) *pkix.Name {
+		return &pkix.Name{CommonName: cn, Organization: []string{org}, Country: []string{"US"}, Locality: []string{"Santa Clara"},
+			Province: []string{"CA"}, OrganizationalUnit: []string{"Engineering"}}
+	}
+	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for _, tc := range []struct {
+		name     string
+		override sevtest.CertOverride
+		vcekKey  *ecdsa.PrivateKey
+		err      string
+	}{
+		{"subject_not_sev_vcek", sevtest.CertOverride{Subject: name("SEV-VLEK", "Advanced Micro Devices")}, nil, `VCEK subject "SEV-VLEK"`},
+		{"subject_of_another_organization", sevtest.CertOverride{Subject: name("SEV-VCEK", "Example Corp")}, nil, "VCEK subject organization"},
+		{"sha256_signature", sevtest.CertOverride{SignatureAlgorithm: x509.SHA256WithRSAPSS}, nil, "want SHA-384 with RSA-PSS"},
+		{"p256_key", sevtest.CertOverride{}, p256, "not ECDSA P-384"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			keys := *keysFor(t, "Genoa")
+			if tc.vcekKey != nil {
+				keys.Vcek = tc.vcekKey
+			}
+			o := tc.override
+			o.Extensions = sevtest.CustomExtensions(testTCB, testHWID[:], "", "Genoa")
+			b := &sevtest.AmdSignerBuilder{Keys: &keys, ProductName: "Genoa", HWID: testHWID, TCB: tcb, VcekCustom: o,
+				ArkCreationTime: at.AddDate(-1, 0, 0), AskCreationTime: at.AddDate(-1, 0, 0), VcekCreationTime: at.AddDate(-1, 0, 0)}
+			s, err := b.TestOnlyCertChain()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := Parse(testHCLReport(t, s, 3, genoaCPU))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Verify(r, Options{VCEK: s.Vcek.Raw, Now: at, TrustedRoots: roots})
+			var se *StepError
+			if !errors.As(err, &se) || se.Step != StepChain || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("Verify = %v, want a %q refusal containing %q", err, StepChain, tc.err)
+			}
+		})
 	}
 }
