@@ -168,7 +168,7 @@ func Verify(r *Report, o Options) (*Chain, error) {
 		return nil, fail(StepVCEK, fmt.Errorf("the VCEK is for chip %x…, the report comes from chip %x…", first(ext.HWID), first(rep.GetChipId())))
 	}
 	if len(roots[line]) == 0 {
-		return nil, fail(StepRoots, fmt.Errorf("no trusted ARK/ASK for product line %s (the product %s)", line, how))
+		return nil, fail(StepRoots, fmt.Errorf("no trusted ARK/ASK for product line %s; the product line comes %s", line, how))
 	}
 	if err := checkVCEKChain(vcek, line, roots[line], now); err != nil {
 		return nil, fail(StepChain, err)
