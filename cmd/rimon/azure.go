@@ -202,7 +202,8 @@ func newAzureCmd(g *globals) *cobra.Command {
 		Use:   "verify --report HCL.bin --vcek VCEK.pem [--quote-msg F --quote-sig F --nonce HEX] [--at TIME]",
 		Short: "Verify an HCL report on its own, and a quote signed by its AK",
 		Long: `verify checks an HCL report (from any tool) offline: the VCEK against AMD's
-roots for Milan, Genoa and Turin, the SNP report's signature, its fields (no
+roots for the chip's product line (Milan, Genoa or Turin, from the report's
+CPUID, else from the VCEK's product name), the SNP report's signature, its fields (no
 debug, no migration agent, VMPL 0), and the binding of the runtime claims into
 REPORT_DATA. With --quote-msg, --quote-sig and --nonce it also checks that the
 quote is signed by the report's HCLAkPub. Exit codes: 0 verified, 2 invalid,
