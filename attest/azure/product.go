@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"strings"
@@ -37,6 +38,21 @@ var nameLines = map[string]string{
 	"Bergamo": Genoa,
 	"Siena":   Genoa,
 	"Turin":   Turin,
+}
+
+// oidFmcSpl is the VCEK extension for the FMC security patch level that
+// Turin VCEKs carry (AMD 57230).
+var oidFmcSpl = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 3704, 1, 3, 9}
+
+// unsupportedVCEK says why a VCEK rimon cannot check yet is refused.
+func unsupportedVCEK(vcek *x509.Certificate) error {
+	for _, e := range vcek.Extensions {
+		if e.Id.Equal(oidFmcSpl) {
+			return fmt.Errorf("the VCEK carries an FMC security patch level (OID %v), as VCEKs of Turin's TCB layout do; "+
+				"go-sev-guest v0.15.0 reads neither that extension nor the layout, so rimon cannot check this VCEK's TCB against the report and refuses it", oidFmcSpl)
+		}
+	}
+	return nil
 }
 
 // productLineOfName returns the line of a VCEK product name: a name of

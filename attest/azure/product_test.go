@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/pem"
@@ -373,5 +374,30 @@ func TestVCEKForm(t *testing.T) {
 				t.Errorf("Verify = %v, want a %q refusal containing %q", err, StepChain, tc.err)
 			}
 		})
+	}
+}
+
+// TestTurinFMCRefusedClearly: a VCEK with the FMC SPL extension of Turin's
+// TCB layout cannot be checked with go-sev-guest v0.15.0; the refusal says so.
+func TestTurinFMCRefusedClearly(t *testing.T) {
+	roots := testRoots(t, "Milan", "Genoa", "Turin")
+	tcb, _ := kds.ComposeTCBParts(testTCB)
+	fmc, _ := asn1.Marshal(1)
+	exts := append(sevtest.CustomExtensions(testTCB, testHWID[:], "", "Turin"), pkix.Extension{Id: oidFmcSpl, Value: fmc})
+	b := &sevtest.AmdSignerBuilder{Keys: keysFor(t, "Turin"), ProductName: "Turin", HWID: testHWID, TCB: tcb,
+		VcekCustom:      sevtest.CertOverride{Extensions: exts},
+		ArkCreationTime: at.AddDate(-1, 0, 0), AskCreationTime: at.AddDate(-1, 0, 0), VcekCreationTime: at.AddDate(-1, 0, 0)}
+	s, err := b.TestOnlyCertChain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Parse(testHCLReport(t, s, 3, turinCPU))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Verify(r, Options{VCEK: s.Vcek.Raw, Now: at, TrustedRoots: roots})
+	var se *StepError
+	if !errors.As(err, &se) || se.Step != StepVCEK || !strings.Contains(err.Error(), "FMC security patch level (OID 1.3.6.1.4.1.3704.1.3.9)") {
+		t.Errorf("Verify = %v, want a clear refusal of the FMC SPL at step %q", err, StepVCEK)
 	}
 }

@@ -147,6 +147,9 @@ func Verify(r *Report, o Options) (*Chain, error) {
 	if err != nil {
 		return nil, fail(StepVCEK, err)
 	}
+	if err := unsupportedVCEK(vcek); err != nil {
+		return nil, fail(StepVCEK, err)
+	}
 	ext, err := kds.VcekCertificateExtensions(vcek)
 	if err != nil {
 		return nil, fail(StepVCEK, fmt.Errorf("not a VCEK certificate: %w", err))
