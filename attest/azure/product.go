@@ -103,12 +103,12 @@ const (
 // VCEK, and says how. A report of version 3 or later names its CPU: that
 // decides, and a VCEK of another line is refused. Its stepping is not
 // compared with the VCEK's, because AMD's KDS has issued VCEKs with the
-// wrong stepping (google/go-sev-guest issue 115). Zero CPUID fields, as a
-// version 2 report has, leave the VCEK's product name to decide, as
-// go-sev-guest does.
+// wrong stepping (google/go-sev-guest issue 115). CPUID fields that are all
+// zero, as in a version 2 report, leave the VCEK's product name to decide,
+// as go-sev-guest does.
 func productLine(snp []byte, version uint32, vcekName string) (line, how string, err error) {
 	nameLine, nameOK := productLineOfName(vcekName)
-	if version >= 3 && snp[offCPUIDFamily] != 0 {
+	if version >= 3 && snp[offCPUIDFamily]|snp[offCPUIDModel]|snp[offCPUIDStepping] != 0 {
 		fam, mod, step := snp[offCPUIDFamily], snp[offCPUIDModel], snp[offCPUIDStepping]
 		cpu := fmt.Sprintf("family 0x%02x, model 0x%02x, stepping %d", fam, mod, step)
 		line, ok := productLineOfCPUID(fam, mod)

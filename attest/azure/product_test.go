@@ -212,6 +212,7 @@ func TestProductLines(t *testing.T) {
 		{name: "v3_turin_cpu_genoa_vcek", chainLine: "Genoa", vcekName: "Genoa", version: 3, cpu: turinCPU, err: `the VCEK is for product "Genoa" (Genoa), the report comes from a Turin CPU`},
 		{name: "v3_unknown_cpu", chainLine: "Turin", vcekName: "Turin", version: 3, cpu: veniceCPU,
 			err: "family 0x1a, model 0x50, stepping 0, which is no SEV-SNP product line rimon knows"},
+		{name: "v3_cpuid_family_zero", chainLine: "Genoa", vcekName: "Genoa", version: 3, cpu: cpuid{0x00, 0x11, 0x01}, err: "family 0x00, model 0x11"},
 		{name: "v3_pre_snp_cpu", chainLine: "Milan", vcekName: "Milan-B0", version: 3, cpu: romeCPU, err: "family 0x17"},
 		{name: "v3_unknown_vcek_name", chainLine: "Genoa", vcekName: "Venice", version: 3, cpu: genoaCPU, err: `product name "Venice" is unknown`},
 		{name: "v2_unknown_vcek_name", chainLine: "Milan", vcekName: "Rome-B0", version: 2, err: `product name "Rome-B0" is unknown`},

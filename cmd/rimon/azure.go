@@ -279,6 +279,9 @@ func (g *globals) printReport(r *azure.Report, asJSON bool) error {
 		return enc.Encode(info)
 	}
 	fmt.Fprintf(g.stdout, "HCL report version %d, SNP report version %d\n", r.Version, info.SNPVersion)
+	if info.CPUID != "" {
+		fmt.Fprintf(g.stdout, "CPUID           %s\n", info.CPUID)
+	}
 	fmt.Fprintf(g.stdout, "vmUniqueId      %s\nsecure-boot     %v\ntpm-enabled     %v\nconsole-enabled %v\n",
 		r.VMConfig.VMUniqueID, r.VMConfig.SecureBoot, r.VMConfig.TPMEnabled, r.VMConfig.ConsoleEnabled)
 	for _, k := range r.Keys {
