@@ -101,7 +101,7 @@ func TestRealReportsVerify(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
-			if !strings.HasPrefix(c.Product, tc.product) || c.VMPL != 0 || c.AK == nil {
+			if c.Product != tc.product || c.VMPL != 0 || c.AK == nil {
 				t.Errorf("chain = %+v", c)
 			}
 		})

@@ -402,3 +402,27 @@ func TestTurinFMCRefusedClearly(t *testing.T) {
 		t.Errorf("Verify = %v, want a clear refusal of the FMC SPL at step %q", err, StepVCEK)
 	}
 }
+
+// FuzzProductLineOfName: a name is accepted only as a known base, alone or
+// with a one-letter, one-digit stepping, and names the base's line.
+func FuzzProductLineOfName(f *testing.F) {
+	for _, s := range []string{"Milan-B0", "Genoa", "Siena-A1", "Turin-C0", "Genoa-", "Venice", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		line, ok := productLineOfName(name)
+		if !ok {
+			if line != "" {
+				t.Fatalf("productLineOfName(%q) = %q, false", name, line)
+			}
+			return
+		}
+		base, stepping, _ := strings.Cut(name, "-")
+		if nameLines[base] != line || (stepping != "" && len(stepping) != 2) || (strings.Contains(name, "-") && stepping == "") {
+			t.Fatalf("productLineOfName(%q) = %q, true", name, line)
+		}
+		if again, ok := productLineOfName(base); !ok || again != line {
+			t.Fatalf("the base %q of accepted %q is %q, %v", base, name, again, ok)
+		}
+	})
+}
