@@ -119,6 +119,13 @@ type cpuid struct{ family, model, stepping byte }
 // signed by s's VCEK.
 func testHCLReport(t *testing.T, s *sevtest.AmdSigner, v uint32, c cpuid) []byte {
 	t.Helper()
+	return testHCLReportWith(t, s, v, c, nil)
+}
+
+// testHCLReportWith is testHCLReport with edit applied to the SNP report
+// before it is signed.
+func testHCLReportWith(t *testing.T, s *sevtest.AmdSigner, v uint32, c cpuid, edit func(raw []byte)) []byte {
+	t.Helper()
 	keysFor(t, "Milan")
 	b64 := base64.RawURLEncoding.EncodeToString
 	claims := fmt.Sprintf(`{"keys":[{"kid":"HCLAkPub","key_ops":["sign"],"kty":"RSA","e":"%s","n":"%s"}],`+
@@ -136,6 +143,9 @@ func testHCLReport(t *testing.T, s *sevtest.AmdSigner, v uint32, c cpuid) []byte
 		raw[0x188], raw[0x189], raw[0x18A] = c.family, c.model, c.stepping
 	}
 	copy(raw[0x1A0:0x1E0], s.HWID[:])
+	if edit != nil {
+		edit(raw)
+	}
 	r, sig, err := s.Sign(abi.SignedComponent(raw))
 	if err != nil {
 		t.Fatal(err)
@@ -425,4 +435,27 @@ func FuzzProductLineOfName(f *testing.F) {
 			t.Fatalf("the base %q of accepted %q is %q, %v", base, name, again, ok)
 		}
 	})
+}
+
+// TestVLEKSignedReportRefused: Azure reports are signed by the VCEK; a
+// report that says the VLEK signed it is refused before any chain check.
+func TestVLEKSignedReportRefused(t *testing.T) {
+	roots := testRoots(t, "Milan", "Genoa", "Turin")
+	s := testChain(t, "Genoa", "Genoa")
+	// The VLEK key is the VCEK's: the signature itself would verify.
+	keys := *s.Keys
+	keys.Vlek = keys.Vcek
+	s.Keys = &keys
+	vlek := func(raw []byte) {
+		binary.LittleEndian.PutUint32(raw[0x48:], abi.ComposeSignerInfo(abi.SignerInfo{SigningKey: abi.VlekReportSigner}))
+	}
+	r, err := Parse(testHCLReportWith(t, s, 3, genoaCPU, vlek))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Verify(r, Options{VCEK: s.Vcek.Raw, Now: at, TrustedRoots: roots})
+	var se *StepError
+	if !errors.As(err, &se) || se.Step != StepReport || !strings.Contains(err.Error(), "not by a VCEK") {
+		t.Errorf("Verify = %v, want a refusal at step %q", err, StepReport)
+	}
 }
