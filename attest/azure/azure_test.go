@@ -101,7 +101,7 @@ func TestRealReportsVerify(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
-			if !strings.HasPrefix(c.Product, tc.product) || c.VMPL != 0 || c.AK == nil {
+			if c.Product != tc.product || c.VMPL != 0 || c.AK == nil {
 				t.Errorf("chain = %+v", c)
 			}
 		})
@@ -267,6 +267,22 @@ func TestDescribe(t *testing.T) {
 	}
 	if !strings.HasPrefix(i.ChipID, "19752a44") || i.VMPL != 0 || i.Policy != 0x3001f || i.TCB != "bl3 tee0 snp8 ucode115" || !i.SecureBoot || len(i.Keys) != 2 {
 		t.Errorf("Describe = %+v", i)
+	}
+	if i.CPUID != "" {
+		t.Errorf("a version 2 report names CPUID %q", i.CPUID)
+	}
+	// Trustee's evidence carries a version 3 report from a Milan host.
+	var e evidenceV1
+	if err := json.Unmarshal(read(t, "trustee/evidence-v1.json"), &e); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := base64.URLEncoding.DecodeString(e.HCLReport)
+	r3, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i, err := Describe(r3); err != nil || i.SNPVersion != 3 || i.CPUID != "family 0x19, model 0x01, stepping 1 (Milan)" {
+		t.Errorf("Describe(version 3 report) = %+v, %v", i, err)
 	}
 }
 

@@ -17,12 +17,15 @@ type Info struct {
 	ConsoleEnabled bool     `json:"console_enabled"`
 	Keys           []string `json:"keys"`
 	SNPVersion     uint32   `json:"snp_version"`
-	Policy         uint64   `json:"policy"`
-	VMPL           uint32   `json:"vmpl"`
-	TCB            string   `json:"reported_tcb"`
-	ChipID         string   `json:"chip_id"`
-	Measurement    string   `json:"measurement"`
-	ReportData     string   `json:"report_data"`
+	// CPUID is the family, model and stepping a version 3 or later report
+	// names, with its product line; empty when the report names none.
+	CPUID       string `json:"cpuid,omitempty"`
+	Policy      uint64 `json:"policy"`
+	VMPL        uint32 `json:"vmpl"`
+	TCB         string `json:"reported_tcb"`
+	ChipID      string `json:"chip_id"`
+	Measurement string `json:"measurement"`
+	ReportData  string `json:"report_data"`
 }
 
 // Describe returns the report's claims and SNP fields.
@@ -39,6 +42,13 @@ func Describe(r *Report) (*Info, error) {
 		ChipID:      hex.EncodeToString(rep.GetChipId()),
 		Measurement: hex.EncodeToString(rep.GetMeasurement()),
 		ReportData:  hex.EncodeToString(rep.GetReportData()),
+	}
+	if fam, mod, step := r.SNP[offCPUIDFamily], r.SNP[offCPUIDModel], r.SNP[offCPUIDStepping]; rep.GetVersion() >= 3 && fam|mod|step != 0 {
+		line, ok := productLineOfCPUID(fam, mod)
+		if !ok {
+			line = "no known product line"
+		}
+		i.CPUID = fmt.Sprintf("family 0x%02x, model 0x%02x, stepping %d (%s)", fam, mod, step, line)
 	}
 	for _, k := range r.Keys {
 		i.Keys = append(i.Keys, k.Kid)

@@ -22,6 +22,30 @@ import (
 // ErrChain marks a report whose chain of trust does not hold.
 var ErrChain = errors.New("SEV-SNP chain invalid")
 
+// StepError says which step of the chain failed. It unwraps to [ErrChain]
+// and to the cause.
+type StepError struct {
+	Step string
+	Err  error
+}
+
+// Error describes the failure.
+func (e *StepError) Error() string { return ErrChain.Error() + ": " + e.Step + ": " + e.Err.Error() }
+
+// Unwrap lets errors.Is find ErrChain and the cause.
+func (e *StepError) Unwrap() []error { return []error{ErrChain, e.Err} }
+
+// Step names, in the order [Verify] runs them.
+const (
+	StepRoots   = "AMD root"
+	StepVCEK    = "VCEK"
+	StepReport  = "SNP report"
+	StepProduct = "product"
+	StepChain   = "signature and certificate chain"
+	StepPolicy  = "report policy"
+	StepClaims  = "runtime claims"
+)
+
 // Policy is what the verifier demands of the SNP report. Its zero value is
 // the safe default: no debug, no migration agent, VMPL 0.
 type Policy struct {
@@ -56,7 +80,12 @@ type Options struct {
 
 // Chain is the result of a verified report, step by step.
 type Chain struct {
-	Product     string
+	// Product is the product line (Milan, Genoa, Turin) whose ARK and ASK
+	// issued the VCEK.
+	Product string
+	// VCEKProduct is the VCEK's product name extension, such as "Milan-B0"
+	// or "Genoa".
+	VCEKProduct string
 	Steps       []string
 	ChipID      string
 	Measurement string
@@ -72,7 +101,7 @@ type Chain struct {
 // knows: the trusted roots unless a caller names others.
 func AMDRoots() (map[string][]*trust.AMDRootCerts, error) {
 	out := map[string][]*trust.AMDRootCerts{}
-	for _, line := range []string{"Milan", "Genoa", "Turin"} {
+	for _, line := range []string{Milan, Genoa, Turin} {
 		r, err := trust.GetDefaultRootCerts(line)
 		if err != nil {
 			return nil, err
@@ -94,18 +123,20 @@ func ParseVCEK(b []byte) (*x509.Certificate, error) {
 	return c, nil
 }
 
-// Verify checks the report's chain of trust: the VCEK against the trusted
-// AMD roots, the SNP report's signature by the VCEK, the report's fields
+// Verify checks the report's chain of trust: the product line of the chip
+// (from the report's CPUID fields when it carries them, else from the
+// VCEK's product name), the VCEK against the trusted AMD roots of that
+// line, the SNP report's signature by the VCEK, the report's fields
 // against the policy, and the binding of the runtime claims (and so of
 // HCLAkPub) into REPORT_DATA. It returns the chain only when every step
-// passed.
+// passed; a failure is a [*StepError].
 func Verify(r *Report, o Options) (*Chain, error) {
-	fail := func(step string, err error) error { return fmt.Errorf("%w: %s: %v", ErrChain, step, err) }
+	fail := func(step string, err error) error { return &StepError{Step: step, Err: err} }
 	roots := o.TrustedRoots
 	if roots == nil {
 		var err error
 		if roots, err = AMDRoots(); err != nil {
-			return nil, fail("AMD roots", err)
+			return nil, fail(StepRoots, err)
 		}
 	}
 	now := o.Now
@@ -114,28 +145,41 @@ func Verify(r *Report, o Options) (*Chain, error) {
 	}
 	vcek, err := ParseVCEK(o.VCEK)
 	if err != nil {
-		return nil, fail("VCEK", err)
+		return nil, fail(StepVCEK, err)
+	}
+	if err := unsupportedVCEK(vcek); err != nil {
+		return nil, fail(StepVCEK, err)
 	}
 	ext, err := kds.VcekCertificateExtensions(vcek)
 	if err != nil {
-		return nil, fail("VCEK", fmt.Errorf("not a VCEK certificate: %v", err))
-	}
-	product, err := kds.ParseProductName(ext.ProductName, abi.VcekReportSigner)
-	if err != nil {
-		return nil, fail("VCEK", fmt.Errorf("product %q: %v", ext.ProductName, err))
+		return nil, fail(StepVCEK, fmt.Errorf("not a VCEK certificate: %w", err))
 	}
 	rep, err := abi.ReportToProto(r.SNP)
 	if err != nil {
-		return nil, fail("SNP report", err)
+		return nil, fail(StepReport, err)
 	}
-	att := &spb.Attestation{Report: rep, CertificateChain: &spb.CertificateChain{VcekCert: vcek.Raw}, Product: product}
+	if info, err := abi.ParseSignerInfo(rep.GetSignerInfo()); err != nil {
+		return nil, fail(StepReport, err)
+	} else if info.SigningKey != abi.VcekReportSigner {
+		return nil, fail(StepReport, fmt.Errorf("signed by the %v, not by a VCEK (Azure reports are VCEK-signed)", info.SigningKey))
+	}
+	line, how, err := productLine(r.SNP, rep.GetVersion(), ext.ProductName)
+	if err != nil {
+		return nil, fail(StepProduct, err)
+	}
 	if !bytes.Equal(ext.HWID, rep.GetChipId()) {
-		return nil, fail("VCEK", fmt.Errorf("the VCEK is for chip %x…, the report comes from chip %x…", first(ext.HWID), first(rep.GetChipId())))
+		return nil, fail(StepVCEK, fmt.Errorf("the VCEK is for chip %x…, the report comes from chip %x…", first(ext.HWID), first(rep.GetChipId())))
 	}
-	vopts := &verify.Options{DisableCertFetching: true, Now: now, TrustedRoots: roots, Product: product}
-	if err := verify.SnpAttestation(att, vopts); err != nil {
-		return nil, fail("signature and certificate chain", err)
+	if len(roots[line]) == 0 {
+		return nil, fail(StepRoots, fmt.Errorf("no trusted ARK/ASK for product line %s; the product line comes %s", line, how))
 	}
+	if err := checkVCEKChain(vcek, line, roots[line], now); err != nil {
+		return nil, fail(StepChain, err)
+	}
+	if err := verify.SnpReportSignature(r.SNP, vcek); err != nil {
+		return nil, fail(StepChain, err)
+	}
+	att := &spb.Attestation{Report: rep, CertificateChain: &spb.CertificateChain{VcekCert: vcek.Raw}}
 	vmpl := o.Policy.VMPL
 	vo := &validate.Options{
 		GuestPolicy:               abi.SnpPolicy{SMT: true, Debug: o.Policy.AllowDebug, MigrateMA: o.Policy.AllowMigrationAgent},
@@ -147,21 +191,22 @@ func Verify(r *Report, o Options) (*Chain, error) {
 		vo.MinimumTCB = *o.Policy.MinimumTCB
 	}
 	if err := validate.SnpAttestation(att, vo); err != nil {
-		return nil, fail("report policy", err)
+		return nil, fail(StepPolicy, err)
 	}
 	d := r.ClaimsDigest()
 	if !bytes.Equal(rep.GetReportData()[:32], d[:]) {
-		return nil, fail("runtime claims", fmt.Errorf("REPORT_DATA[0:32] is %x, SHA-256 of the claims is %x: the claims were altered", rep.GetReportData()[:32], d))
+		return nil, fail(StepClaims, fmt.Errorf("REPORT_DATA[0:32] is %x, SHA-256 of the claims is %x: the claims were altered", rep.GetReportData()[:32], d))
 	}
 	ak, err := r.AKPublic()
 	if err != nil {
 		return nil, err
 	}
 	if o.Policy.VMUniqueID != "" && !strings.EqualFold(o.Policy.VMUniqueID, r.VMConfig.VMUniqueID) {
-		return nil, fail("runtime claims", fmt.Errorf("vmUniqueId is %s, the reference wants %s: another VM", r.VMConfig.VMUniqueID, o.Policy.VMUniqueID))
+		return nil, fail(StepClaims, fmt.Errorf("vmUniqueId is %s, the reference wants %s: another VM", r.VMConfig.VMUniqueID, o.Policy.VMUniqueID))
 	}
 	c := &Chain{
-		Product:     kds.ProductName(product),
+		Product:     line,
+		VCEKProduct: ext.ProductName,
 		ChipID:      hex.EncodeToString(rep.GetChipId()),
 		Measurement: hex.EncodeToString(rep.GetMeasurement()),
 		TCB:         kds.DecomposeTCBVersion(kds.TCBVersion(rep.GetReportedTcb())),
@@ -171,7 +216,7 @@ func Verify(r *Report, o Options) (*Chain, error) {
 		AK:          ak,
 	}
 	c.Steps = []string{
-		fmt.Sprintf("AMD root: ARK and ASK for %s from the trusted roots", kds.ProductLine(product)),
+		fmt.Sprintf("AMD root: ARK and ASK for %s from the trusted roots; the product line %s", line, how),
 		fmt.Sprintf("VCEK: issued by the ASK, valid at %s, for chip %s…", now.UTC().Format(time.RFC3339), c.ChipID[:16]),
 		"SNP report: signed by the VCEK (ECDSA P-384, SHA-384)",
 		fmt.Sprintf("report fields: VMPL %d, policy 0x%x (no debug, no migration agent), TCB bl%d tee%d snp%d ucode%d",

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,8 +28,8 @@ type azureFlags struct {
 	mode      string // auto, on, off
 	vcek      string // file; empty: IMDS
 	imds      string
-	testRoots string // INSECURE: test ASK/ARK bundle to trust
-	at        string // RFC 3339 time for certificate validity
+	testRoots []string // INSECURE: test ASK/ARK bundles to trust, one product line each
+	at        string   // RFC 3339 time for certificate validity
 }
 
 func (a *azureFlags) attesterFlags(c *cobra.Command) {
@@ -39,7 +40,7 @@ func (a *azureFlags) attesterFlags(c *cobra.Command) {
 }
 
 func (a *azureFlags) verifierFlags(c *cobra.Command) {
-	c.Flags().StringVar(&a.testRoots, "insecure-trust-test-roots", "", "INSECURE, for tests only: trust this ASK+ARK bundle (PEM) instead of AMD's roots")
+	c.Flags().StringArrayVar(&a.testRoots, "insecure-trust-test-roots", nil, "INSECURE, for tests only: trust this ASK+ARK bundle (PEM) of one product line instead of AMD's roots (repeat for several lines)")
 	c.Flags().StringVar(&a.at, "at", "", "check certificate validity at this time (RFC 3339) instead of now")
 }
 
@@ -76,8 +77,8 @@ func (a *azureFlags) hardware(ctx context.Context, t *tpm.TPM) (*attest.AzureBlo
 	return &attest.AzureBlob{HCLReport: report, VCEK: vcek}, nil
 }
 
-// chainOptions builds the verification options: AMD's roots unless the
-// insecure test roots are named.
+// chainOptions builds the verification options: AMD's roots unless
+// insecure test roots are named, one ASK+ARK bundle per product line.
 func (a *azureFlags) chainOptions(stderr interface{ Write([]byte) (int, error) }) (azure.Options, error) {
 	var o azure.Options
 	if a.at != "" {
@@ -87,38 +88,76 @@ func (a *azureFlags) chainOptions(stderr interface{ Write([]byte) (int, error) }
 		}
 		o.Now = t
 	}
-	if a.testRoots != "" {
-		b, err := os.ReadFile(a.testRoots)
+	for _, f := range a.testRoots {
+		b, err := os.ReadFile(f)
 		if err != nil {
 			return o, usageErr("--insecure-trust-test-roots: %v", err)
 		}
-		line, err := productLineOfBundle(b)
+		line, ask, ark, err := productLineOfBundle(b)
 		if err != nil {
-			return o, usageErr("--insecure-trust-test-roots %s: %v", a.testRoots, err)
+			return o, usageErr("--insecure-trust-test-roots %s: %v", f, err)
 		}
 		root := trust.AMDRootCertsProduct(line)
-		if err := root.FromKDSCertBytes(b); err != nil {
-			return o, usageErr("--insecure-trust-test-roots %s: %v", a.testRoots, err)
+		if err := root.Decode(ask.Raw, ark.Raw); err != nil {
+			return o, usageErr("--insecure-trust-test-roots %s: %v", f, err)
 		}
-		o.TrustedRoots = map[string][]*trust.AMDRootCerts{line: {root}}
-		fmt.Fprintf(stderr, "rimon: WARNING: trusting test roots from %s instead of AMD's: this verdict proves nothing about real hardware\n", a.testRoots)
+		if o.TrustedRoots == nil {
+			o.TrustedRoots = map[string][]*trust.AMDRootCerts{}
+		}
+		o.TrustedRoots[line] = append(o.TrustedRoots[line], root)
+		fmt.Fprintf(stderr, "rimon: WARNING: trusting test roots for %s from %s instead of AMD's: this verdict proves nothing about real hardware\n", line, f)
 	}
 	return o, nil
 }
 
-// productLineOfBundle finds "Milan" in an ARK whose subject is "ARK-Milan".
-func productLineOfBundle(b []byte) (string, error) {
+// productLineOfBundle returns the product line of a bundle holding an
+// ARK, whose subject is "ARK-<line>" for a line rimon knows, and its ASK
+// "SEV-<line>", signed by that ARK, in any order. Other certificates (AMD
+// ships the ASVK in the same file) are ignored.
+func productLineOfBundle(b []byte) (line string, ask, ark *x509.Certificate, err error) {
+	var certs []*x509.Certificate
 	for {
 		var blk *pem.Block
 		blk, b = pem.Decode(b)
 		if blk == nil {
-			return "", errors.New("no ARK certificate (CN ARK-<product>) in the bundle")
+			break
 		}
 		c, err := x509.ParseCertificate(blk.Bytes)
-		if err == nil && strings.HasPrefix(c.Subject.CommonName, "ARK-") {
-			return strings.TrimPrefix(c.Subject.CommonName, "ARK-"), nil
+		if err != nil {
+			return "", nil, nil, fmt.Errorf("certificate %d: %v", len(certs)+1, err)
+		}
+		certs = append(certs, c)
+	}
+	for _, c := range certs {
+		if strings.HasPrefix(c.Subject.CommonName, "ARK-") {
+			ark = c
 		}
 	}
+	if ark == nil {
+		return "", nil, nil, errors.New("no ARK certificate (CN ARK-<product line>) in the bundle")
+	}
+	line = strings.TrimPrefix(ark.Subject.CommonName, "ARK-")
+	switch line {
+	case azure.Milan, azure.Genoa, azure.Turin:
+	default:
+		return "", nil, nil, fmt.Errorf("ARK %q is of no product line rimon knows (Milan, Genoa, Turin)", ark.Subject.CommonName)
+	}
+	var names []string
+	for _, c := range certs {
+		if c != ark {
+			names = append(names, strconv.Quote(c.Subject.CommonName))
+		}
+		if c.Subject.CommonName == "SEV-"+line {
+			ask = c
+		}
+	}
+	if ask == nil {
+		return "", nil, nil, fmt.Errorf("no ASK SEV-%s for the ARK %s in the bundle (other certificates: %s)", line, ark.Subject.CommonName, strings.Join(names, ", "))
+	}
+	if err := ask.CheckSignatureFrom(ark); err != nil {
+		return "", nil, nil, fmt.Errorf("the ASK %s is not signed by the ARK %s: %v", ask.Subject.CommonName, ark.Subject.CommonName, err)
+	}
+	return line, ask, ark, nil
 }
 
 // verifyChain checks Azure hardware evidence and returns the AK it vouches for.
@@ -163,7 +202,8 @@ func newAzureCmd(g *globals) *cobra.Command {
 		Use:   "verify --report HCL.bin --vcek VCEK.pem [--quote-msg F --quote-sig F --nonce HEX] [--at TIME]",
 		Short: "Verify an HCL report on its own, and a quote signed by its AK",
 		Long: `verify checks an HCL report (from any tool) offline: the VCEK against AMD's
-roots for Milan, Genoa and Turin, the SNP report's signature, its fields (no
+roots for the chip's product line (Milan, Genoa or Turin, from the report's
+CPUID, else from the VCEK's product name), the SNP report's signature, its fields (no
 debug, no migration agent, VMPL 0), and the binding of the runtime claims into
 REPORT_DATA. With --quote-msg, --quote-sig and --nonce it also checks that the
 quote is signed by the report's HCLAkPub. Exit codes: 0 verified, 2 invalid,
@@ -239,6 +279,9 @@ func (g *globals) printReport(r *azure.Report, asJSON bool) error {
 		return enc.Encode(info)
 	}
 	fmt.Fprintf(g.stdout, "HCL report version %d, SNP report version %d\n", r.Version, info.SNPVersion)
+	if info.CPUID != "" {
+		fmt.Fprintf(g.stdout, "CPUID           %s\n", info.CPUID)
+	}
 	fmt.Fprintf(g.stdout, "vmUniqueId      %s\nsecure-boot     %v\ntpm-enabled     %v\nconsole-enabled %v\n",
 		r.VMConfig.VMUniqueID, r.VMConfig.SecureBoot, r.VMConfig.TPMEnabled, r.VMConfig.ConsoleEnabled)
 	for _, k := range r.Keys {

@@ -147,3 +147,126 @@ func mustPEM(t *testing.T) string {
 	p, _ := attest.PublicKeyPEM(&k.PublicKey)
 	return string(p)
 }
+
+// TestAzureVerifyEveryProductLine: `rimon azure verify` checks HCL reports
+// whose VCEKs are named as AMD's KDS names them (the bare "Genoa" and
+// "Turin" as well as "Milan-B0") against the test roots of their own line;
+// several lines' test roots can be trusted at once, and a bundle that is
+// not one line's ASK and ARK is a usage error.
+func TestAzureVerifyEveryProductLine(t *testing.T) {
+	dir := t.TempDir()
+	ak, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := "2025-06-01T00:00:00Z"
+	bundle := func(s *sevtest.AmdSigner) string {
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Ask.Raw})) +
+			string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Ark.Raw}))
+	}
+	signers := map[string]*sevtest.AmdSigner{}
+	roots := map[string]string{}
+	for _, name := range []string{"Milan-B0", "Genoa", "Turin"} {
+		s, err := sevtest.DefaultTestOnlyCertChain(name, created)
+		if err != nil {
+			t.Fatal(err)
+		}
+		signers[name] = s
+		line := strings.TrimSuffix(name, "-B0")
+		roots[line] = writeFile(t, filepath.Join(dir, line+"-roots.pem"), bundle(s))
+		writeFile(t, filepath.Join(dir, name+".hcl"), string(hclReport(t, s, &ak.PublicKey)))
+		writeFile(t, filepath.Join(dir, name+".vcek"), string(s.Vcek.Raw))
+	}
+	verify := func(name string, rootFiles ...string) result {
+		args := []string{"azure", "verify", "--report", filepath.Join(dir, name+".hcl"), "--vcek", filepath.Join(dir, name+".vcek"), "--at", at}
+		for _, f := range rootFiles {
+			args = append(args, "--insecure-trust-test-roots", f)
+		}
+		return rimon(t, args...)
+	}
+	for _, tc := range []struct {
+		vcek  string
+		roots []string
+		code  int
+		want  string
+	}{
+		{"Milan-B0", []string{roots["Milan"]}, 0, "ARK and ASK for Milan"},
+		{"Genoa", []string{roots["Genoa"]}, 0, `ARK and ASK for Genoa from the trusted roots; the product line from the VCEK's product name "Genoa"`},
+		{"Turin", []string{roots["Turin"]}, 0, "ARK and ASK for Turin"},
+		{"Genoa", []string{roots["Milan"], roots["Genoa"], roots["Turin"]}, 0, "ARK and ASK for Genoa"},
+		{"Genoa", []string{roots["Milan"], roots["Turin"]}, exitError, "no trusted ARK/ASK for product line Genoa"},
+		{"Genoa", nil, exitError, "SEV-SNP chain invalid"}, // AMD's own roots
+	} {
+		r := verify(tc.vcek, tc.roots...)
+		out := r.stdout + r.stderr
+		if r.code != tc.code || !strings.Contains(out, tc.want) {
+			t.Errorf("verify %s with %d test roots: exit %d, want %d with %q\n%s", tc.vcek, len(tc.roots), r.code, tc.code, tc.want, out)
+		}
+		if len(tc.roots) > 0 && strings.Count(r.stderr, "WARNING: trusting test roots") != len(tc.roots) {
+			t.Errorf("verify %s: one warning per test-root bundle wanted:\n%s", tc.vcek, r.stderr)
+		}
+	}
+	// Bundles that are not one product line's ASK and ARK.
+	g, m := signers["Genoa"], signers["Milan-B0"]
+	ark := func(s *sevtest.AmdSigner) string {
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Ark.Raw}))
+	}
+	ask := func(s *sevtest.AmdSigner) string {
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Ask.Raw}))
+	}
+	other, err := sevtest.DefaultTestOnlyCertChain("Milan-B0", created)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKeys := *other.Keys
+	otherKeys.Ark, _ = rsa.GenerateKey(rand.Reader, 2048)
+	foreign, err := (&sevtest.AmdSignerBuilder{Keys: &otherKeys, ProductName: "Genoa", ArkCreationTime: created, AskCreationTime: created, VcekCreationTime: created}).TestOnlyCertChain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown, err := sevtest.DefaultTestOnlyCertChain("Venice", created) // go-sev-guest names its roots ARK-Unknown
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, bundle, want string }{
+		{"no_ark", ask(g), "no ARK"},
+		{"unknown_line", bundle(unknown), `ARK "ARK-Unknown" is of no product line rimon knows`},
+		{"ask_of_another_line", ask(m) + ark(g), `no ASK SEV-Genoa for the ARK ARK-Genoa in the bundle (other certificates: "SEV-Milan")`},
+		{"ask_not_signed_by_ark", ask(foreign) + ark(g), "not signed by the ARK"},
+	} {
+		f := writeFile(t, filepath.Join(dir, tc.name+".pem"), tc.bundle)
+		r := verify("Genoa", f)
+		if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%s: exit %d, want %d with %q\n%s", tc.name, r.code, exitUsage, tc.want, r.stderr)
+		}
+	}
+}
+
+// TestAzureBundlesOfAMD: AMD's own ASK/ARK/ASVK files (as Trustee ships
+// them) are read as the bundle of their product line, in either order.
+func TestAzureBundlesOfAMD(t *testing.T) {
+	for _, line := range []string{"Milan", "Genoa", "Turin"} {
+		b, err := os.ReadFile("../../testdata/azure/trustee/" + strings.ToLower(line) + "_ask_ark_asvk.pem")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ask, ark, err := productLineOfBundle(b)
+		if err != nil || got != line || ask.Subject.CommonName != "SEV-"+line || ark.Subject.CommonName != "ARK-"+line {
+			t.Errorf("productLineOfBundle(%s) = %q, %v, %v, %v", line, got, ask.Subject, ark.Subject, err)
+		}
+		// ARK first, then the ASVK, then the ASK.
+		var blocks []*pem.Block
+		for rest := b; ; {
+			var blk *pem.Block
+			if blk, rest = pem.Decode(rest); blk == nil {
+				break
+			}
+			blocks = append(blocks, blk)
+		}
+		reordered := append(pem.EncodeToMemory(blocks[1]), append(pem.EncodeToMemory(blocks[2]), pem.EncodeToMemory(blocks[0])...)...)
+		if got, _, _, err := productLineOfBundle(reordered); got != line || err != nil {
+			t.Errorf("reordered %s bundle: %q, %v", line, got, err)
+		}
+	}
+}
