@@ -449,3 +449,44 @@ func TestSHA512Blobs(t *testing.T) {
 		t.Errorf("Verify(tampered sha512 layer) = %v, want ErrCorrupt", err)
 	}
 }
+
+// FuzzVerifyArchive feeds mutated archives to Verify: it must not panic,
+// and whatever it accepts must still be an image whose recorded digest is
+// the SHA-256 of one of the archive's files (manifest, config or the list
+// of images).
+func FuzzVerifyArchive(f *testing.F) {
+	for _, p := range []string{"testdata/crane/crane-append.tar", "testdata/podman/docker-archive.tar", "testdata/podman/oci-archive.tar",
+		"testdata/ggcr/hello-world-v25.tar", "testdata/podman/amd64-only-oci-archive.tar"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, "")
+		f.Add(b, "linux/amd64")
+	}
+	f.Fuzz(func(t *testing.T, archive []byte, plat string) {
+		p := filepath.Join(t.TempDir(), "a.tar")
+		if err := os.WriteFile(p, archive, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r, err := VerifyWith(context.Background(), p, Options{Platform: plat})
+		if err != nil {
+			return
+		}
+		sums := map[string]bool{}
+		tr := tar.NewReader(bytes.NewReader(archive))
+		for {
+			h, err := tr.Next()
+			if err != nil {
+				break
+			}
+			if h.Typeflag == tar.TypeReg {
+				b, _ := io.ReadAll(tr)
+				sums[sha256Hex(b)] = true
+			}
+		}
+		if !sums[r.Digest] {
+			t.Errorf("VerifyWith accepted an archive with no file of SHA-256 %s (%+v)", r.Digest, r)
+		}
+	})
+}
