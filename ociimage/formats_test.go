@@ -351,6 +351,21 @@ func TestCraneArchiveTampered(t *testing.T) {
 				it.data = bytes.Replace(it.data, []byte("layers"), []byte("Layers"), 1)
 			}
 		}, "its name says " + config + ", its bytes hash to sha256:" + sha256Hex(bytes.Replace(tarFile(t, crane, config), []byte("layers"), []byte("Layers"), 1))},
+		{"layer_path_dotdot", func(it *tarItem) {
+			if it.hdr.Name == "manifest.json" {
+				it.data = bytes.Replace(it.data, []byte(layer), []byte("../../"+layer), 1)
+			}
+		}, "leaves the archive"},
+		{"layer_path_absolute", func(it *tarItem) {
+			if it.hdr.Name == "manifest.json" {
+				it.data = bytes.Replace(it.data, []byte(layer), []byte("/tmp/"+layer), 1)
+			}
+		}, "leaves the archive"},
+		{"config_path_dotdot", func(it *tarItem) {
+			if it.hdr.Name == "manifest.json" {
+				it.data = bytes.Replace(it.data, []byte(`"`+config), []byte(`"../`+config), 1)
+			}
+		}, "leaves the archive"},
 		{"config_name_without_digest", func(it *tarItem) {
 			if it.hdr.Name == config {
 				it.hdr.Name = "config.json"
