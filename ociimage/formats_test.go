@@ -468,7 +468,9 @@ func TestSHA512Blobs(t *testing.T) {
 // FuzzVerifyArchive feeds mutated archives to Verify: it must not panic,
 // and whatever it accepts must still be an image whose recorded digest is
 // the SHA-256 of one of the archive's files (manifest, config or the list
-// of images).
+// of images). The seeds are whole archives (up to 20 KiB): run it with
+// -fuzzminimizetime 1s, or the default minute spent minimizing each new
+// input stalls it.
 func FuzzVerifyArchive(f *testing.F) {
 	for _, p := range []string{"testdata/crane/crane-append.tar", "testdata/podman/docker-archive.tar", "testdata/podman/oci-archive.tar",
 		"testdata/ggcr/hello-world-v25.tar", "testdata/podman/amd64-only-oci-archive.tar"} {
@@ -479,8 +481,8 @@ func FuzzVerifyArchive(f *testing.F) {
 		f.Add(b, "")
 		f.Add(b, "linux/amd64")
 	}
+	p := filepath.Join(f.TempDir(), "a.tar") // one file: inputs run one at a time
 	f.Fuzz(func(t *testing.T, archive []byte, plat string) {
-		p := filepath.Join(t.TempDir(), "a.tar")
 		if err := os.WriteFile(p, archive, 0o644); err != nil {
 			t.Fatal(err)
 		}
