@@ -141,6 +141,27 @@ func TestArchiveFormats(t *testing.T) {
 	}
 }
 
+// TestPlatformInIndexJSON: index.json itself lists the platform manifests
+// (no nested index), as some tools write it.
+func TestPlatformInIndexJSON(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "layout")
+	if err := os.CopyFS(dir, os.DirFS("testdata/podman/multi-arch-oci")); err != nil {
+		t.Fatal(err)
+	}
+	inner, err := os.ReadFile(filepath.Join(dir, "blobs/sha256", hexOf(podmanIndex)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "index.json"), inner, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := VerifyWith(context.Background(), dir, Options{Platform: "linux/arm64"})
+	want := Result{Digest: hexOf(podmanARM64Manifest), ManifestDigest: podmanARM64Manifest, ConfigDigest: podmanARM64Config, Blobs: 3, Format: "oci-layout"}
+	if err != nil || !cmp.Equal(got, want, ignoreTags) {
+		t.Errorf("VerifyWith(platform manifests in index.json) = %+v, %v; want %+v", got, err, want)
+	}
+}
+
 func TestSelectionErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, path string
