@@ -25,6 +25,8 @@ type measureFlags struct {
 	units  []string
 	dryRun bool
 	jobs   int
+	// sel chooses one image or platform in an image (--platform, --image-ref).
+	sel ociimage.Options
 }
 
 func newMeasureCmd(g *globals) *cobra.Command {
@@ -69,6 +71,12 @@ file, exactly as sha256sum does.`,
 			if f.image && (f.tree || f.dryRun) {
 				return usageErr("--image cannot be combined with --tree or --dry-run")
 			}
+			if (f.sel.Platform != "" || f.sel.Ref != "") && !f.image {
+				return usageErr("--platform and --image-ref need --image")
+			}
+			if err := f.sel.Validate(); err != nil {
+				return usageErr("--platform: %v", err)
+			}
 			if f.dryRun {
 				return dryRun(cmd.Context(), g, f, args)
 			}
@@ -80,6 +88,8 @@ file, exactly as sha256sum does.`,
 	fl.StringVar(&f.reason, "reason", eventlog.ReasonManual, "why the measurement is taken (initial, changed, launch, launch:UNIT ...)")
 	fl.BoolVar(&f.tree, "tree", false, "measure directories as one tree digest")
 	fl.BoolVar(&f.image, "image", false, "each PATH is a container image (OCI layout or docker/podman save archive): verify every blob, record its manifest and config digests")
+	fl.StringVar(&f.sel.Platform, "platform", "", "with --image: measure only the image for this platform (os/arch[/variant]) of a multi-platform image")
+	fl.StringVar(&f.sel.Ref, "image-ref", "", "with --image: measure only the image of this tag or name (or manifest or config digest) in an archive of several")
 	fl.StringArrayVar(&f.units, "unit", nil, "measure a systemd unit's ExecStart binaries, unit file and drop-ins (repeatable)")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "print digests like sha256sum; touch no TPM and no log")
 	fl.IntVar(&f.jobs, "jobs", 0, "files hashed in parallel (0: one per core)")
@@ -134,7 +144,7 @@ func measureAll(ctx context.Context, args []string, f measureFlags) ([]measured,
 		fi, err := os.Stat(abs)
 		switch {
 		case err == nil && f.image:
-			r, err := ociimage.Verify(ctx, abs)
+			r, err := ociimage.VerifyWith(ctx, abs, f.sel)
 			if err != nil {
 				errs = append(errs, err)
 				continue
