@@ -346,6 +346,9 @@ func pathPatterns(a []pTok) ([]string, error) {
 		return nil, nil
 	}
 	a = a[1:]
+	if len(a) == 0 {
+		return nil, errors.New(`it matches the root "/" alone, which no rimon pattern expresses`)
+	}
 	// "/" followed by anything: every absolute path.
 	if len(a) == 1 && a[0].kind == pAny {
 		return []string{"/**"}, nil
