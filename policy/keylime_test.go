@@ -484,3 +484,15 @@ func TestImportKeylimeExcludes(t *testing.T) {
 		t.Errorf("notes: %q", imp.Notes)
 	}
 }
+
+func TestReferenceIgnoreErrors(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"ignore: /tmp\n", `r.yaml:1: ignore: want a list of paths or patterns, have "/tmp"`},
+		{"ignore: [tmp/**]\n", `r.yaml:1: ignore: "tmp/**" is not an absolute path or pattern`},
+		{"ignore: [/a/b**]\n", `r.yaml:1: ignore: bad pattern "/a/b**": ** must be a whole path segment`},
+	} {
+		if _, err := ParseReference("r.yaml", strings.NewReader(tc.yaml)); err == nil || err.Error() != tc.want {
+			t.Errorf("ParseReference(%q) = %v, want %s", tc.yaml, err, tc.want)
+		}
+	}
+}
