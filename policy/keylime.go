@@ -76,7 +76,8 @@ type KeylimeOptions struct {
 
 // KeylimeImport is what [ImportKeylime] made of a Keylime policy.
 type KeylimeImport struct {
-	// Format is "runtime policy", "DSSE-signed runtime policy" or "allowlist".
+	// Format is "runtime policy", "DSSE-signed runtime policy", "JSON
+	// allowlist" (the older form with "hashes") or "allowlist" (text).
 	Format string
 	// Signed: the policy was a DSSE envelope. SignatureChecked: its
 	// signature verified with [KeylimeOptions.Key].
@@ -110,7 +111,8 @@ type KeylimeExclude struct {
 
 // ImportKeylime reads a Keylime runtime policy in any of its forms: the
 // JSON runtime policy, the same wrapped in a DSSE envelope (checked with
-// opt.Key when set), or the older allowlist text ("DIGEST  PATH" lines, as
+// opt.Key when set), the older JSON allowlist (a "hashes" map), or the
+// allowlist text ("DIGEST  PATH" lines, as
 // sha256sum, create_allowlist.sh and keylime-policy --show-legacy-allowlist
 // write). name is used in errors.
 //
@@ -268,6 +270,8 @@ func (imp *KeylimeImport) digests(name string, entries []klEntry, opt KeylimeOpt
 // klPathProblem says why a Keylime path can match no rimon record, or "".
 func klPathProblem(p string) string {
 	switch {
+	case strings.HasPrefix(p, "%keyring:"):
+		return "a keyring entry: rimon measures files, not keys"
 	case !strings.HasPrefix(p, "/"):
 		return "not an absolute path (rimon records absolute paths only)"
 	case path.Clean(p) != p:
@@ -335,6 +339,12 @@ func parseKeylimeJSON(name string, data []byte, key crypto.PublicKey, imp *Keyli
 		imp.Format = "runtime policy"
 	}
 	raw, ok := top["digests"]
+	if _, hashes := top["hashes"]; !ok && hashes && !isEnvelope {
+		// The older JSON allowlist (Keylime's convert_runtime_policy.py
+		// reads its "hashes" as a runtime policy's "digests").
+		raw, ok = top["hashes"], true
+		imp.Format = "JSON allowlist"
+	}
 	if !ok {
 		keys := make([]string, 0, len(top))
 		for k := range top {
@@ -523,11 +533,13 @@ func parseKeylimeAllowlist(name string, data []byte) ([]klEntry, error) {
 }
 
 // ParseKeylimeExcludeList reads a Keylime exclude list: one regular
-// expression per line, blank lines skipped (keylime-policy create runtime -e).
+// expression per line; blank lines and lines starting with "#" are skipped,
+// as Keylime's convert_runtime_policy.py does (such an expression could
+// match no absolute path anyway).
 func ParseKeylimeExcludeList(data []byte) []string {
 	var out []string
 	for _, l := range strings.Split(string(data), "\n") {
-		if l = strings.TrimSpace(l); l != "" {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
 			out = append(out, l)
 		}
 	}

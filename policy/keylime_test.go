@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"math/big"
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
@@ -19,6 +22,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -494,5 +498,59 @@ func TestReferenceIgnoreErrors(t *testing.T) {
 		if _, err := ParseReference("r.yaml", strings.NewReader(tc.yaml)); err == nil || err.Error() != tc.want {
 			t.Errorf("ParseReference(%q) = %v, want %s", tc.yaml, err, tc.want)
 		}
+	}
+}
+
+// TestImportKeylimeLegacyForms: the older JSON allowlist keeps its digests
+// under "hashes" (Keylime's convert_runtime_policy.py), and a text
+// allowlist may carry "%keyring:" lines.
+func TestImportKeylimeLegacyForms(t *testing.T) {
+	legacy := bytes.Replace(klData(t, "runtime-policy.json"), []byte(`"digests"`), []byte(`"hashes"`), 1)
+	imp, err := ImportKeylime("legacy.json", legacy, KeylimeOptions{Digest256: KeylimeSHA256})
+	if err != nil || imp.Format != "JSON allowlist" || len(imp.Files) != 7 {
+		t.Fatalf("legacy JSON allowlist: %+v, %v", imp, err)
+	}
+	text := "a7d52aaa18c23d2d9bb2abb4308c0eeee67387a42259f4a6b1a42257065f3d5a  %keyring:.ima\n" + emptySHA256 + "\t/usr/bin/x\n\n"
+	imp, err = ImportKeylime("list.txt", []byte(text), KeylimeOptions{Digest256: KeylimeSHA256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if imp.Format != "allowlist" || len(imp.Files) != 1 || len(imp.LeftOut) != 1 || !strings.Contains(imp.LeftOut[0].Reason, "keyring") {
+		t.Errorf("allowlist with a keyring line: %+v", imp)
+	}
+	if _, err := ImportKeylime("list.txt", []byte(emptySHA256+"\n"), KeylimeOptions{Digest256: KeylimeSHA256}); err == nil || !strings.Contains(err.Error(), "list.txt:1") {
+		t.Errorf("a line without a path: %v", err)
+	}
+}
+
+// TestKeylimeKeyForms: keylime-policy sign gives an ECDSA public key or an
+// x509 certificate; both verify the envelope.
+func TestKeylimeKeyForms(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dsse_lib"}, NotBefore: time.Unix(0, 0), NotAfter: time.Unix(1<<32, 0)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spki, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	env := sign(t, klData(t, "runtime-policy.json"), func(m []byte) []byte {
+		h := sha256.Sum256(m)
+		s, _ := ecdsa.SignASN1(rand.Reader, key, h[:])
+		return s
+	})
+	for name, p := range map[string][]byte{
+		"certificate": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		"public_key":  pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki}),
+	} {
+		k, err := ParseKeylimeKey(name, p)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if imp, err := ImportKeylime("signed.json", env, KeylimeOptions{Key: k, Digest256: KeylimeSHA256}); err != nil || !imp.SignatureChecked {
+			t.Errorf("%s: %+v, %v", name, imp, err)
+		}
+	}
+	if _, err := ParseKeylimeKey("none.pem", []byte("not PEM")); err == nil {
+		t.Error("ParseKeylimeKey accepted a file without PEM")
 	}
 }
