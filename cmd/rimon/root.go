@@ -109,6 +109,14 @@ Exit codes: 0 success, 1 a check failed, 2 error, 3 usage error.`,
 	root.AddCommand(newMeasureCmd(g), newWatchCmd(g), newPolicyCmd(g), newLogCmd(g), newPCRCmd(g), newProvisionCmd(g), newAKCmd(g), newQuoteCmd(g), newVerifyCmd(g), newAttestCmd(g), newReferenceCmd(g), newAzureCmd(g), newManCmd(g))
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
+	if help, _, err := root.Find([]string{"help"}); err == nil && help != root {
+		help.Args = func(cmd *cobra.Command, args []string) error {
+			if c, rest, _ := root.Find(args); len(rest) > 0 && c.HasSubCommands() {
+				return fmt.Errorf("unknown help topic %q", strings.Join(args, " "))
+			}
+			return nil
+		}
+	}
 	markUsage(root)
 	return root
 }

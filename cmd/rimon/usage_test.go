@@ -43,6 +43,7 @@ func TestUsageErrorsByType(t *testing.T) {
 		{"too_many_args", []string{"pcr", "read", "1", "2"}, "accepts 1 arg(s), received 2"},
 		{"unexpected_arg", []string{"log", "show", "x"}, `unknown command "x"`},
 		{"required_flag", []string{"quote", "--tpm", "sim"}, `required flag(s) "nonce" not set`},
+		{"unknown_help_topic", []string{"help", "reference", "frobnicate"}, `unknown help topic "reference frobnicate"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := rimon(t, tc.args...)
