@@ -17,6 +17,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // Keylime digest algorithms, as Keylime names them.
@@ -278,6 +279,8 @@ func klPathProblem(p string) string {
 		return "not a clean path (rimon records clean paths only)"
 	case strings.ContainsRune(p, 0):
 		return "contains a NUL byte"
+	case !utf8.ValidString(p):
+		return "not valid UTF-8 (Keylime reads policies as UTF-8)"
 	}
 	return ""
 }

@@ -555,3 +555,44 @@ func TestKeylimeKeyForms(t *testing.T) {
 		t.Error("ParseKeylimeKey accepted a file without PEM")
 	}
 }
+
+// FuzzImportKeylime: any input is imported or refused without a panic,
+// and whatever is imported reads back the same from the reference file.
+func FuzzImportKeylime(f *testing.F) {
+	for _, name := range []string{"runtime-policy.json", "ima-allowlist-short.txt", "runtime-policy-test-signed.json", "policy-sha1.json", "allowlist-sha256.txt"} {
+		b, err := os.ReadFile(filepath.Join("../testdata/keylime", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(emptySHA256 + "  /usr/bin/\xff\n" + emptySHA256 + "  /usr/bin/ok\n"))
+	f.Add([]byte(`{"hashes":{"/a[1]":["sha256:` + emptySHA256 + `"]},"excludes":["/tmp/.*","x{"]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		imp, err := ImportKeylime("fuzz", data, KeylimeOptions{Digest256: KeylimeSHA256, DropOtherAlgorithms: true, DropUnmappedExcludes: true})
+		if err != nil {
+			return
+		}
+		var buf bytes.Buffer
+		if err := WriteReference(&buf, RefFile{Files: imp.Files, Ignore: imp.Ignore}); err != nil {
+			t.Fatal(err)
+		}
+		ref, err := ParseReference("fuzz.yaml", &buf)
+		if err != nil {
+			t.Fatalf("the written reference does not parse: %v\n%s", err, buf.String())
+		}
+		for p, want := range imp.Files {
+			e, ok := Lookup(ref.Files, p)
+			if !ok || !cmp.Equal(e.Allowed, want) {
+				t.Fatalf("%q: imported %v, read back %+v", p, want, e)
+			}
+		}
+	})
+}
+
+func TestWriteReferenceRefusesInvalidUTF8(t *testing.T) {
+	err := WriteReference(&bytes.Buffer{}, RefFile{Files: map[string][]string{"/bin/\xff": {emptySHA256}}})
+	if err == nil || !strings.Contains(err.Error(), "not valid UTF-8") {
+		t.Errorf("WriteReference with a non-UTF-8 path: %v", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // RefFile is what [WriteReference] writes: a starting reference file.
@@ -21,7 +22,8 @@ type RefFile struct {
 
 // WriteReference writes f as a reference file that [ParseReference] reads
 // back to the same values: paths holding pattern characters are escaped
-// so that they stay literal.
+// so that they stay literal, and a path that is not valid UTF-8 (which
+// YAML cannot hold) is an error.
 func WriteReference(w io.Writer, f RefFile) error {
 	var b strings.Builder
 	for _, c := range f.Comments {
@@ -44,6 +46,9 @@ func WriteReference(w io.Writer, f RefFile) error {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
+			if !utf8.ValidString(k) {
+				return fmt.Errorf("reference: the path %q is not valid UTF-8, which a reference file cannot hold", k)
+			}
 			fmt.Fprintf(&b, "  %s:\n", strconv.Quote(EscapePath(k)))
 			ds := append([]string(nil), sec.m[k]...)
 			sort.Strings(ds)
@@ -55,6 +60,9 @@ func WriteReference(w io.Writer, f RefFile) error {
 	if len(f.Ignore) > 0 {
 		b.WriteString("ignore:\n")
 		for _, p := range f.Ignore {
+			if !utf8.ValidString(p) {
+				return fmt.Errorf("reference: the pattern %q is not valid UTF-8, which a reference file cannot hold", p)
+			}
 			fmt.Fprintf(&b, "  - %s\n", strconv.Quote(p))
 		}
 	}
