@@ -162,7 +162,9 @@ func ImportKeylime(name string, data []byte, opt KeylimeOptions) (*KeylimeImport
 		if len(pats) == 0 {
 			imp.Notes = append(imp.Notes, fmt.Sprintf("exclude %q matches no clean absolute path: nothing to ignore", re))
 		}
-		imp.Ignore = append(imp.Ignore, pats...)
+		for _, p := range pats {
+			imp.Ignore = appendUnique(imp.Ignore, p)
+		}
 	}
 	if len(imp.Unmapped) > 0 && !opt.DropUnmappedExcludes {
 		var b strings.Builder
