@@ -24,6 +24,8 @@ import (
 //	  - /usr/bin/myapp
 //	images:                 # image path -> allowed manifest or config digests
 //	  /var/lib/images/web.tar: ["sha256:..."]
+//	ignore:                 # paths or patterns accepted with any digest
+//	  - /var/log/**
 type Reference struct {
 	Source string
 	// FailUnlisted makes a measured path that no entry covers a failure
@@ -36,6 +38,24 @@ type Reference struct {
 	Images         []RefEntry
 	// SNP is what an Azure SEV-SNP report must satisfy (the "azure" key).
 	SNP SNPPolicy
+	// Ignore are paths and patterns whose measurements are accepted with
+	// any digest, as Keylime's excludes are (see [Reference.Ignored]).
+	Ignore []Pattern
+}
+
+// Ignored reports whether a measurement of path is accepted with any
+// digest. A path holding a newline is never ignored: Keylime's "."
+// does not match one, and a rimon pattern cannot say so.
+func (r *Reference) Ignored(path string) bool {
+	if strings.ContainsRune(path, '\n') {
+		return false
+	}
+	for _, p := range r.Ignore {
+		if p.Match(path) {
+			return true
+		}
+	}
+	return false
 }
 
 // SNPPolicy is the reference file's "azure" section:
@@ -149,6 +169,24 @@ func ParseReference(name string, r io.Reader) (*Reference, error) {
 			return err
 		case "azure":
 			return p.snpPolicy(v, &ref.SNP)
+		case "ignore":
+			if v.Kind != yaml.SequenceNode {
+				return p.errf(v, key, "want a list of paths or patterns, have %s", describe(v))
+			}
+			for _, n := range v.Content {
+				s, err := p.str(n, key)
+				if err != nil {
+					return err
+				}
+				if !strings.HasPrefix(s, "/") {
+					return p.errf(n, key, "%q is not an absolute path or pattern", s)
+				}
+				pat, err := CompilePattern(s)
+				if err != nil {
+					return p.errf(n, key, "%v", err)
+				}
+				ref.Ignore = append(ref.Ignore, pat)
+			}
 		case "required":
 			if v.Kind != yaml.SequenceNode {
 				return p.errf(v, key, "want a list of paths, have %s", describe(v))
@@ -161,7 +199,7 @@ func ParseReference(name string, r io.Reader) (*Reference, error) {
 				ref.Required = append(ref.Required, s)
 			}
 		default:
-			return p.errf(v, key, "unknown key (want version, unlisted, deletions, files, required, images or azure)")
+			return p.errf(v, key, "unknown key (want version, unlisted, deletions, files, required, images, ignore or azure)")
 		}
 		return nil
 	})

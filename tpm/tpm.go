@@ -29,7 +29,27 @@ var (
 	ErrUnreachable      = errors.New("swtpm not reachable")
 	ErrSimulatorNeedCgo = errors.New("the in-process simulator (sim) needs a binary built with cgo (CGO_ENABLED=1)")
 	ErrUnsupportedBank  = errors.New("PCR bank not supported")
+	// ErrPCRLocality: the PCR cannot be extended from locality 0, where every
+	// process talking to /dev/tpmrm0, swtpm or the simulator runs.
+	ErrPCRLocality = errors.New("PCR not extendable at locality 0")
 )
+
+// CheckExtendable returns an error wrapping [ErrPCRLocality] for a PCR that
+// software at locality 0 cannot extend, and an error for an index outside
+// 0-23. The TCG PC Client Platform TPM Profile (PTP) for TPM 2.0 gives PCRs
+// 0-15 (static RTM), 16 (debug) and 23 (application) to every locality,
+// while PCRs 17-22 belong to the dynamic RTM and may be extended only from
+// localities 2-4 (DRTM code, not the operating system): a TPM answers an
+// extend of them from locality 0 with TPM_RC_LOCALITY.
+func CheckExtendable(pcr int) error {
+	switch {
+	case pcr < 0 || pcr > 23:
+		return fmt.Errorf("PCR %d is out of range 0-23", pcr)
+	case pcr >= 17 && pcr <= 22:
+		return fmt.Errorf("%w: PCR %d is reserved for the dynamic root of trust (PCRs 17-22 are extended from localities 2-4 only); use PCR 23 (the default) or 16", ErrPCRLocality, pcr)
+	}
+	return nil
+}
 
 // TPM is an open TPM. Its methods may be called from several goroutines;
 // commands are sent one at a time.
@@ -238,8 +258,8 @@ func (t *TPM) ReadPCRs(ctx context.Context, pcr int, banks []crypto.Hash) (map[c
 
 // ExtendPCR extends pcr in each given bank with one TPM2_PCR_Extend.
 func (t *TPM) ExtendPCR(ctx context.Context, pcr int, digests map[crypto.Hash][]byte) error {
-	if pcr < 0 || pcr > 23 {
-		return fmt.Errorf("PCR %d is out of range 0-23", pcr)
+	if err := CheckExtendable(pcr); err != nil {
+		return fmt.Errorf("TPM %s: extend: %w", t.name, err)
 	}
 	var vals tpm2.TPMLDigestValues
 	hs := make([]crypto.Hash, 0, len(digests))

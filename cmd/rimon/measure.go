@@ -62,7 +62,7 @@ file, exactly as sha256sum does.`,
 			if len(args) == 0 {
 				return usageErr("requires at least 1 arg(s): the paths to measure, or --unit NAME")
 			}
-			if err := checkPCR(f.pcr); err != nil {
+			if err := checkExtendPCR(f.pcr); err != nil {
 				return err
 			}
 			if err := checkReason(f.reason); err != nil {

@@ -1,18 +1,16 @@
 package main
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
-	"sort"
-	"strconv"
 
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/measure"
+	"github.com/rimon-dev/rimon/policy"
 	"github.com/spf13/cobra"
 )
 
@@ -95,78 +93,132 @@ it approves what is there, good or bad.`,
 	gen.Flags().StringVar(&fromLog, "from-log", "", "a measurement log")
 	gen.Flags().StringVar(&fromDir, "from-dir", "", "a directory")
 
+	var kf keylimeFlags
 	imp := &cobra.Command{
-		Use:   "import-keylime POLICY.json",
-		Short: "Convert a Keylime runtime policy's digests into reference values",
-		Long: `import-keylime reads a Keylime runtime policy (its "digests" map of path to
-hex digests) and prints reference values. SHA-256 digests are kept; digests of
-other lengths (SHA-1, SHA-384 ...) are skipped and counted, as are Keylime's
-"excludes" regular expressions, which have no equivalent here.`,
+		Use:   "import-keylime [flags] POLICY",
+		Short: "Convert a Keylime runtime policy or allowlist into reference values",
+		Long: `import-keylime reads a Keylime runtime policy (JSON), the same signed in a
+DSSE envelope (keylime-policy sign), or an older allowlist ("DIGEST  PATH"
+lines), and prints reference values (YAML).
+
+rimon records carry SHA-256 digests of files, so only SHA-256 digests can
+ever match. Digests of other algorithms (sha1, sha384, sha512, sm3_256) are
+refused, naming the algorithm and the paths; --drop-other-algorithms imports
+the SHA-256 entries of a mixed policy and lists what it left out. Keylime
+does not label its digests: a 64-hex-character digest is SHA-256 or SM3-256,
+so --digest-alg must say which (sha256 is keylime-policy's default).
+
+Entries whose path is not absolute (IMA's boot_aggregate, allowlists made
+relative to a root) can match no rimon record: they are left out and listed.
+Keylime's excludes (Python regular expressions, matched from the start of a
+path) become the reference's ignore patterns when patterns express them
+exactly; the others are listed and refused unless --drop-unmapped-excludes
+accepts that they are left out (which makes the reference stricter).
+
+With --keylime-key, the policy must be a DSSE envelope whose signature
+verifies with that key (ECDSA or RSA public key, or certificate, PEM);
+without it an envelope is unwrapped and the signature is NOT checked.`,
+		Example: `  rimon reference import-keylime --digest-alg sha256 policy.json > ref.yaml
+  rimon reference import-keylime --digest-alg sha256 --keylime-key signer.pub signed.json
+  rimon reference import-keylime --digest-alg sha256 --excludelist excl.txt allowlist.txt`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f, err := os.Open(args[0])
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			var kl struct {
-				Digests  map[string][]string `json:"digests"`
-				Excludes []string            `json:"excludes"`
-			}
-			if err := json.NewDecoder(io.LimitReader(f, 1<<30)).Decode(&kl); err != nil {
-				return fmt.Errorf("%s: not a Keylime runtime policy: %w", args[0], err)
-			}
-			if kl.Digests == nil {
-				return fmt.Errorf("%s: no \"digests\" map", args[0])
-			}
-			files := map[string][]string{}
-			skipped, notAbs := 0, 0
-			hex64 := regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
-			for p, ds := range kl.Digests {
-				if !filepath.IsAbs(p) {
-					notAbs++
-					continue
-				}
-				for _, d := range ds {
-					if hex64.MatchString(d) {
-						files[p] = append(files[p], d)
-					} else {
-						skipped++
-					}
-				}
-			}
-			fmt.Fprintf(g.stderr, "rimon: imported %d paths; skipped %d non-SHA-256 digests, %d relative paths, %d excludes\n",
-				len(files), skipped, notAbs, len(kl.Excludes))
-			return writeReference(g.stdout, "imported by rimon reference import-keylime from "+args[0], files, nil)
+			return importKeylime(g, kf, args[0])
 		},
 	}
+	fl := imp.Flags()
+	fl.StringVar(&kf.key, "keylime-key", "", "PEM public key or certificate that must have signed the policy (DSSE)")
+	fl.StringVar(&kf.digestAlg, "digest-alg", "", "what the policy's unlabelled 64-hex-character digests are: sha256 or sm3_256")
+	fl.BoolVar(&kf.dropAlgs, "drop-other-algorithms", false, "import the SHA-256 entries of a policy that also holds other digests, and list the rest")
+	fl.BoolVar(&kf.dropExcludes, "drop-unmapped-excludes", false, "leave out excludes no rimon pattern expresses exactly (their paths become unlisted)")
+	fl.StringVar(&kf.excludeList, "excludelist", "", "a Keylime exclude list (one regular expression per line) to add")
 	c.AddCommand(gen, imp)
 	return c
 }
 
 func writeReference(w io.Writer, comment string, files, images map[string][]string) error {
-	fmt.Fprintf(w, "# %s\nversion: 1\nunlisted: fail\ndeletions: allow\n", comment)
-	for _, sec := range []struct {
-		name string
-		m    map[string][]string
-	}{{"files", files}, {"images", images}} {
-		if len(sec.m) == 0 {
-			continue
+	return policy.WriteReference(w, policy.RefFile{Comments: []string{comment}, Files: files, Images: images})
+}
+
+type keylimeFlags struct {
+	key, digestAlg, excludeList string
+	dropAlgs, dropExcludes      bool
+}
+
+func importKeylime(g *globals, kf keylimeFlags, name string) error {
+	opt := policy.KeylimeOptions{Digest256: kf.digestAlg, DropOtherAlgorithms: kf.dropAlgs, DropUnmappedExcludes: kf.dropExcludes}
+	if kf.digestAlg != "" && kf.digestAlg != policy.KeylimeSHA256 && kf.digestAlg != policy.KeylimeSM3 {
+		return usageErr("--digest-alg %q: want sha256 or sm3_256", kf.digestAlg)
+	}
+	if kf.key != "" {
+		b, err := os.ReadFile(kf.key)
+		if err != nil {
+			return fmt.Errorf("--keylime-key: %w", err)
 		}
-		fmt.Fprintf(w, "%s:\n", sec.name)
-		keys := make([]string, 0, len(sec.m))
-		for k := range sec.m {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			fmt.Fprintf(w, "  %s:\n", strconv.Quote(k))
-			ds := append([]string(nil), sec.m[k]...)
-			sort.Strings(ds)
-			for _, d := range ds {
-				fmt.Fprintf(w, "    - %s\n", strconv.Quote(d))
-			}
+		if opt.Key, err = policy.ParseKeylimeKey(kf.key, b); err != nil {
+			return err
 		}
 	}
-	return nil
+	if kf.excludeList != "" {
+		b, err := os.ReadFile(kf.excludeList)
+		if err != nil {
+			return fmt.Errorf("--excludelist: %w", err)
+		}
+		opt.Excludes = policy.ParseKeylimeExcludeList(b)
+	}
+	data, err := readLimited(name, 1<<30)
+	if err != nil {
+		return err
+	}
+	imp, err := policy.ImportKeylime(name, data, opt)
+	switch {
+	case errors.Is(err, policy.ErrKeylimeAmbiguous):
+		return fmt.Errorf("%w\nif the policy was made with SHA-256, give --digest-alg sha256", err)
+	case errors.Is(err, policy.ErrKeylimeAlgorithm) && !kf.dropAlgs:
+		return fmt.Errorf("%w\nto import the SHA-256 entries alone and list the rest, give --drop-other-algorithms", err)
+	case errors.Is(err, policy.ErrKeylimeExcludes):
+		return fmt.Errorf("%w\nto leave them out (their paths become unlisted), give --drop-unmapped-excludes", err)
+	case err != nil:
+		return err
+	}
+	signature := ""
+	switch {
+	case imp.SignatureChecked:
+		signature = "; its DSSE signature verified with " + kf.key
+	case imp.Signed:
+		signature = "; its DSSE signature was NOT checked (give --keylime-key)"
+		fmt.Fprintf(g.stderr, "rimon: warning: %s is signed, but its signature was NOT checked: give --keylime-key to check it\n", name)
+	}
+	for _, n := range imp.Notes {
+		fmt.Fprintf(g.stderr, "rimon: %s: %s\n", name, n)
+	}
+	for _, l := range imp.LeftOut {
+		fmt.Fprintf(g.stderr, "rimon: %s: left out %s %s: %s\n", name, l.Path, l.Digest, l.Reason)
+	}
+	for _, u := range imp.Unmapped {
+		fmt.Fprintf(g.stderr, "rimon: %s: DROPPED exclude %q (its paths become unlisted): %s\n", name, u.Regex, u.Reason)
+	}
+	fmt.Fprintf(g.stderr, "rimon: imported %d paths and %d ignore patterns from the %s %s; left out %d digests and %d excludes\n",
+		len(imp.Files), len(imp.Ignore), imp.Format, name, len(imp.LeftOut), len(imp.Unmapped))
+	comments := []string{"imported by rimon reference import-keylime from the " + imp.Format + " " + name + signature}
+	if len(imp.LeftOut) > 0 || len(imp.Unmapped) > 0 {
+		comments = append(comments, fmt.Sprintf("left out: %d digests, %d excludes (listed when imported)", len(imp.LeftOut), len(imp.Unmapped)))
+	}
+	return policy.WriteReference(g.stdout, policy.RefFile{Comments: comments, Files: imp.Files, Ignore: imp.Ignore})
+}
+
+func readLimited(name string, limit int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: larger than %d bytes", name, limit)
+	}
+	return b, nil
 }

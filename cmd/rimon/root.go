@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/tpm"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -25,21 +27,60 @@ type globals struct {
 	stderr io.Writer
 }
 
-// usageError marks errors cobra reports about the command line itself.
+// usageError marks an error about the command line itself: cobra's flag
+// parsing errors (through the flag error function), wrong positional
+// arguments, unknown commands and missing required flags (through
+// [markUsage]). Errors are classified by where they come from, never by
+// their text: "invalid argument" is also the text of EINVAL.
 type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
 
 func isUsage(err error) bool {
 	var u usageError
-	if errors.As(err, &u) {
-		return true
+	return errors.As(err, &u)
+}
+
+// markUsage makes every command's argument check return a [usageError],
+// checks required flags itself (so that their error is one too), and makes
+// every command that only groups others refuse an unknown subcommand
+// instead of printing help and succeeding.
+func markUsage(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		markUsage(sub)
 	}
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument", "accepts ", "requires at least", "required flag"} {
-		if strings.Contains(msg, p) {
-			return true
+	if !c.Runnable() {
+		if !c.HasSubCommands() {
+			return
 		}
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath())}
+			}
+			return nil
+		}
+		c.RunE = func(cmd *cobra.Command, args []string) error { return cmd.Help() }
+		return
 	}
-	return false
+	check := c.Args
+	if check == nil {
+		check = cobra.ArbitraryArgs
+	}
+	c.Args = func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return usageError{err}
+		}
+		var missing []string
+		cmd.Flags().VisitAll(func(f *pflag.Flag) {
+			if req := f.Annotations[cobra.BashCompOneRequiredFlag]; len(req) > 0 && req[0] == "true" && !f.Changed {
+				missing = append(missing, strconv.Quote(f.Name))
+			}
+		})
+		if len(missing) > 0 {
+			return usageError{fmt.Errorf("required flag(s) %s not set", strings.Join(missing, ", "))}
+		}
+		return nil
+	}
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -66,6 +107,17 @@ Exit codes: 0 success, 1 a check failed, 2 error, 3 usage error.`,
 	pf.StringVar(&g.tpm, "tpm", envOr(tpm.EnvVar, tpm.DefaultDevice), "TPM: device path, tcp:HOST:PORT, unix:PATH or sim ($"+tpm.EnvVar+")")
 	pf.StringVar(&g.log, "log", envOr("RIMON_LOG", eventlog.DefaultPath), "measurement log ($RIMON_LOG)")
 	root.AddCommand(newMeasureCmd(g), newWatchCmd(g), newPolicyCmd(g), newLogCmd(g), newPCRCmd(g), newProvisionCmd(g), newAKCmd(g), newQuoteCmd(g), newVerifyCmd(g), newAttestCmd(g), newReferenceCmd(g), newAzureCmd(g), newManCmd(g))
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	if help, _, err := root.Find([]string{"help"}); err == nil && help != root {
+		help.Args = func(cmd *cobra.Command, args []string) error {
+			if c, rest, _ := root.Find(args); len(rest) > 0 && c.HasSubCommands() {
+				return fmt.Errorf("unknown help topic %q", strings.Join(args, " "))
+			}
+			return nil
+		}
+	}
+	markUsage(root)
 	return root
 }
 
@@ -96,6 +148,19 @@ func (g *globals) openTPM(ctx context.Context, pcr int) (*tpm.TPM, []crypto.Hash
 func checkPCR(pcr int) error {
 	if pcr < 0 || pcr > 23 {
 		return usageErr("--pcr %d: want a PCR index from 0 to 23", pcr)
+	}
+	return nil
+}
+
+// checkExtendPCR refuses a PCR that rimon could not extend: out of range, or
+// reserved to other localities (TPM_RC_LOCALITY), before anything is
+// measured or written.
+func checkExtendPCR(pcr int) error {
+	if err := checkPCR(pcr); err != nil {
+		return err
+	}
+	if err := tpm.CheckExtendable(pcr); err != nil {
+		return usageErr("--pcr %d: %v", pcr, err)
 	}
 	return nil
 }

@@ -17,6 +17,9 @@ func (g *globals) openWriter(ctx context.Context, t *tpm.TPM, banks []crypto.Has
 
 // openWriterSeeing is openWriter that shows seen every record already in the log.
 func (g *globals) openWriterSeeing(ctx context.Context, t *tpm.TPM, banks []crypto.Hash, pcr int, seen func(*eventlog.Record)) (*eventlog.Writer, error) {
+	if err := tpm.CheckExtendable(pcr); err != nil {
+		return nil, err // before the log is created or changed
+	}
 	boot, err := eventlog.CurrentBootID()
 	if err != nil {
 		return nil, err
