@@ -60,6 +60,11 @@ func markUsage(c *cobra.Command) {
 			return nil
 		}
 		c.RunE = func(cmd *cobra.Command, args []string) error { return cmd.Help() }
+		// Runnable only to refuse unknown subcommands: its usage shows
+		// "CMD [command]" alone, as for any command group.
+		// (The template is inherited, so commands without subcommands keep
+		// their usage line.)
+		c.SetUsageTemplate(strings.Replace(c.UsageTemplate(), "{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
 		return
 	}
 	check := c.Args
