@@ -49,13 +49,15 @@ func CompilePattern(s string) (Pattern, error) {
 // String returns the pattern as written.
 func (p Pattern) String() string { return p.s }
 
-// Match reports whether the absolute, clean path name matches.
+// Match reports whether the absolute, clean path name matches. It takes
+// time proportional to the number of pattern segments times the number of
+// name segments, however many "**" the pattern holds.
 func (p Pattern) Match(name string) bool {
 	if p.baseOnly {
 		ok, _ := path.Match(p.s, path.Base(name))
 		return ok
 	}
-	return matchSegs(p.segs, strings.Split(strings.TrimPrefix(name, "/"), "/"))
+	return matchSegs(p.segs, strings.TrimPrefix(name, "/"), nil)
 }
 
 // CouldContain reports whether some path below directory dir could match:
@@ -86,26 +88,59 @@ func (p Pattern) StaticPrefix() string {
 	return dir
 }
 
-func matchSegs(pat, name []string) bool {
-	for len(pat) > 0 {
-		if pat[0] == "**" {
-			rest := pat[1:]
-			for i := 0; i <= len(name); i++ {
-				if matchSegs(rest, name[i:]) {
-					return true
-				}
+// matchSegs reports whether the "/"-separated segments of name match the
+// pattern segments pat. It runs the pattern as a nondeterministic automaton
+// whose state i means "pat[:i] matched the segments read so far": every
+// name segment advances all states at once, so each (state, segment) pair
+// is tried at most once, where a backtracking matcher tries a number of
+// splits that grows exponentially with the number of "**". steps, when not
+// nil, counts the segment comparisons (tests bound it).
+func matchSegs(pat []string, name string, steps *int) bool {
+	n := len(pat)
+	cur := make([]bool, n+1)
+	next := make([]bool, n+1)
+	// closure adds the states reachable without reading a segment: a "**"
+	// may match no segment at all.
+	closure := func(set []bool) bool {
+		any := false
+		for i := 0; i <= n; i++ {
+			if !set[i] {
+				continue
 			}
-			return false
+			any = true
+			if i < n && pat[i] == "**" {
+				set[i+1] = true
+			}
 		}
-		if len(name) == 0 {
-			return false
-		}
-		if ok, _ := path.Match(pat[0], name[0]); !ok {
-			return false
-		}
-		pat, name = pat[1:], name[1:]
+		return any
 	}
-	return len(name) == 0
+	cur[0] = true
+	closure(cur)
+	for {
+		seg, rest, more := strings.Cut(name, "/")
+		clear(next)
+		for i := 0; i < n; i++ {
+			if !cur[i] {
+				continue
+			}
+			if steps != nil {
+				*steps++
+			}
+			if pat[i] == "**" {
+				next[i] = true // "**" takes this segment and may take more
+			} else if ok, _ := path.Match(pat[i], seg); ok {
+				next[i+1] = true
+			}
+		}
+		if !closure(next) {
+			return false
+		}
+		cur, next = next, cur
+		if !more {
+			return cur[n]
+		}
+		name = rest
+	}
 }
 
 // prefixMatch reports whether dir's segments could be the start of a match.
