@@ -1,10 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
 
 	"github.com/rimon-dev/rimon/internal/testtpm"
 )
@@ -31,5 +36,28 @@ func TestLogCheckCallsResetAReset(t *testing.T) {
 	}
 	if r := rimon(t, "log", "check", "--repair", "--tpm", spec, "--log", log); r.code != exitCheck || !strings.Contains(r.stderr, "the PCR was reset") {
 		t.Errorf("log check --repair after a PCR reset: exit %d, stderr %q; want exit %d and \"the PCR was reset\"", r.code, r.stderr, exitCheck)
+	}
+}
+
+// TestHelpExamplesExist checks that every file of the repository that a
+// command's help names (packaging/..., docs/...) exists.
+func TestHelpExamplesExist(t *testing.T) {
+	ref := regexp.MustCompile(`\b(?:packaging|docs|testdata)/[\w./-]*\w`)
+	var walk func(c *cobra.Command)
+	checked := 0
+	walk = func(c *cobra.Command) {
+		for _, name := range ref.FindAllString(c.Long+"\n"+c.Example, -1) {
+			checked++
+			if _, err := os.Stat(filepath.Join("..", "..", name)); err != nil {
+				t.Errorf("rimon %s --help names %s, which does not exist", c.CommandPath(), name)
+			}
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(newRootCmd(&bytes.Buffer{}, &bytes.Buffer{}))
+	if checked == 0 {
+		t.Fatal("no help text names a file: the pattern is wrong")
 	}
 }

@@ -50,7 +50,7 @@ when WatchdogSec= is set. SIGHUP reloads the policy; SIGTERM finishes the
 record in flight and exits. Logs go to stderr.
 
 The log path comes from the policy's settings.log unless --log is given.`,
-		Example: `  rimon watch --tpm sim --policy packaging/examples/demo.yaml --log /tmp/rimon.log
+		Example: `  rimon watch --tpm sim --policy packaging/examples/minimal.yaml --log /tmp/rimon.log
   systemctl start rimon   # packaging/systemd/rimon.service`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
