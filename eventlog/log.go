@@ -208,7 +208,7 @@ func (w *Writer) catchUp(ctx context.Context, rebuild bool) (*Recovery, error) {
 		return nil, err
 	}
 	if fi.Size() < w.off {
-		return nil, fmt.Errorf("log %s shrank from %d to %d bytes while in use: it was truncated outside rimon", w.path, w.off, fi.Size())
+		return nil, fmt.Errorf("%w: %s shrank from %d to %d bytes while in use: it was truncated outside rimon", ErrLogLost, w.path, w.off, fi.Size())
 	}
 	rec := &Recovery{}
 	if fi.Size() == w.off && w.count > 0 {

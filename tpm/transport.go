@@ -103,8 +103,9 @@ func (r retrying) Send(cmd []byte) ([]byte, error) {
 	}
 }
 
-// Reconnect backoff: the first redial comes minRedialWait after a
-// failure, and the wait doubles with each failed dial up to maxRedialWait.
+// Reconnect backoff: the first redial after a lost connection is
+// immediate; after a failed dial the wait starts at minRedialWait and
+// doubles with each failed dial up to maxRedialWait.
 const (
 	minRedialWait = 100 * time.Millisecond
 	maxRedialWait = 5 * time.Second
@@ -171,9 +172,11 @@ func (r *reconnecting) Send(cmd []byte) ([]byte, error) {
 		}
 	}
 	if err != nil && errors.Is(err, ErrUnreachable) {
+		// The next command dials at once (the TPM may be back already, as
+		// after a quick restart); failed dials back off.
 		r.cur.Close()
 		r.cur = nil
-		r.backoff()
+		r.wait, r.next = 0, time.Time{}
 	}
 	return rsp, err
 }

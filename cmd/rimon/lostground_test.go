@@ -2,13 +2,21 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/spf13/cobra"
 
 	"github.com/rimon-dev/rimon/internal/testtpm"
@@ -59,5 +67,121 @@ func TestHelpExamplesExist(t *testing.T) {
 	walk(newRootCmd(&bytes.Buffer{}, &bytes.Buffer{}))
 	if checked == 0 {
 		t.Fatal("no help text names a file: the pattern is wrong")
+	}
+}
+
+// lostSetup writes a file and a policy that watches its directory.
+func lostSetup(t *testing.T) (dir, app, pol, log string) {
+	t.Helper()
+	dir = t.TempDir()
+	app = writeFile(t, filepath.Join(dir, "data", "app"), "v1")
+	pol = writeFile(t, filepath.Join(dir, "policy.yaml"), fmt.Sprintf("settings:\n  debounce: 20ms\nmeasure:\n  - dir: %s\n", filepath.Dir(app)))
+	return dir, app, pol, filepath.Join(dir, "m.log")
+}
+
+func sha(s string) string {
+	d := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(d[:])
+}
+
+// waitRecorded polls the log until it holds a record of path with the
+// digest of content.
+func waitRecorded(t *testing.T, log, path, content string, agentLog func() string) {
+	t.Helper()
+	want := sha(content)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		recs, _, err := eventlog.Snapshot(context.Background(), log)
+		if err != nil {
+			continue
+		}
+		for i := range recs {
+			if recs[i].Content.Str("path") == path && recs[i].Content.Str("sha256") == want {
+				return
+			}
+		}
+	}
+	t.Fatalf("no record of %s with the digest of %q after 30s; agent:\n%s", path, content, agentLog())
+}
+
+// waitExit waits for the agent to exit on its own.
+func (a *agent) waitExit(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-a.exited:
+		return err
+	case <-time.After(30 * time.Second):
+		a.cmd.Process.Kill()
+		<-a.exited
+		t.Fatalf("the agent still runs 30s after losing its ground:\n%s", a.log())
+		return nil
+	}
+}
+
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+// TestAgentTPMRestartWithState kills swtpm under a running agent and
+// starts it again with its state (volatile state saved first, so PCR 23
+// keeps its value): the agent reconnects, reconciles (extending the record
+// whose extend was lost, if any) and carries on recording. It used to fail
+// with "broken pipe" forever.
+func TestAgentTPMRestartWithState(t *testing.T) {
+	sw := testtpm.StartSwtpm(t)
+	_, app, pol, log := lostSetup(t)
+	a := startAgent(t, "--tpm", sw.Spec, "--policy", pol, "--log", log)
+	sw.SaveVolatile()
+	sw.Restart(true)
+	writeFile(t, app, "v2")
+	waitRecorded(t, log, app, "v2", a.log)
+	writeFile(t, app, "v3")
+	waitRecorded(t, log, app, "v3", a.log)
+	if err := a.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("agent exit after SIGTERM: %v\n%s", err, a.log())
+	}
+	if !strings.Contains(a.log(), "log and TPM agree") {
+		t.Errorf("the agent did not end with log and TPM in agreement:\n%s", a.log())
+	}
+	if r := rimon(t, "log", "check", "--tpm", sw.Spec, "--log", log); r.code != 0 {
+		t.Errorf("rimon log check after the restart: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestAgentTPMRestartWithoutState starts swtpm again as a new TPM under a
+// running agent: PCR 23 is back at its reset value and no longer vouches
+// for the log, so the agent must stop with a non-zero exit that says so.
+func TestAgentTPMRestartWithoutState(t *testing.T) {
+	sw := testtpm.StartSwtpm(t)
+	_, _, pol, log := lostSetup(t)
+	a := startAgent(t, "--tpm", sw.Spec, "--policy", pol, "--log", log)
+	sw.Restart(false)
+	err := a.waitExit(t)
+	if code := exitCode(err); code == 0 || !strings.Contains(a.log(), "the PCR was reset") {
+		t.Errorf("agent after a TPM restart without state: exit %d, want non-zero and \"the PCR was reset\":\n%s", code, a.log())
+	}
+}
+
+// TestAgentLogDeleted deletes the log under a running agent, which used to
+// write on into the deleted file and say "log and TPM agree" at shutdown.
+func TestAgentLogDeleted(t *testing.T) {
+	sw := testtpm.StartSwtpm(t)
+	_, _, pol, log := lostSetup(t)
+	a := startAgent(t, "--tpm", sw.Spec, "--policy", pol, "--log", log)
+	if err := os.Remove(log); err != nil {
+		t.Fatal(err)
+	}
+	err := a.waitExit(t)
+	if code := exitCode(err); code == 0 || !strings.Contains(a.log(), log+" was deleted") {
+		t.Errorf("agent after its log was deleted: exit %d, want non-zero and a message that %s was deleted:\n%s", code, log, a.log())
+	}
+	if strings.Contains(a.log(), "log and TPM agree") {
+		t.Errorf("the agent said log and TPM agree after its log was deleted:\n%s", a.log())
 	}
 }

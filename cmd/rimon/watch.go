@@ -112,16 +112,20 @@ func runWatchServe(ctx context.Context, g *globals, pol *policy.Policy, policyPa
 		return err
 	}
 	defer w.Close()
+	// The guard stops the agent (runCtx) when the log or the TPM is lost.
+	runCtx, stopRun := context.WithCancelCause(ctx)
+	defer stopRun(nil)
+	gd := newGuard(w, stopRun, logger)
 	cfg := monitor.Config{
 		Policy:   pol,
 		Reload:   func() (*policy.Policy, error) { return policy.Load(policyPath) },
-		Recorder: w,
+		Recorder: gd,
 		Known:    known,
 		Logger:   logger,
 		Workers:  jobs,
 	}
 	if os.Getenv("NOTIFY_SOCKET") != "" {
-		cfg.Notify = sdNotifier{}
+		cfg.Notify = gatedNotifier{sdNotifier{}, gd} // no watchdog pings while it cannot record
 		if d, err := daemon.SdWatchdogEnabled(false); err == nil {
 			cfg.Watchdog = d
 		}
@@ -166,13 +170,20 @@ func runWatchServe(ctx context.Context, g *globals, pol *policy.Policy, policyPa
 		defer stop()
 	}
 	logger.Info("starting", "policy", policyPath, "tpm", g.tpm, "log", g.log, "pcr", pol.PCR, "banks", bankNames(banks))
-	if err := m.Run(ctx); err != nil {
+	every, retry := checkIntervals(cfg.Watchdog)
+	checked := make(chan struct{})
+	go func() { gd.check(runCtx, every, retry); close(checked) }()
+	defer func() { stopRun(nil); <-checked }()
+	if err := m.Run(runCtx); err != nil {
 		return err
+	}
+	if cause := context.Cause(runCtx); errors.Is(cause, errLostGround) {
+		return asCheckFailure(cause)
 	}
 	// A last look: the log and the TPM must agree when the agent stops.
 	vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if err := w.Verify(vctx); err != nil {
+	if err := gd.Verify(vctx); err != nil {
 		return checkErr(err)
 	}
 	st := w.State()
