@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"path"
 	"strings"
 	"testing"
@@ -31,11 +32,12 @@ func backtrack(pat, name []string) bool {
 }
 
 // manyStars is a pattern with k "**" that a path of depth ones "a"
-// segments followed by "b" does not match (it wants a last segment "c"):
-// a backtracking matcher tries every way to split the path among the "**".
+// segments followed by "x/c" does not match (it wants "b/c" at the end),
+// though its last segment does: a backtracking matcher tries every way to
+// split the path among the "**".
 func manyStars(k, depth int) (pat, name string) {
-	pat = "/" + strings.Repeat("**/a/", k) + "c"
-	name = "/" + strings.Repeat("a/", depth) + "b"
+	pat = "/" + strings.Repeat("**/a/", k) + "b/c"
+	name = "/" + strings.Repeat("a/", depth) + "x/c"
 	return pat, name
 }
 
@@ -51,7 +53,7 @@ func TestMatchStepsBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 		steps := 0
-		if matchSegs(p.segs, strings.TrimPrefix(name, "/"), &steps) {
+		if matchSegs(p.compiled, strings.TrimPrefix(name, "/"), &steps) {
 			t.Errorf("%q matched %q", pat, name)
 		}
 		limit := len(p.segs) * (strings.Count(name, "/") + 1)
@@ -84,7 +86,7 @@ func TestMatchManyDoubleStarsEnds(t *testing.T) {
 // TestMatchAgreesWithBacktracking compares the automaton with the
 // recursive matcher on every combination of a few segments.
 func TestMatchAgreesWithBacktracking(t *testing.T) {
-	patSegs := []string{"**", "a", "*", "b?", "[ab]"}
+	patSegs := []string{"**", "a", "*", "b?", "[ab]", `\a`}
 	nameSegs := []string{"a", "b", "bc", "ab"}
 	var pats [][]string
 	var gen func(cur []string, n int)
@@ -118,7 +120,7 @@ func TestMatchAgreesWithBacktracking(t *testing.T) {
 				name = []string{""} // the root, "/"
 			}
 			want := backtrack(pat, name)
-			if got := matchSegs(pat, strings.Join(name, "/"), nil); got != want {
+			if got := matchSegs(compileSegs(pat), strings.Join(name, "/"), nil); got != want {
 				t.Fatalf("match(%q, %q) = %v, want %v", strings.Join(pat, "/"), strings.Join(name, "/"), got, want)
 			}
 		}
@@ -155,12 +157,33 @@ func BenchmarkMatchManyDoubleStars(b *testing.B) {
 // BenchmarkMatchDeepPath is two "**" over a 1000-deep path, as a hostile
 // evidence log may carry: linear, where backtracking was quadratic.
 func BenchmarkMatchDeepPath(b *testing.B) {
-	p, err := CompilePattern("/opt/**/x/**/y")
+	p, err := CompilePattern("/opt/**/x/**/y/z")
 	if err != nil {
 		b.Fatal(err)
 	}
-	name := "/opt/" + strings.Repeat("x/", 1000) + "z"
+	name := "/opt/" + strings.Repeat("x/", 1000) + "q/z"
 	for b.Loop() {
 		p.Match(name)
+	}
+}
+
+// BenchmarkLookupDeepPath looks up a 500-deep path among 100 pattern
+// entries, as a reference check does for each record of hostile evidence.
+func BenchmarkLookupDeepPath(b *testing.B) {
+	var entries []RefEntry
+	for i := range 100 {
+		pat := fmt.Sprintf("/opt/**/x%d/**/w/y", i)
+		p, err := CompilePattern(pat)
+		if err != nil {
+			b.Fatal(err)
+		}
+		entries = append(entries, RefEntry{Path: pat, Pattern: &p})
+	}
+	name := "/opt/" + strings.Repeat("x1/", 500) + "q/y"
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := Lookup(entries, name); ok {
+			b.Fatal("matched")
+		}
 	}
 }
