@@ -49,6 +49,13 @@ recorded and the watches are in place, STATUS= with counts, and watchdog pings
 when WatchdogSec= is set. SIGHUP reloads the policy; SIGTERM finishes the
 record in flight and exits. Logs go to stderr.
 
+watch stops with an error that says what happened when the ground it records
+on is lost: the log deleted, replaced or truncated, or the PCR no longer the
+replay of the log (reset, or a TPM restarted without its state). While it
+cannot record for now (the TPM unreachable, the log not writable: a full disk,
+chattr +i) it logs why, reconnects to a socket TPM as soon as it answers, and
+sends no watchdog pings, so that systemd restarts it if the fault lasts.
+
 The log path comes from the policy's settings.log unless --log is given.`,
 		Example: `  rimon watch --tpm sim --policy packaging/examples/minimal.yaml --log /tmp/rimon.log
   systemctl start rimon   # packaging/systemd/rimon.service`,
