@@ -84,6 +84,9 @@ func (p Pattern) Match(name string) bool {
 	}
 	// Most patterns that do not match fail on the last segment: check it
 	// first (a "**" there matches any segment).
+	if len(p.compiled) == 0 {
+		return false // the zero Pattern matches nothing
+	}
 	if last := &p.compiled[len(p.compiled)-1]; !last.any && !last.match(name[strings.LastIndexByte(name, '/')+1:]) {
 		return false
 	}

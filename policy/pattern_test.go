@@ -63,6 +63,15 @@ func TestMatchStepsBounded(t *testing.T) {
 	}
 }
 
+func TestZeroPatternMatchesNothing(t *testing.T) {
+	var p Pattern
+	for _, name := range []string{"", "/", "/a"} {
+		if p.Match(name) {
+			t.Errorf("Pattern{}.Match(%q) = true", name)
+		}
+	}
+}
+
 // TestMatchManyDoubleStarsEnds is the same case through the public API,
 // with a deadline of minutes: a regression to backtracking never returns.
 func TestMatchManyDoubleStarsEnds(t *testing.T) {
