@@ -108,7 +108,7 @@ func (p Pattern) CouldContain(dir string) bool {
 // StaticPrefix is the longest directory named by the pattern before its
 // first wildcard.
 func (p Pattern) StaticPrefix() string {
-	if p.baseOnly {
+	if p.baseOnly || len(p.segs) == 0 {
 		return "/"
 	}
 	dir := "/"

@@ -70,6 +70,9 @@ func TestZeroPatternMatchesNothing(t *testing.T) {
 			t.Errorf("Pattern{}.Match(%q) = true", name)
 		}
 	}
+	if got := p.StaticPrefix(); got != "/" {
+		t.Errorf("Pattern{}.StaticPrefix() = %q, want /", got)
+	}
 }
 
 // TestMatchManyDoubleStarsEnds is the same case through the public API,
