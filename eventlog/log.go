@@ -262,13 +262,13 @@ func (w *Writer) checkSameFile(fi os.FileInfo) error {
 	pi, err := os.Stat(w.path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("%w: %s was deleted while rimon had it open (%d records); the records are only in the deleted file, which nobody can verify: restart the agent to start a new log, and expect the PCR not to match it",
-			ErrLogLost, w.path, w.count)
+		return fmt.Errorf("%w: %s was deleted while rimon had it open, with %d records that the PCR vouches for and nobody can read now; a new log cannot match PCR %d: reboot, or reset the PCR (tpm2_pcrreset %d), before starting rimon again",
+			ErrLogLost, w.path, w.count, w.opts.PCR, w.opts.PCR)
 	case err != nil:
 		return fmt.Errorf("%w: cannot check that %s is still the open log: %v", ErrLogLost, w.path, err)
 	case !os.SameFile(fi, pi):
-		return fmt.Errorf("%w: %s was replaced by another file while rimon had it open (%d records); the records are only in the replaced file: restart the agent, and expect the PCR not to match the new file",
-			ErrLogLost, w.path, w.count)
+		return fmt.Errorf("%w: %s was replaced by another file while rimon had it open, with %d records that the PCR vouches for; put the original back, or reboot (or reset PCR %d), before starting rimon again",
+			ErrLogLost, w.path, w.count, w.opts.PCR)
 	}
 	return nil
 }

@@ -15,7 +15,7 @@ import (
 
 // errLostGround wraps the error that made the agent stop: its log or its
 // TPM no longer holds what it recorded.
-var errLostGround = errors.New("the agent stopped: it lost the ground it records on")
+var errLostGround = errors.New("watch stopped")
 
 // guard stands between the monitor and the log writer. It serializes the
 // writer (the monitor and the health check both use it), learns from each
