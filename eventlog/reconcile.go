@@ -79,13 +79,14 @@ const crashLeaves = 1
 func (e *DivergenceError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "log and TPM disagree (log has %d records)", e.Records)
+	if e.Hint != "" {
+		// What happened first; the values after.
+		b.WriteString(": ")
+		b.WriteString(e.Hint)
+	}
 	for _, m := range e.Mismatches {
 		fmt.Fprintf(&b, "; %s: TPM has %s, replay of the log gives %s", m.Key,
 			hex.EncodeToString(m.Actual), hex.EncodeToString(m.Expected))
-	}
-	if e.Hint != "" {
-		b.WriteString(": ")
-		b.WriteString(e.Hint)
 	}
 	return b.String()
 }

@@ -48,6 +48,17 @@ func TestLogCheckCallsResetAReset(t *testing.T) {
 	if r := rimon(t, "log", "check", "--repair", "--tpm", spec, "--log", log); r.code != exitCheck || !strings.Contains(r.stderr, "the PCR was reset") {
 		t.Errorf("log check --repair after a PCR reset: exit %d, stderr %q; want exit %d and \"the PCR was reset\"", r.code, r.stderr, exitCheck)
 	}
+
+	// One record and a reset PCR look like a crash before the first
+	// extend: the message says it may be either.
+	log1 := filepath.Join(dir, "one.log")
+	mustRimon(t, "measure", "--tpm", spec, "--log", log1, files[0])
+	if out, err := exec.Command("tpm2_pcrreset", "-T", testtpm.TCTI(spec), "23").CombinedOutput(); err != nil {
+		t.Fatalf("tpm2_pcrreset 23: %v\n%s", err, out)
+	}
+	if r := rimon(t, "log", "check", "--tpm", spec, "--log", log1); r.code != exitCheck || !strings.Contains(r.stderr, "the PCR was reset instead") {
+		t.Errorf("log check of one record after a PCR reset: exit %d, stderr %q; want exit %d and a mention of a reset", r.code, r.stderr, exitCheck)
+	}
 }
 
 // TestHelpExamplesExist checks that every file of the repository that a
