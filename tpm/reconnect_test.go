@@ -72,3 +72,25 @@ func TestSocketTPMReconnects(t *testing.T) {
 		t.Errorf("ExtendPCR after reconnecting: %v", err)
 	}
 }
+
+// TestSocketTPMReconnectsToUnstartedTPM restarts swtpm without
+// startup-clear: the reconnected transport must send TPM2_Startup itself,
+// and the command that found the TPM unstarted goes through.
+func TestSocketTPMReconnectsToUnstartedTPM(t *testing.T) {
+	ctx := context.Background()
+	sw := testtpm.StartSwtpm(t)
+	tp, err := tpm.Open(ctx, sw.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	banks := []crypto.Hash{crypto.SHA256}
+	if _, err := tp.ReadPCRs(ctx, 23, banks); err != nil {
+		t.Fatal(err)
+	}
+	sw.NoStartup = true
+	sw.Restart(false)
+	if got := readWhenBack(t, tp, banks); !bytes.Equal(got[crypto.SHA256], make([]byte, 32)) {
+		t.Errorf("PCR 23 of the restarted TPM = %x, want zeros", got[crypto.SHA256])
+	}
+}

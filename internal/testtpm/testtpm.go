@@ -55,6 +55,9 @@ type Process struct {
 	dir  string
 	port int
 	stop func() // nil while stopped
+	// NoStartup makes the next start leave the TPM unstarted (no
+	// startup-clear), as a TPM before firmware ran TPM2_Startup.
+	NoStartup bool
 }
 
 // StartSwtpm starts a private swtpm TCP server, stopped when the test ends.
@@ -80,8 +83,12 @@ func StartSwtpm(t testing.TB) *Process {
 // launch starts swtpm on p's ports and reports whether it listens.
 func (p *Process) launch() bool {
 	p.t.Helper()
-	stop, exited := launch(p.t, p.dir, "type=tcp,port="+strconv.Itoa(p.port)+",bindaddr=127.0.0.1",
-		"type=tcp,port="+strconv.Itoa(p.port+1)+",bindaddr=127.0.0.1")
+	flags := "not-need-init,startup-clear"
+	if p.NoStartup {
+		flags = "not-need-init"
+	}
+	stop, exited := launchFlags(p.t, p.dir, "type=tcp,port="+strconv.Itoa(p.port)+",bindaddr=127.0.0.1",
+		"type=tcp,port="+strconv.Itoa(p.port+1)+",bindaddr=127.0.0.1", flags)
 	if !waitListening("127.0.0.1:"+strconv.Itoa(p.port), exited) {
 		stop() // the port was taken after all
 		return false
@@ -140,12 +147,18 @@ func (p *Process) Restart(keepState bool) {
 // --ctrl channels; stop kills it and waits, exited closes when it ends.
 func launch(t testing.TB, dir, server, ctrl string) (stop func(), exited <-chan struct{}) {
 	t.Helper()
+	return launchFlags(t, dir, server, ctrl, "not-need-init,startup-clear")
+}
+
+// launchFlags is launch with swtpm's --flags.
+func launchFlags(t testing.TB, dir, server, ctrl, flags string) (stop func(), exited <-chan struct{}) {
+	t.Helper()
 	bin, err := exec.LookPath("swtpm")
 	if err != nil {
 		t.Fatalf("swtpm is not installed (apt-get install swtpm swtpm-tools): %v", err)
 	}
 	cmd := exec.Command(bin, "socket", "--tpm2", "--server", server, "--ctrl", ctrl,
-		"--tpmstate", "dir="+dir, "--flags", "not-need-init,startup-clear",
+		"--tpmstate", "dir="+dir, "--flags", flags,
 		"--log", "file="+filepath.Join(dir, "swtpm.log"))
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start swtpm: %v", err)
