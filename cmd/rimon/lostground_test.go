@@ -71,7 +71,7 @@ func TestHelpExamplesExist(t *testing.T) {
 		for _, name := range ref.FindAllString(c.Long+"\n"+c.Example, -1) {
 			checked++
 			if _, err := os.Stat(filepath.Join("..", "..", name)); err != nil {
-				t.Errorf("rimon %s --help names %s, which does not exist", c.CommandPath(), name)
+				t.Errorf("%s --help names %s, which does not exist", c.CommandPath(), name)
 			}
 		}
 		for _, sub := range c.Commands() {
