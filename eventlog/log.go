@@ -20,6 +20,13 @@ const DefaultPath = "/run/rimon/measurements.log"
 // ErrOtherBoot means the log was written during another boot than this one.
 var ErrOtherBoot = errors.New("log belongs to another boot")
 
+// ErrLogLost means the log file a [Writer] has open is no longer the file
+// at its path: it was deleted, or replaced by another file. Records
+// appended to it would reach neither verifiers nor other writers, so the
+// writer refuses to append; a new writer must be opened (and, since the
+// PCR still holds the lost records, reconciled).
+var ErrLogLost = errors.New("log file lost")
+
 // withShared opens the log at path, takes its shared lock, and calls fn
 // with it, so that no writer is half-way through an append meanwhile. fn
 // gets nil when the log does not exist.
@@ -197,8 +204,11 @@ func (w *Writer) catchUp(ctx context.Context, rebuild bool) (*Recovery, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := w.checkSameFile(fi); err != nil {
+		return nil, err
+	}
 	if fi.Size() < w.off {
-		return nil, fmt.Errorf("log %s shrank from %d to %d bytes while in use: it was truncated outside rimon", w.path, w.off, fi.Size())
+		return nil, fmt.Errorf("%w: %s shrank from %d to %d bytes while in use: it was truncated outside rimon", ErrLogLost, w.path, w.off, fi.Size())
 	}
 	rec := &Recovery{}
 	if fi.Size() == w.off && w.count > 0 {
@@ -246,6 +256,23 @@ func (w *Writer) catchUp(ctx context.Context, rebuild bool) (*Recovery, error) {
 	return rec, nil
 }
 
+// checkSameFile returns an [ErrLogLost] error when the open log, whose
+// metadata is fi, is no longer the file at w.path.
+func (w *Writer) checkSameFile(fi os.FileInfo) error {
+	pi, err := os.Stat(w.path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%w: %s was deleted while rimon had it open, with %d records that the PCR vouches for and nobody can read now; a new log cannot match PCR %d: reboot, or reset the PCR (tpm2_pcrreset %d), before starting rimon again",
+			ErrLogLost, w.path, w.count, w.opts.PCR, w.opts.PCR)
+	case err != nil:
+		return fmt.Errorf("%w: cannot check that %s is still the open log: %v", ErrLogLost, w.path, err)
+	case !os.SameFile(fi, pi):
+		return fmt.Errorf("%w: %s was replaced by another file while rimon had it open, with %d records that the PCR vouches for; put the original back, or reboot (or reset PCR %d), before starting rimon again",
+			ErrLogLost, w.path, w.count, w.opts.PCR)
+	}
+	return nil
+}
+
 func fixIndex(err error, base int) error {
 	var re *RecordError
 	if errors.As(err, &re) {
@@ -279,8 +306,8 @@ func (w *Writer) moveTornTail(end, n int64) (string, error) {
 		return "", fmt.Errorf("read torn record: %w", err)
 	}
 	side := w.path + ".torn-" + strconv.FormatInt(w.opts.Now().UnixNano(), 10)
-	if err := os.WriteFile(side, b, 0o640); err != nil {
-		return "", fmt.Errorf("save torn record: %w", err)
+	if err := writeNew(side, b); err != nil {
+		return "", fmt.Errorf("save torn record of log %s: %w", w.path, err)
 	}
 	if err := w.f.Truncate(end); err != nil {
 		return "", fmt.Errorf("cut torn record off log %s: %w", w.path, err)
@@ -289,6 +316,28 @@ func (w *Writer) moveTornTail(end, n int64) (string, error) {
 		return "", fmt.Errorf("sync log %s: %w", w.path, err)
 	}
 	return side, nil
+}
+
+// writeNew writes b to a new file at name and syncs it; on failure (a
+// full disk) it removes what it created, so no empty or partial file is
+// left behind.
+func writeNew(name string, b []byte) error {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(name)
+		return err
+	}
+	return nil
 }
 
 // ExtendError means a record was written to the log but the PCR extend
@@ -339,14 +388,11 @@ func (w *Writer) Append(ctx context.Context, pcr int, ev Event) (Record, error) 
 		return Record{}, fmt.Errorf("record for %s is %d bytes, more than %d", ev.Path, len(b), MaxRecordSize)
 	}
 	if n, err := w.f.Write(b); err != nil {
-		if n > 0 {
-			// A partial write is a torn record; the next catch-up moves it aside.
-			return Record{}, fmt.Errorf("append to log %s: %w (partial record left for repair)", w.path, err)
-		}
-		return Record{}, fmt.Errorf("append to log %s: %w", w.path, err)
+		return Record{}, w.unwrite(n, fmt.Errorf("append to log %s: %w%s", w.path, err, writeHint(err)))
 	}
 	if err := w.f.Sync(); err != nil {
-		return Record{}, fmt.Errorf("sync log %s: %w", w.path, err)
+		// The record may be in the page cache but not on disk: take it back.
+		return Record{}, w.unwrite(len(b), fmt.Errorf("sync log %s: %w%s", w.path, err, writeHint(err)))
 	}
 	w.off += int64(len(b))
 	idx := w.count
@@ -361,6 +407,30 @@ func (w *Writer) Append(ctx context.Context, pcr int, ev Event) (Record, error) 
 		return rec, err
 	}
 	return rec, nil
+}
+
+// unwrite cuts off the n bytes of a record whose write or sync failed
+// (nothing was extended), so that no half-written record stays in the
+// log. When that fails too, the next catch-up moves the torn bytes aside.
+func (w *Writer) unwrite(n int, err error) error {
+	if n <= 0 {
+		return err
+	}
+	if terr := w.f.Truncate(w.off); terr != nil {
+		return fmt.Errorf("%w (and the %d bytes written could not be cut off: %v; the next append moves them aside)", err, n, terr)
+	}
+	return err
+}
+
+// writeHint says what to do about a failed write to the log.
+func writeHint(err error) string {
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return ": the file system is full; nothing was recorded, free space for the log"
+	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EROFS):
+		return ": the log cannot be written (immutable, see lsattr, or a read-only file system); nothing was recorded"
+	}
+	return ""
 }
 
 // CheckResult says how a log compares with the TPM.

@@ -64,20 +64,29 @@ type DivergenceError struct {
 	// MatchedPrefix is the number of leading records whose replay equals the
 	// TPM, or -1 when no prefix does.
 	MatchedPrefix int
-	Hint          string
+	// Reset is set when every compared PCR is at its reset value while the
+	// log says it was extended: the PCR was reset (TPM2_PCR_Reset) or the
+	// TPM restarted without its state.
+	Reset bool
+	Hint  string
 }
+
+// crashLeaves is how many records a crash can leave written but not
+// extended: a writer holds the log's lock from append to extend.
+const crashLeaves = 1
 
 // Error describes the failure.
 func (e *DivergenceError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "log and TPM disagree (log has %d records)", e.Records)
+	if e.Hint != "" {
+		// What happened first; the values after.
+		b.WriteString(": ")
+		b.WriteString(e.Hint)
+	}
 	for _, m := range e.Mismatches {
 		fmt.Fprintf(&b, "; %s: TPM has %s, replay of the log gives %s", m.Key,
 			hex.EncodeToString(m.Actual), hex.EncodeToString(m.Expected))
-	}
-	if e.Hint != "" {
-		b.WriteString(": ")
-		b.WriteString(e.Hint)
 	}
 	return b.String()
 }
@@ -159,25 +168,32 @@ func reconcileFrom(ctx context.Context, start *State, base int, prev *Record, re
 		}
 	}
 	pending := len(records) - matched
+	div.Reset = allInitial(actual)
+	resetHint := fmt.Sprintf("the PCR was reset: it is at its reset value although the log has %d records; the TPM restarted without its state, or a process with TPM access reset the PCR; the log cannot be trusted for this TPM",
+		base+len(records))
 	switch {
 	case matched < 0:
 		div.Hint = "no prefix of the log replays to the TPM's values: a PCR was extended outside rimon, or the log was edited or truncated"
-		if allInitial(actual) {
-			div.Hint = "the PCR is at its reset value: it was reset (any process with TPM access can reset PCR 23) or the TPM restarted; the log cannot be trusted for this TPM"
+		if div.Reset {
+			div.Hint = resetHint
 		}
 		return nil, div
 	case opts.Rebuild || pending <= opts.MaxRepair:
 		// Records written before a crash and never extended: extend them now.
-	case opts.MaxRepair == 0:
+	case opts.MaxRepair == 0 && pending <= crashLeaves:
 		for i := matched; i < len(records); i++ {
 			res.Pending = append(res.Pending, base+i)
 		}
 		return res, nil
 	default:
 		div.MatchedPrefix = base + matched
+		if div.Reset && base+matched == 0 {
+			div.Hint = resetHint
+			return nil, div
+		}
 		div.Hint = fmt.Sprintf("the TPM matches the first %d records, and %d records were never extended, more than the %d a crash can leave: the PCR was probably reset",
-			base+matched, pending, opts.MaxRepair)
-		if allInitial(actual) {
+			base+matched, pending, max(opts.MaxRepair, crashLeaves))
+		if div.Reset {
 			div.Hint += " (it is at its reset value)"
 		}
 		return nil, div

@@ -31,6 +31,7 @@ func TestReconcile(t *testing.T) {
 		repaired []int
 		pending  []int
 		wantErr  string
+		reset    bool // the error says the PCR was reset
 	}{
 		{name: "agree", records: 5, extended: 5},
 		{name: "empty_log_fresh_tpm", records: 0, extended: 0},
@@ -38,12 +39,15 @@ func TestReconcile(t *testing.T) {
 		{name: "only_record_not_extended", records: 1, extended: 0, repaired: []int{0}},
 		{name: "report_only", records: 5, extended: 4, noRepair: true, pending: []int{4}},
 		{name: "too_many_missing", records: 5, extended: 2, wantErr: "the TPM matches the first 2 records, and 3 records were never extended"},
-		{name: "pcr_reset", records: 5, extended: 0, wantErr: "it is at its reset value"},
+		{name: "pcr_reset", records: 5, extended: 0, wantErr: "the PCR was reset", reset: true},
+		{name: "pcr_reset_report_only", records: 5, extended: 0, noRepair: true, wantErr: "the PCR was reset", reset: true},
+		{name: "report_only_more_than_a_crash", records: 5, extended: 3, noRepair: true, wantErr: "3 records, and 2 records were never extended, more than the 1 a crash can leave"},
+		{name: "report_only_first_record", records: 1, extended: 0, noRepair: true, pending: []int{0}},
 		{name: "rebuild_fresh_simulator", records: 5, extended: 0, rebuild: true, repaired: []int{0, 1, 2, 3, 4}},
 		{name: "extended_outside_rimon", records: 3, extended: 3, tamper: func(f *fakePCRs) { f.extendRaw(23, crypto.SHA256, "evil") },
 			wantErr: "no prefix of the log replays"},
 		{name: "one_bank_tampered_after_reset", records: 3, extended: 3, tamper: func(f *fakePCRs) { f.reset(23) },
-			wantErr: "reset value"},
+			wantErr: "the PCR was reset", reset: true},
 		{name: "log_truncated", records: 2, extended: 3, wantErr: "no prefix of the log replays"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -62,6 +66,9 @@ func TestReconcile(t *testing.T) {
 				var div *DivergenceError
 				if !errors.As(err, &div) || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("Reconcile = %v, want *DivergenceError containing %q", err, tc.wantErr)
+				}
+				if div.Reset != tc.reset {
+					t.Errorf("DivergenceError.Reset = %v, want %v", div.Reset, tc.reset)
 				}
 				if len(div.Mismatches) == 0 {
 					t.Error("DivergenceError lists no mismatching PCR")

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"crypto"
 	"errors"
 	"fmt"
@@ -121,8 +122,19 @@ func readDoc(name string, r io.Reader, limit int64) (*yaml.Node, error) {
 		return nil, &Error{File: name, Msg: fmt.Sprintf("larger than %d MiB", limit>>20)}
 	}
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil && err != io.EOF {
 		return nil, &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	// yaml.Unmarshal reads the first document and ignores the rest: a
+	// second one (after "---") would be silently left out.
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case err == io.EOF:
+	case err != nil:
+		return nil, &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	default:
+		return nil, &Error{File: name, Line: extra.Line, Msg: "a second YAML document (after ---): the file must hold exactly one; merge them or remove the ---"}
 	}
 	return &doc, nil
 }

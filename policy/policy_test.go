@@ -93,6 +93,8 @@ func TestParseErrors(t *testing.T) {
 		{"unknown_setting", "settings:\n  interval: 5m\nmeasure:\n  - file: /a\n", "p.yaml:2: settings.interval: unknown setting (want pcr, banks, log, debounce, rescan or symlinks)"},
 		{"duplicate_key", "measure:\n  - file: /a\nmeasure:\n  - file: /b\n", "p.yaml:3: measure: appears twice"},
 		{"bad_version", "version: 2\nmeasure:\n  - file: /a\n", "p.yaml:1: version: only version 1 is known"},
+		{"second_document", "measure:\n  - file: /a\n---\nexclude: ['*']\n", "p.yaml:3: a second YAML document (after ---): the file must hold exactly one; merge them or remove the ---"},
+		{"bad_second_document", "measure:\n  - file: /a\n---\nmeasure: [\n", "p.yaml: line 4: did not find expected node content"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("p.yaml", strings.NewReader(tc.yaml))
@@ -233,6 +235,7 @@ func TestReferenceErrors(t *testing.T) {
 		{"file:\n  /a: []\n", "r.yaml:2: file: unknown key (want version, unlisted, deletions, files, required, images, ignore or azure)"},
 		{"files:\n  /a: []\n", "r.yaml:2: files./a: want a list of allowed digests, have a list"},
 		{"required: [rel]\n", `r.yaml:1: required: "rel" is not an absolute path`},
+		{"files:\n  /a: [" + strings.Repeat("0", 64) + "]\n---\nfiles:\n  /b: [" + strings.Repeat("0", 64) + "]\n", "r.yaml:3: a second YAML document (after ---): the file must hold exactly one; merge them or remove the ---"},
 	} {
 		if _, err := ParseReference("r.yaml", strings.NewReader(tc.yaml)); err == nil || err.Error() != tc.want {
 			t.Errorf("ParseReference(%q) = %v, want %s", tc.yaml, err, tc.want)

@@ -75,10 +75,8 @@ func Open(ctx context.Context, spec string) (*TPM, error) {
 	case spec == "sim":
 		t, err = openSimulator()
 		ephemeral = true
-	case strings.HasPrefix(spec, "tcp:"):
-		t, err = dialSocket(ctx, "tcp", strings.TrimPrefix(spec, "tcp:"), spec)
-	case strings.HasPrefix(spec, "unix:"):
-		t, err = dialSocket(ctx, "unix", strings.TrimPrefix(spec, "unix:"), spec)
+	case strings.HasPrefix(spec, "tcp:"), strings.HasPrefix(spec, "unix:"):
+		t, err = dialReconnecting(ctx, spec)
 	default:
 		t, err = openDevice(spec)
 	}

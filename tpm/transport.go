@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
@@ -61,7 +63,7 @@ func (s *socketTPM) Send(cmd []byte) ([]byte, error) {
 	var hdr [10]byte
 	if _, err := io.ReadFull(s.conn, hdr[:]); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%w at %s: it closed the connection (swtpm serves one client at a time, and needs --flags not-need-init)", ErrUnreachable, s.name)
+			return nil, fmt.Errorf("%w at %s: it closed the connection (it stopped, or it serves another client: swtpm serves one at a time, and needs --flags not-need-init)", ErrUnreachable, s.name)
 		}
 		return nil, fmt.Errorf("%w at %s: read: %v", ErrUnreachable, s.name, unwrapOpError(err))
 	}
@@ -99,4 +101,107 @@ func (r retrying) Send(cmd []byte) ([]byte, error) {
 			return rsp, nil
 		}
 	}
+}
+
+// Reconnect backoff: the first redial after a lost connection is
+// immediate; after a failed dial the wait starts at minRedialWait and
+// doubles with each failed dial up to maxRedialWait.
+const (
+	minRedialWait = 100 * time.Millisecond
+	maxRedialWait = 5 * time.Second
+)
+
+// reconnecting is a socket TPM that survives the TPM going away: after a
+// failed command it drops the connection, and a later command dials again
+// (at most once per backoff wait, so that a TPM that is gone costs no more
+// than a failed dial now and then). A command whose connection failed is
+// never sent again: the TPM may have executed it (an extend) before the
+// connection broke. The caller reconciles with the TPM after an error.
+type reconnecting struct {
+	dial func() (transport.TPMCloser, error)
+	name string
+	now  func() time.Time
+
+	mu     sync.Mutex
+	cur    transport.TPMCloser // nil while disconnected
+	wait   time.Duration       // backoff before the next redial
+	next   time.Time           // no redial before then
+	closed bool
+}
+
+// dialReconnecting connects to the socket TPM that spec names
+// ("tcp:HOST:PORT" or "unix:PATH"), and again whenever the connection is
+// lost.
+func dialReconnecting(ctx context.Context, spec string) (transport.TPMCloser, error) {
+	network, addr, _ := strings.Cut(spec, ":")
+	first, err := dialSocket(ctx, network, addr, spec)
+	if err != nil {
+		return nil, err
+	}
+	dial := func() (transport.TPMCloser, error) {
+		return dialSocket(context.Background(), network, addr, spec)
+	}
+	return &reconnecting{dial: dial, name: spec, now: time.Now, cur: first}, nil
+}
+
+func (r *reconnecting) Send(cmd []byte) ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, fmt.Errorf("TPM %s: closed", r.name)
+	}
+	fresh := false
+	if r.cur == nil {
+		if now := r.now(); now.Before(r.next) {
+			return nil, fmt.Errorf("%w at %s: the connection was lost; next reconnect attempt in %v", ErrUnreachable, r.name, r.next.Sub(now).Round(time.Millisecond))
+		}
+		c, err := r.dial()
+		if err != nil {
+			r.backoff()
+			return nil, err
+		}
+		r.cur, r.wait, fresh = c, 0, true
+	}
+	rsp, err := r.cur.Send(cmd)
+	if err == nil && fresh && responseCode(rsp) == tpm2.TPMRCInitialize {
+		// A TPM that restarted without startup-clear: start it, which
+		// resets its PCRs (the caller's reconciliation sees that), and
+		// send the command again: it was refused, not executed.
+		if _, err = (tpm2.Startup{StartupType: tpm2.TPMSUClear}).Execute(r.cur); err == nil {
+			rsp, err = r.cur.Send(cmd)
+		}
+	}
+	if err != nil && errors.Is(err, ErrUnreachable) {
+		// The next command dials at once (the TPM may be back already, as
+		// after a quick restart); failed dials back off.
+		r.cur.Close()
+		r.cur = nil
+		r.wait, r.next = 0, time.Time{}
+	}
+	return rsp, err
+}
+
+// backoff schedules the next redial after a failure.
+func (r *reconnecting) backoff() {
+	r.wait = min(max(2*r.wait, minRedialWait), maxRedialWait)
+	r.next = r.now().Add(r.wait)
+}
+
+func (r *reconnecting) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	if r.cur == nil {
+		return nil
+	}
+	err := r.cur.Close()
+	r.cur = nil
+	return err
+}
+
+func responseCode(rsp []byte) tpm2.TPMRC {
+	if len(rsp) < 10 {
+		return 0
+	}
+	return tpm2.TPMRC(binary.BigEndian.Uint32(rsp[6:10]))
 }

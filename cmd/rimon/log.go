@@ -191,6 +191,8 @@ reported; --repair extends them, as every measuring command does on start.`,
 				hint := "rimon log check --repair extends them"
 				if t.Ephemeral() {
 					hint = "the simulator starts empty in every process, so it can only be checked by the process that measures"
+				} else if res.Pending[0] == 0 {
+					hint += " (the PCR is at its reset value: if rimon did not crash on its first record, the PCR was reset instead)"
 				}
 				return checkErr(fmt.Errorf("log %s: record(s) %v were written but not extended into the TPM: %s", g.log, res.Pending, hint))
 			}

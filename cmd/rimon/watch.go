@@ -49,8 +49,15 @@ recorded and the watches are in place, STATUS= with counts, and watchdog pings
 when WatchdogSec= is set. SIGHUP reloads the policy; SIGTERM finishes the
 record in flight and exits. Logs go to stderr.
 
+watch stops with an error that says what happened when the ground it records
+on is lost: the log deleted, replaced or truncated, or the PCR no longer the
+replay of the log (reset, or a TPM restarted without its state). While it
+cannot record for now (the TPM unreachable, the log not writable: a full disk,
+chattr +i) it logs why, reconnects to a socket TPM as soon as it answers, and
+sends no watchdog pings, so that systemd restarts it if the fault lasts.
+
 The log path comes from the policy's settings.log unless --log is given.`,
-		Example: `  rimon watch --tpm sim --policy packaging/examples/demo.yaml --log /tmp/rimon.log
+		Example: `  rimon watch --tpm sim --policy packaging/examples/minimal.yaml --log /tmp/rimon.log
   systemctl start rimon   # packaging/systemd/rimon.service`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -112,16 +119,20 @@ func runWatchServe(ctx context.Context, g *globals, pol *policy.Policy, policyPa
 		return err
 	}
 	defer w.Close()
+	// The guard stops the agent (runCtx) when the log or the TPM is lost.
+	runCtx, stopRun := context.WithCancelCause(ctx)
+	defer stopRun(nil)
+	gd := newGuard(w, stopRun, logger)
 	cfg := monitor.Config{
 		Policy:   pol,
 		Reload:   func() (*policy.Policy, error) { return policy.Load(policyPath) },
-		Recorder: w,
+		Recorder: gd,
 		Known:    known,
 		Logger:   logger,
 		Workers:  jobs,
 	}
 	if os.Getenv("NOTIFY_SOCKET") != "" {
-		cfg.Notify = sdNotifier{}
+		cfg.Notify = gatedNotifier{sdNotifier{}, gd} // no watchdog pings while it cannot record
 		if d, err := daemon.SdWatchdogEnabled(false); err == nil {
 			cfg.Watchdog = d
 		}
@@ -166,13 +177,20 @@ func runWatchServe(ctx context.Context, g *globals, pol *policy.Policy, policyPa
 		defer stop()
 	}
 	logger.Info("starting", "policy", policyPath, "tpm", g.tpm, "log", g.log, "pcr", pol.PCR, "banks", bankNames(banks))
-	if err := m.Run(ctx); err != nil {
+	every, retry := checkIntervals(cfg.Watchdog)
+	checked := make(chan struct{})
+	go func() { gd.check(runCtx, every, retry); close(checked) }()
+	defer func() { stopRun(nil); <-checked }()
+	if err := m.Run(runCtx); err != nil {
 		return err
+	}
+	if cause := context.Cause(runCtx); errors.Is(cause, errLostGround) {
+		return asCheckFailure(cause)
 	}
 	// A last look: the log and the TPM must agree when the agent stops.
 	vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if err := w.Verify(vctx); err != nil {
+	if err := gd.Verify(vctx); err != nil {
 		return checkErr(err)
 	}
 	st := w.State()

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,36 +43,122 @@ func Open(t testing.TB) *tpm.TPM {
 // swtpm is not installed.
 func Swtpm(t testing.TB) string {
 	t.Helper()
+	return StartSwtpm(t).Spec
+}
+
+// Process is a private swtpm TCP server that a test may kill and start
+// again, with or without its state, on the same port.
+type Process struct {
+	// Spec is the rimon TPM specification, "tcp:127.0.0.1:PORT".
+	Spec string
+	t    testing.TB
+	dir  string
+	port int
+	stop func() // nil while stopped
+	// NoStartup makes the next start leave the TPM unstarted (no
+	// startup-clear), as a TPM before firmware ran TPM2_Startup.
+	NoStartup bool
+}
+
+// StartSwtpm starts a private swtpm TCP server, stopped when the test ends.
+func StartSwtpm(t testing.TB) *Process {
+	t.Helper()
 	dir := t.TempDir()
 	for attempt := 0; attempt < 5; attempt++ {
 		port, err := freePortPair()
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		stop, exited := launch(t, dir, "type=tcp,port="+strconv.Itoa(port)+",bindaddr=127.0.0.1",
-			"type=tcp,port="+strconv.Itoa(port+1)+",bindaddr=127.0.0.1")
-		if waitListening(addr, exited) {
-			t.Cleanup(stop)
-			return "tcp:" + addr
+		p := &Process{Spec: "tcp:127.0.0.1:" + strconv.Itoa(port), t: t, dir: dir, port: port}
+		if p.launch() {
+			t.Cleanup(p.Kill)
+			return p
 		}
-		stop() // the port was taken after all: try another
 	}
 	log, _ := os.ReadFile(filepath.Join(dir, "swtpm.log"))
 	t.Fatalf("swtpm did not start; its log:\n%s", log)
-	return ""
+	return nil
+}
+
+// launch starts swtpm on p's ports and reports whether it listens.
+func (p *Process) launch() bool {
+	p.t.Helper()
+	flags := "not-need-init,startup-clear"
+	if p.NoStartup {
+		flags = "not-need-init"
+	}
+	stop, exited := launchFlags(p.t, p.dir, "type=tcp,port="+strconv.Itoa(p.port)+",bindaddr=127.0.0.1",
+		"type=tcp,port="+strconv.Itoa(p.port+1)+",bindaddr=127.0.0.1", flags)
+	if !waitListening("127.0.0.1:"+strconv.Itoa(p.port), exited) {
+		stop() // the port was taken after all
+		return false
+	}
+	p.stop = stop
+	return true
+}
+
+// Kill kills swtpm (SIGKILL) and waits for it to exit. Its permanent state
+// stays on disk; its volatile state (PCRs, loaded objects) is lost unless
+// [Process.SaveVolatile] stored it first.
+func (p *Process) Kill() {
+	if p.stop != nil {
+		p.stop()
+		p.stop = nil
+	}
+}
+
+// SaveVolatile asks the running swtpm to store its volatile state (PCR
+// values included) in its state directory (swtpm_ioctl -v), where the next
+// start restores it, as for a suspended or migrated VM.
+func (p *Process) SaveVolatile() {
+	p.t.Helper()
+	out, err := exec.Command("swtpm_ioctl", "--tcp", "127.0.0.1:"+strconv.Itoa(p.port+1), "-v").CombinedOutput()
+	if err != nil {
+		p.t.Fatalf("swtpm_ioctl -v: %v\n%s", err, out)
+	}
+}
+
+// Restart starts swtpm again on the same port. With keepState it finds
+// the state it left (permanent, and volatile when saved); without, it
+// starts as a new TPM. It kills a running swtpm first.
+func (p *Process) Restart(keepState bool) {
+	p.t.Helper()
+	p.Kill()
+	if !keepState {
+		entries, err := os.ReadDir(p.dir)
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), "tpm2-") {
+				if err := os.Remove(filepath.Join(p.dir, e.Name())); err != nil {
+					p.t.Fatal(err)
+				}
+			}
+		}
+	}
+	if !p.launch() {
+		log, _ := os.ReadFile(filepath.Join(p.dir, "swtpm.log"))
+		p.t.Fatalf("swtpm did not start again on port %d; its log:\n%s", p.port, log)
+	}
 }
 
 // launch starts swtpm with its state in dir and the given --server and
 // --ctrl channels; stop kills it and waits, exited closes when it ends.
 func launch(t testing.TB, dir, server, ctrl string) (stop func(), exited <-chan struct{}) {
 	t.Helper()
+	return launchFlags(t, dir, server, ctrl, "not-need-init,startup-clear")
+}
+
+// launchFlags is launch with swtpm's --flags.
+func launchFlags(t testing.TB, dir, server, ctrl, flags string) (stop func(), exited <-chan struct{}) {
+	t.Helper()
 	bin, err := exec.LookPath("swtpm")
 	if err != nil {
 		t.Fatalf("swtpm is not installed (apt-get install swtpm swtpm-tools): %v", err)
 	}
 	cmd := exec.Command(bin, "socket", "--tpm2", "--server", server, "--ctrl", ctrl,
-		"--tpmstate", "dir="+dir, "--flags", "not-need-init,startup-clear",
+		"--tpmstate", "dir="+dir, "--flags", flags,
 		"--log", "file="+filepath.Join(dir, "swtpm.log"))
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start swtpm: %v", err)
