@@ -192,6 +192,7 @@ func TestAttestRetries(t *testing.T) {
 		return nil
 	}
 	a := newFakeAgent(t)
+	var mu sync.Mutex // the handler's goroutine and the test's share nonces and answers
 	var nonces []string
 	answers := []func(w http.ResponseWriter){
 		func(w http.ResponseWriter) {
@@ -205,6 +206,8 @@ func TestAttestRetries(t *testing.T) {
 		func(w http.ResponseWriter) { http.Error(w, "too many requests", http.StatusTooManyRequests) },
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
 		nonces = append(nonces, r.URL.Query().Get("nonce"))
 		if i := len(nonces) - 1; i < len(answers) {
 			answers[i](w)
@@ -225,15 +228,19 @@ func TestAttestRetries(t *testing.T) {
 	}
 
 	// Always busy: give up after --tries requests, saying why.
+	mu.Lock()
 	nonces, waits = nil, nil
 	answers = slices.Repeat(answers[1:2], 10)
+	mu.Unlock()
 	r = rimon(t, "attest", "--agent", srv.URL, "--ak", a.akPath, "--tries", "2")
 	if r.code != exitError || !strings.Contains(r.stderr, "503 Service Unavailable") || !strings.Contains(r.stderr, "after 2 tries") || len(nonces) != 2 {
 		t.Errorf("attest against a busy agent, --tries 2: exit %d, %d requests, stderr %q", r.code, len(nonces), r.stderr)
 	}
 	// Other refusals are not retried.
+	mu.Lock()
 	nonces = nil
 	answers = []func(w http.ResponseWriter){func(w http.ResponseWriter) { http.Error(w, "nonce: want 8 to 64 bytes in hex", http.StatusBadRequest) }}
+	mu.Unlock()
 	if r := rimon(t, "attest", "--agent", srv.URL, "--ak", a.akPath); r.code != exitError || len(nonces) != 1 {
 		t.Errorf("attest answered 400: exit %d after %d requests; want 2 after 1", r.code, len(nonces))
 	}
