@@ -193,6 +193,27 @@ func TestUnrecordedHeader(t *testing.T) {
 	}
 }
 
+// TestWaitBoundedAndForgotten: a request that waits past MaxWait for its
+// turn gets 503 with Retry-After, and leaves no trace: the client's next
+// requests are not refused as "too many at once".
+func TestWaitBoundedAndForgotten(t *testing.T) {
+	m := newMachine(t)
+	// At this rate the bucket never holds a whole token: every request waits.
+	srv := httptest.NewServer(attest.Handler(attest.HandlerOptions{TPM: m.tpm, LogPath: m.log, PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256},
+		Rate: 0.001, PerClient: 1, MaxWait: 20 * time.Millisecond}))
+	defer srv.Close()
+	for i := 0; i < 3; i++ {
+		rsp, err := srv.Client().Get(srv.URL + "/v1/evidence?nonce=" + hex.EncodeToString(nonce))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rsp.Body.Close()
+		if rsp.StatusCode != http.StatusServiceUnavailable || rsp.Header.Get("Retry-After") == "" {
+			t.Errorf("request %d = %s, Retry-After %q; want 503 with Retry-After", i, rsp.Status, rsp.Header.Get("Retry-After"))
+		}
+	}
+}
+
 // TestLimitListener: a client's connections beyond its share are closed at
 // once; beyond the total, Accept waits for one to close.
 func TestLimitListener(t *testing.T) {

@@ -274,3 +274,21 @@ func TestAttestCacheStreams(t *testing.T) {
 		t.Errorf("since asked = %q, want none then 3", sinces)
 	}
 }
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"1024": 1024, "4KiB": 4 << 10, "512MiB": 512 << 20, "1GiB": 1 << 30, "3M": 3 << 20, "2G": 2 << 30} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "MiB", "-1KiB", "1.5GiB", "1TiB", "99999999999GiB", "12 MiB"} {
+		if got, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) = %d; want an error", in, got)
+		}
+	}
+	for _, args := range [][]string{{"--max-evidence", "1023"}, {"--max-evidence", "lots"}, {"--tries", "0"}, {"--tries", "11"}} {
+		if r := rimon(t, append([]string{"attest", "--agent", "http://127.0.0.1:1", "--ak", "ak.pem"}, args...)...); r.code != exitUsage {
+			t.Errorf("attest %v: exit %d, want %d", args, r.code, exitUsage)
+		}
+	}
+}

@@ -230,8 +230,9 @@ func serveEvidence(ctx context.Context, logger *slog.Logger, f serveFlags, o att
 
 // connBudget is how many connections the evidence endpoint holds at once
 // (a quarter of the open-file limit, at most 256, at least 4) and from one
-// client. Go raises the soft limit to the hard one when a program starts,
-// so the limit read here is the one the process lives with.
+// client. Go raises the soft limit to one below the hard one when a
+// program starts (package syscall's init, go.dev/issue/46279), so the limit
+// read here is the one the process lives with.
 func connBudget() (total, perClient int) {
 	total = 256
 	var rl syscall.Rlimit
