@@ -116,9 +116,9 @@ func Handler(o HandlerOptions) http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), o.MaxWait)
+		wait, cancel := context.WithTimeout(r.Context(), o.MaxWait)
 		defer cancel()
-		release, status := turns.enter(ctx, ClientKey(r.RemoteAddr))
+		release, status := turns.enter(wait, ClientKey(r.RemoteAddr))
 		switch status {
 		case http.StatusTooManyRequests:
 			w.Header().Set("Retry-After", "1")
@@ -133,12 +133,15 @@ func Handler(o HandlerOptions) http.Handler {
 		select {
 		case writers <- struct{}{}:
 			defer func() { <-writers }()
-		case <-ctx.Done():
+		case <-wait.Done():
 			w.Header().Set("Retry-After", "2")
 			http.Error(w, "busy: try again later", http.StatusServiceUnavailable)
 			return
 		}
-		b, status, msg := evidenceFor(ctx, o, one, q)
+		b, status, msg := evidenceFor(wait, r.Context(), o, one, q)
+		if status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "2")
+		}
 		if status != http.StatusOK {
 			http.Error(w, msg, status)
 			return
@@ -153,13 +156,16 @@ func Handler(o HandlerOptions) http.Handler {
 	return mux
 }
 
-// evidenceFor takes the quote (one at a time) and encodes the evidence.
-func evidenceFor(ctx context.Context, o HandlerOptions, one chan struct{}, q query) ([]byte, int, string) {
+// evidenceFor takes the quote (one at a time, waiting as long as wait
+// lasts) and encodes the evidence.
+func evidenceFor(wait, ctx context.Context, o HandlerOptions, one chan struct{}, q query) ([]byte, int, string) {
 	select {
 	case one <- struct{}{}:
-	case <-ctx.Done():
+	case <-wait.Done():
 		return nil, http.StatusServiceUnavailable, "busy: try again later"
 	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	ev, err := Collect(ctx, o.TPM, o.LogPath, q.nonce, o.PCRs, q.banks)
 	<-one
 	if err != nil {
