@@ -269,3 +269,21 @@ func TestLimitListener(t *testing.T) {
 	}
 	_, _, _ = a1, s2, other
 }
+
+func TestClientKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1:80":          "192.0.2.1",
+		"127.0.0.2:5000":        "127.0.0.2",
+		"[::ffff:192.0.2.1]:80": "192.0.2.1",
+		"[2001:db8::1]:80":      "2001:db8::/64",
+		"[2001:db8::2:1]:443":   "2001:db8::/64",
+		"[2001:db8:0:1::1]:443": "2001:db8:0:1::/64",
+		"[fe80::1%eth0]:80":     "fe80::/64",
+		"[::1]:80":              "::/64",
+		"@":                     "@",
+	} {
+		if got := attest.ClientKey(in); got != want {
+			t.Errorf("ClientKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
