@@ -126,6 +126,7 @@ func TestAttestStopsAtMaxEvidence(t *testing.T) {
 	srv.Close() // waits for the handler
 	mu.Lock()
 	defer mu.Unlock()
+	t.Logf("the agent wrote %d bytes", sent)
 	// What the agent got written is what rimon read plus the sockets' buffers.
 	if sent > 64<<20 {
 		t.Errorf("the agent wrote %d bytes before rimon attest stopped reading; want about 4 MiB", sent)
