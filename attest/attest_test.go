@@ -271,8 +271,9 @@ func TestQuoteStructureChecks(t *testing.T) {
 }
 
 // BenchmarkEvidenceEndpoint: 8 concurrent clients against the agent's
-// handler on the simulator, with a log of 1,000 records and the rate limit
-// lifted, to see what the endpoint can serve (quotes are taken one at a time).
+// handler on the simulator, with a log of 1,000 records and the rate and
+// per-client limits lifted, to see what the endpoint can serve (quotes are
+// taken one at a time).
 func BenchmarkEvidenceEndpoint(b *testing.B) {
 	ctx := context.Background()
 	tp := testtpm.Open(b)
@@ -287,7 +288,7 @@ func BenchmarkEvidenceEndpoint(b *testing.B) {
 	for i := 0; i < 1000; i++ {
 		w.Append(ctx, 23, eventlog.Event{Kind: "file", Path: fmt.Sprintf("/bin/f%d", i), SHA256: digestOf(fmt.Sprint(i)), Reason: "initial"})
 	}
-	srv := httptest.NewServer(attest.Handler(attest.HandlerOptions{TPM: tp, LogPath: log, PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256}, Rate: 1e6}))
+	srv := httptest.NewServer(attest.Handler(attest.HandlerOptions{TPM: tp, LogPath: log, PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256}, Rate: 1e6, PerClient: 8}))
 	defer srv.Close()
 	b.SetParallelism(4) // 4 x GOMAXPROCS(2) = 8 clients
 	b.ResetTimer()

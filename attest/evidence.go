@@ -88,9 +88,10 @@ type QuoteBlob struct {
 const maxHeader = 1 << 20
 
 // OpenEvidence reads the header of an evidence stream and returns the
-// reader positioned at the log, for [Verify] to stream.
+// reader positioned at the log, for [Verify] to stream. Past [MaxEvidence]
+// bytes the log reader fails with an error wrapping [ErrTooLarge].
 func OpenEvidence(r io.Reader) (*Evidence, io.Reader, error) {
-	br := bufio.NewReaderSize(io.LimitReader(r, MaxEvidence), 64<<10)
+	br := bufio.NewReaderSize(&capReader{r: r, left: MaxEvidence, max: MaxEvidence}, 64<<10)
 	line, err := br.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {
 		var more []byte

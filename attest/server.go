@@ -4,11 +4,16 @@ import (
 	"context"
 	"crypto"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,8 +28,18 @@ type HandlerOptions struct {
 	PCRs    []int
 	Banks   []crypto.Hash
 	// Rate is how many quotes a second the handler takes (default 5), with
-	// bursts of twice that; more gets 429 Too Many Requests.
+	// bursts of twice that. Requests beyond it wait their turn, clients
+	// served in rotation (see [Handler]).
 	Rate float64
+	// PerClient is how many requests one client may have waiting or in
+	// progress at once (default 2); more gets 429 Too Many Requests.
+	PerClient int
+	// MaxClients bounds the clients waiting at once (default 1024); more
+	// gets 503 Service Unavailable.
+	MaxClients int
+	// MaxWait is how long a request waits for its turn (default 30s)
+	// before it gets 503 with Retry-After.
+	MaxWait time.Duration
 	// MaxLog bounds the log served (default 256 MiB).
 	MaxLog int64
 	// Decorate, when set, adds to each evidence document (the Azure blob).
@@ -34,96 +49,106 @@ type HandlerOptions struct {
 	Unrecorded func() []Unrecorded
 }
 
+// maxWriters bounds the responses written at once, and so the copies of
+// the log held in memory.
+const maxWriters = 4
+
 // Handler serves GET /v1/evidence?nonce=HEX[&bank=sha256...][&since=N]:
 // fresh evidence bound to the caller's nonce, quoting the banks asked for
 // (all of the handler's banks by default), with the log from record N on
-// when since is given (the caller holds the earlier records). Quotes are taken one at a time and rate-limited, so
-// clients cannot starve the measurements that share the TPM.
+// when since is given (the caller holds the earlier records).
+//
+// # Bounded work, fair turns
+//
+// Quotes are taken one at a time at [HandlerOptions.Rate], so clients
+// cannot starve the measurements that share the TPM. A request beyond the
+// rate waits, and waiting clients (keyed by [ClientKey]: an IPv4 address or
+// an IPv6 /64) are served in rotation, one request each per turn: a client
+// that floods the endpoint gets one turn in every round like any other, so
+// a verifier's request is served after at most one request of each other
+// waiting client. A client has at most [HandlerOptions.PerClient] requests
+// waiting or in progress (429 beyond that, with Retry-After), a request
+// waits at most [HandlerOptions.MaxWait] (then 503, with Retry-After), and
+// at most [HandlerOptions.MaxClients] clients wait at once. The limits are
+// per address: a client with many addresses (a local user picking from
+// 127.0.0.0/8, say) gets a turn for each of them, and slows everyone else's
+// turn down in proportion, never to zero.
+//
+// HEAD checks the query and answers with the headers of a GET, without a
+// quote and without using up a turn. A query that does not parse, or names
+// nonce or since twice, gets 400.
+//
+// The handler bounds its work, not connections: serve it through
+// [LimitListener] with the timeouts of an [http.Server], as rimon watch
+// does. Each response's write deadline grows with its size (10 s plus one
+// second for every 256 KiB).
 func Handler(o HandlerOptions) http.Handler {
 	if o.Rate <= 0 {
 		o.Rate = 5
 	}
+	if o.PerClient <= 0 {
+		o.PerClient = 2
+	}
+	if o.MaxClients <= 0 {
+		o.MaxClients = 1024
+	}
+	if o.MaxWait <= 0 {
+		o.MaxWait = 30 * time.Second
+	}
 	if o.MaxLog <= 0 {
 		o.MaxLog = 256 << 20
 	}
-	lim := &limiter{rate: o.Rate, burst: 2 * o.Rate, tokens: 2 * o.Rate, last: time.Now()}
+	turns := newGate(o.Rate, 2*o.Rate, o.PerClient, o.MaxClients)
 	one := make(chan struct{}, 1)
+	writers := make(chan struct{}, maxWriters)
 	mux := http.NewServeMux()
+	mux.HandleFunc("HEAD /v1/evidence", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := parseQuery(r.URL.RawQuery, o.Banks); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json-seq")
+		w.Header().Set("Cache-Control", "no-store")
+	})
 	mux.HandleFunc("GET /v1/evidence", func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		nonce, err := hex.DecodeString(q.Get("nonce"))
-		if err != nil || len(nonce) < 8 || len(nonce) > 64 {
-			http.Error(w, "nonce: want 8 to 64 bytes in hex", http.StatusBadRequest)
+		q, err := parseQuery(r.URL.RawQuery, o.Banks)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		banks := o.Banks
-		for k := range q {
-			if k != "nonce" && k != "bank" && k != "since" {
-				http.Error(w, "unknown parameter "+k+" (want nonce, bank and since)", http.StatusBadRequest)
-				return
-			}
-		}
-		var since uint64
-		if v := q.Get("since"); v != "" {
-			if since, err = strconv.ParseUint(v, 10, 63); err != nil {
-				http.Error(w, "since: want a record count", http.StatusBadRequest)
-				return
-			}
-		}
-		if names := q["bank"]; len(names) > 0 {
-			banks = nil
-			for _, n := range names {
-				h, err := eventlog.ParseBank(n)
-				if err != nil || !slices.Contains(o.Banks, h) || slices.Contains(banks, h) {
-					http.Error(w, "bank "+n+": not one this agent extends, or asked twice", http.StatusBadRequest)
-					return
-				}
-				banks = append(banks, h)
-			}
-			slices.Sort(banks)
-		}
-		if !lim.allow() {
-			w.Header().Set("Retry-After", "1")
-			http.Error(w, "too many requests", http.StatusTooManyRequests)
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		wait, cancel := context.WithTimeout(r.Context(), o.MaxWait)
 		defer cancel()
+		release, status := turns.enter(wait, ClientKey(r.RemoteAddr))
+		switch status {
+		case http.StatusTooManyRequests:
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "too many requests from this client at once", status)
+			return
+		case http.StatusServiceUnavailable:
+			w.Header().Set("Retry-After", "2")
+			http.Error(w, "busy: try again later", status)
+			return
+		}
+		defer release()
 		select {
-		case one <- struct{}{}:
-			defer func() { <-one }()
-		case <-ctx.Done():
-			http.Error(w, "busy", http.StatusServiceUnavailable)
+		case writers <- struct{}{}:
+			defer func() { <-writers }()
+		case <-wait.Done():
+			w.Header().Set("Retry-After", "2")
+			http.Error(w, "busy: try again later", http.StatusServiceUnavailable)
 			return
 		}
-		ev, err := Collect(ctx, o.TPM, o.LogPath, nonce, o.PCRs, banks)
-		if err != nil {
-			http.Error(w, "quote failed", http.StatusInternalServerError)
+		b, status, msg := evidenceFor(wait, r.Context(), o, one, q)
+		if status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "2")
+		}
+		if status != http.StatusOK {
+			http.Error(w, msg, status)
 			return
 		}
-		if since > 0 {
-			rest, err := SkipRecords(ev.Log, since)
-			if err != nil {
-				http.Error(w, "since: "+err.Error(), http.StatusBadRequest)
-				return
-			}
-			ev.Log, ev.LogStart = rest, since
-		}
-		if o.Decorate != nil {
-			if err := o.Decorate(ctx, ev); err != nil {
-				http.Error(w, "hardware evidence unavailable", http.StatusInternalServerError)
-				return
-			}
-		}
-		if int64(len(ev.Log)) > o.MaxLog {
-			http.Error(w, "log larger than the limit", http.StatusInsufficientStorage)
-			return
-		}
-		b, err := ev.Marshal()
-		if err != nil {
-			http.Error(w, "encode failed", http.StatusInternalServerError)
-			return
-		}
+		// A slow reader holds a writer slot and its connection, never the TPM.
+		rc := http.NewResponseController(w)
+		rc.SetWriteDeadline(time.Now().Add(10*time.Second + time.Duration(len(b)/(256<<10))*time.Second))
 		w.Header().Set("Content-Type", "application/json-seq")
 		w.Header().Set("Cache-Control", "no-store")
 		w.Write(b)
@@ -131,27 +156,322 @@ func Handler(o HandlerOptions) http.Handler {
 	return mux
 }
 
-type limiter struct {
-	mu                  sync.Mutex
-	rate, burst, tokens float64
-	last                time.Time
+// evidenceFor takes the quote (one at a time, waiting as long as wait
+// lasts) and encodes the evidence.
+func evidenceFor(wait, ctx context.Context, o HandlerOptions, one chan struct{}, q query) ([]byte, int, string) {
+	select {
+	case one <- struct{}{}:
+	case <-wait.Done():
+		return nil, http.StatusServiceUnavailable, "busy: try again later"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ev, err := Collect(ctx, o.TPM, o.LogPath, q.nonce, o.PCRs, q.banks)
+	<-one
+	if err != nil {
+		return nil, http.StatusInternalServerError, "quote failed"
+	}
+	if o.Unrecorded != nil {
+		ev.Unrecorded = o.Unrecorded()
+	}
+	if q.since > 0 {
+		rest, err := SkipRecords(ev.Log, q.since)
+		if err != nil {
+			return nil, http.StatusBadRequest, "since: " + err.Error()
+		}
+		ev.Log, ev.LogStart = rest, q.since
+	}
+	if o.Decorate != nil {
+		if err := o.Decorate(ctx, ev); err != nil {
+			return nil, http.StatusInternalServerError, "hardware evidence unavailable"
+		}
+	}
+	if int64(len(ev.Log)) > o.MaxLog {
+		return nil, http.StatusInsufficientStorage, "log larger than the limit"
+	}
+	b, err := ev.Marshal()
+	if err != nil {
+		return nil, http.StatusInternalServerError, "encode failed"
+	}
+	return b, http.StatusOK, ""
 }
 
-func (l *limiter) allow() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := time.Now()
-	l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
-	l.last = now
-	if l.tokens < 1 {
-		return false
+// query is a parsed request for evidence.
+type query struct {
+	nonce []byte
+	banks []crypto.Hash
+	since uint64
+}
+
+// parseQuery checks a request's query string: nonce once, since at most
+// once, bank any number of times (each one the agent extends, none twice).
+func parseQuery(raw string, all []crypto.Hash) (query, error) {
+	vals, err := url.ParseQuery(raw)
+	if err != nil {
+		return query{}, fmt.Errorf("query string: %v", err)
 	}
-	l.tokens--
-	return true
+	for k, v := range vals {
+		switch k {
+		case "nonce", "since":
+			if len(v) > 1 {
+				return query{}, fmt.Errorf("parameter %s given %d times (want it once)", k, len(v))
+			}
+		case "bank":
+		default:
+			return query{}, fmt.Errorf("unknown parameter %q (want nonce, bank and since)", k)
+		}
+	}
+	var q query
+	q.nonce, err = hex.DecodeString(vals.Get("nonce"))
+	if err != nil || len(q.nonce) < 8 || len(q.nonce) > 64 {
+		return query{}, errors.New("nonce: want 8 to 64 bytes in hex")
+	}
+	if v := vals.Get("since"); v != "" {
+		if q.since, err = strconv.ParseUint(v, 10, 63); err != nil {
+			return query{}, errors.New("since: want a record count")
+		}
+	}
+	q.banks = all
+	if names := vals["bank"]; len(names) > 0 {
+		q.banks = nil
+		for _, n := range names {
+			h, err := eventlog.ParseBank(n)
+			if err != nil || !slices.Contains(all, h) || slices.Contains(q.banks, h) {
+				return query{}, fmt.Errorf("bank %s: not one this agent extends, or asked twice", n)
+			}
+			q.banks = append(q.banks, h)
+		}
+		slices.Sort(q.banks)
+	}
+	return q, nil
+}
+
+// ClientKey names the client behind a remote address ("host:port") for
+// the per-client limits: the IPv4 address, or the /64 of an IPv6 address
+// (one site's hosts share it). An address that does not parse is its own key.
+func ClientKey(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap().WithZone("")
+	if ip.Is4() {
+		return ip.String()
+	}
+	p, _ := ip.Prefix(64)
+	return p.String()
+}
+
+// gate hands out quote turns: a token bucket for the rate, and a rotation
+// of the clients that wait for a token, one request each per turn.
+type gate struct {
+	mu           sync.Mutex
+	rate, burst  float64
+	tokens       float64
+	last         time.Time
+	perClient    int
+	maxClients   int
+	clients      map[string]*gateClient
+	ring         []*gateClient // clients with waiting requests, in turn order
+	timer        *time.Timer
+	timerPending bool
+}
+
+type gateClient struct {
+	key     string
+	pending int             // requests waiting or in progress
+	waiters []chan struct{} // closed when the request's turn comes
+	inRing  bool
+}
+
+func newGate(rate, burst float64, perClient, maxClients int) *gate {
+	return &gate{rate: rate, burst: burst, tokens: burst, last: time.Now(), perClient: perClient,
+		maxClients: maxClients, clients: map[string]*gateClient{}}
+}
+
+func (g *gate) refill() {
+	now := time.Now()
+	g.tokens = min(g.burst, g.tokens+now.Sub(g.last).Seconds()*g.rate)
+	g.last = now
+}
+
+// enter waits for the client's turn. It returns a release function and
+// 200, or 429 (the client has too many requests at once) or 503 (too many
+// clients, or ctx ended before the turn came).
+func (g *gate) enter(ctx context.Context, key string) (release func(), status int) {
+	g.mu.Lock()
+	c := g.clients[key]
+	if c == nil {
+		if len(g.clients) >= g.maxClients {
+			g.mu.Unlock()
+			return nil, http.StatusServiceUnavailable
+		}
+		c = &gateClient{key: key}
+		g.clients[key] = c
+	}
+	if c.pending >= g.perClient {
+		g.mu.Unlock()
+		return nil, http.StatusTooManyRequests
+	}
+	c.pending++
+	release = func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.done(c)
+	}
+	g.refill()
+	if len(g.ring) == 0 && g.tokens >= 1 {
+		g.tokens--
+		g.mu.Unlock()
+		return release, http.StatusOK
+	}
+	ch := make(chan struct{})
+	c.waiters = append(c.waiters, ch)
+	if !c.inRing {
+		c.inRing = true
+		g.ring = append(g.ring, c)
+	}
+	g.schedule()
+	g.mu.Unlock()
+	select {
+	case <-ch:
+		return release, http.StatusOK
+	case <-ctx.Done():
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if i := slices.Index(c.waiters, ch); i >= 0 {
+		c.waiters = slices.Delete(c.waiters, i, i+1)
+		if len(c.waiters) == 0 && c.inRing {
+			c.inRing = false
+			g.ring = slices.DeleteFunc(g.ring, func(x *gateClient) bool { return x == c })
+		}
+	}
+	// Its turn may have come just now: the token is spent either way.
+	g.done(c)
+	return nil, http.StatusServiceUnavailable
+}
+
+// done ends one of c's requests; g.mu is held.
+func (g *gate) done(c *gateClient) {
+	c.pending--
+	if c.pending == 0 && len(c.waiters) == 0 && g.clients[c.key] == c {
+		delete(g.clients, c.key)
+	}
+}
+
+// schedule arranges for dispatch when the next token is due; g.mu is held.
+func (g *gate) schedule() {
+	if g.timerPending || len(g.ring) == 0 {
+		return
+	}
+	wait := time.Duration((1 - g.tokens) / g.rate * float64(time.Second))
+	g.timerPending = true
+	if g.timer == nil {
+		g.timer = time.AfterFunc(max(wait, 0), g.dispatch)
+	} else {
+		g.timer.Reset(max(wait, 0))
+	}
+}
+
+// dispatch gives the tokens there are to waiting clients in rotation.
+func (g *gate) dispatch() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.timerPending = false
+	g.refill()
+	for g.tokens >= 1 && len(g.ring) > 0 {
+		c := g.ring[0]
+		g.ring = g.ring[1:]
+		close(c.waiters[0])
+		c.waiters = c.waiters[1:]
+		g.tokens--
+		if len(c.waiters) > 0 {
+			g.ring = append(g.ring, c)
+		} else {
+			c.inRing = false
+		}
+	}
+	g.schedule()
+}
+
+// LimitListener accepts at most max connections at once (Accept waits
+// for one to close), and at most perClient from one client ([ClientKey]):
+// a client's connection beyond that is closed at once. It bounds the file
+// descriptors an HTTP server spends on its clients, idle ones included,
+// so that the rest of the process (measuring files) never runs out.
+func LimitListener(ln net.Listener, max, perClient int) net.Listener {
+	return &limitListener{Listener: ln, slots: make(chan struct{}, max), perClient: perClient,
+		open: map[string]int{}, closed: make(chan struct{})}
+}
+
+type limitListener struct {
+	net.Listener
+	slots     chan struct{}
+	perClient int
+	mu        sync.Mutex
+	open      map[string]int
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.closed:
+			return nil, net.ErrClosed
+		}
+		c, err := l.Listener.Accept()
+		if err != nil {
+			<-l.slots
+			return nil, err
+		}
+		key := ClientKey(c.RemoteAddr().String())
+		l.mu.Lock()
+		if l.open[key] >= l.perClient {
+			l.mu.Unlock()
+			c.Close()
+			<-l.slots
+			continue
+		}
+		l.open[key]++
+		l.mu.Unlock()
+		return &limitConn{Conn: c, release: func() {
+			l.mu.Lock()
+			if l.open[key]--; l.open[key] == 0 {
+				delete(l.open, key)
+			}
+			l.mu.Unlock()
+			<-l.slots
+		}}, nil
+	}
+}
+
+func (l *limitListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }
 
 // Fetch gets evidence for nonce, quoting banks (all the agent's when
-// empty), from an agent at base (an http or https URL).
+// empty), from an agent at base (an http or https URL). It reads the whole
+// log into memory: [OpenFetch] streams it.
 func Fetch(ctx context.Context, client *http.Client, base string, nonce []byte, banks ...crypto.Hash) (*Evidence, error) {
 	return FetchSince(ctx, client, base, nonce, 0, banks...)
 }
@@ -159,11 +479,90 @@ func Fetch(ctx context.Context, client *http.Client, base string, nonce []byte, 
 // FetchSince is Fetch for the records from since on: the caller holds the
 // earlier ones.
 func FetchSince(ctx context.Context, client *http.Client, base string, nonce []byte, since uint64, banks ...crypto.Hash) (*Evidence, error) {
-	u := base + "/v1/evidence?nonce=" + hex.EncodeToString(nonce)
-	if since > 0 {
-		u += "&since=" + strconv.FormatUint(since, 10)
+	s, err := OpenFetch(ctx, client, base, nonce, FetchOptions{Since: since, Banks: banks})
+	if err != nil {
+		return nil, err
 	}
-	for _, b := range banks {
+	defer s.Close()
+	ev := s.Evidence
+	if ev.Log, err = io.ReadAll(s.Log); err != nil {
+		return nil, fmt.Errorf("%w: evidence log: %v", ErrInvalid, err)
+	}
+	return ev, nil
+}
+
+// FetchOptions configures [OpenFetch].
+type FetchOptions struct {
+	// Since asks for the records from this one on (the caller holds the
+	// earlier ones).
+	Since uint64
+	// Banks are the banks to quote; all the agent's when empty.
+	Banks []crypto.Hash
+	// MaxSize bounds the evidence read, header and log (default and at
+	// most [MaxEvidence]); past it the log reader fails with [ErrTooLarge].
+	MaxSize int64
+	// Now is the clock for a Retry-After given as a date (default time.Now).
+	Now func() time.Time
+}
+
+// ErrTooLarge marks evidence larger than the reader accepts.
+var ErrTooLarge = errors.New("evidence larger than the limit")
+
+// FetchError is an agent's answer other than 200 OK.
+type FetchError struct {
+	// StatusCode and Status are the HTTP status ("429 Too Many Requests").
+	StatusCode int
+	Status     string
+	// Text is the start of the agent's explanation.
+	Text string
+	// RetryAfter is the agent's Retry-After (seconds or a date), when it
+	// sent one that parses; zero otherwise.
+	RetryAfter time.Duration
+}
+
+// Error describes the refusal.
+func (e *FetchError) Error() string {
+	return fmt.Sprintf("fetch evidence: %s: %s", e.Status, strings.TrimSpace(e.Text))
+}
+
+// Temporary reports whether trying again later may succeed: 429 Too Many
+// Requests and 503 Service Unavailable.
+func (e *FetchError) Temporary() bool {
+	return e.StatusCode == http.StatusTooManyRequests || e.StatusCode == http.StatusServiceUnavailable
+}
+
+// Stream is evidence being read from an agent: its header, read and
+// checked for shape (nothing in it is trusted yet), and its log, to be
+// streamed to [Verify], which checks the quote before it reads the log.
+type Stream struct {
+	Evidence *Evidence
+	// Log reads the log; past FetchOptions.MaxSize it fails with an error
+	// wrapping [ErrTooLarge].
+	Log  io.Reader
+	body io.Closer
+	cr   *capReader
+}
+
+// TooLarge reports whether reading went past FetchOptions.MaxSize.
+func (s *Stream) TooLarge() bool { return s.cr.over }
+
+// Close ends the response.
+func (s *Stream) Close() error { return s.body.Close() }
+
+// OpenFetch asks an agent at base for evidence bound to nonce, and reads
+// the header only: the log is left for the caller to stream.
+func OpenFetch(ctx context.Context, client *http.Client, base string, nonce []byte, o FetchOptions) (*Stream, error) {
+	if o.MaxSize <= 0 || o.MaxSize > MaxEvidence {
+		o.MaxSize = MaxEvidence
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	u := base + "/v1/evidence?nonce=" + hex.EncodeToString(nonce)
+	if o.Since > 0 {
+		u += "&since=" + strconv.FormatUint(o.Since, 10)
+	}
+	for _, b := range o.Banks {
 		u += "&bank=" + eventlog.BankName(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -174,10 +573,68 @@ func FetchSince(ctx context.Context, client *http.Client, base string, nonce []b
 	if err != nil {
 		return nil, fmt.Errorf("fetch evidence: %w", err)
 	}
-	defer rsp.Body.Close()
 	if rsp.StatusCode != http.StatusOK {
+		defer rsp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(rsp.Body, 512))
-		return nil, fmt.Errorf("fetch evidence: %s: %s", rsp.Status, b)
+		return nil, &FetchError{StatusCode: rsp.StatusCode, Status: rsp.Status, Text: string(b),
+			RetryAfter: retryAfter(rsp.Header.Get("Retry-After"), o.Now())}
 	}
-	return ParseEvidence(rsp.Body)
+	cr := &capReader{r: rsp.Body, left: o.MaxSize, max: o.MaxSize}
+	ev, log, err := OpenEvidence(cr)
+	if err != nil {
+		rsp.Body.Close()
+		if cr.over {
+			return nil, fmt.Errorf("%w: the header alone is over %d bytes", ErrTooLarge, o.MaxSize)
+		}
+		return nil, err
+	}
+	return &Stream{Evidence: ev, Log: log, body: rsp.Body, cr: cr}, nil
+}
+
+// retryAfter parses a Retry-After value: delay-seconds or an HTTP-date
+// (RFC 9110, section 10.2.3).
+func retryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		return time.Duration(n) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// capReader reads up to max bytes, then fails with ErrTooLarge if there is more.
+type capReader struct {
+	r         io.Reader
+	left, max int64
+	over      bool
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.over {
+		return 0, c.err()
+	}
+	if c.left <= 0 {
+		// One more byte says whether the stream really goes on.
+		var one [1]byte
+		n, err := io.ReadFull(c.r, one[:])
+		if n == 0 {
+			return 0, err
+		}
+		c.over = true
+		return 0, c.err()
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
+}
+
+func (c *capReader) err() error {
+	return fmt.Errorf("%w: more than %d bytes", ErrTooLarge, c.max)
 }

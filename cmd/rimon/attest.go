@@ -231,8 +231,9 @@ func writeTools(dir string, ev *attest.Evidence, pcrs []int, banks []crypto.Hash
 
 type verifyFlags struct {
 	azure                                azureFlags
-	logPrefix                            string // file holding the records evidence left out
-	prefix                               []byte // the same, in memory (rimon attest --cache)
+	logPrefix                            string    // file holding the records evidence left out
+	prefix                               []byte    // the same, in memory (rimon attest --cache)
+	logR                                 io.Reader // the log of evidence being streamed (rimon attest)
 	evidence, nonce, ak, reference, pcrs string
 	banks                                []string
 	msg, sig, pcrsFile, log              string
@@ -327,6 +328,9 @@ func runVerify(g *globals, f verifyFlags, ev *attest.Evidence) error {
 	switch {
 	case ev != nil:
 		logR = bytes.NewReader(ev.Log)
+		if f.logR != nil {
+			logR = f.logR
+		}
 	case f.evidence != "":
 		fh, err := os.Open(f.evidence)
 		if err != nil {
@@ -473,23 +477,30 @@ func (g *globals) report(asJSON bool, res *attest.Result) {
 
 func newAttestCmd(g *globals) *cobra.Command {
 	var f verifyFlags
-	var agent, caFile, cache string
+	var agent, caFile, cache, maxSize string
+	var tries int
 	c := &cobra.Command{
 		Use:   "attest --agent URL --ak AK.pem [--ca CA.pem] [--reference REF.yaml] [--json]",
 		Short: "Fetch evidence from an agent with a fresh random nonce, then verify it",
 		Long: `attest picks a fresh 32-byte random nonce, fetches GET URL/v1/evidence?nonce=…
 from an agent started with rimon watch --listen, and verifies it as rimon verify
-does. Exit codes as for verify.`,
+does. The quote's signature and nonce are checked before any of the log is
+read; the log is then verified as it streams in, and evidence larger than
+--max-evidence is refused. An agent that answers 429 or 503 is asked again
+(--tries in all, each time with a fresh nonce) after the Retry-After it
+gives, at most 10 s. Exit codes as for verify.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if agent == "" {
 				return usageErr("--agent is required")
 			}
-			nonce := make([]byte, 32)
-			if _, err := rand.Read(nonce); err != nil {
-				return err
+			maxEv, err := parseSize(maxSize)
+			if err != nil || maxEv < 1<<10 || maxEv > attest.MaxEvidence {
+				return usageErr("--max-evidence %q: want a size from 1KiB to 1GiB, such as 512MiB", maxSize)
 			}
-			f.nonce = hex.EncodeToString(nonce)
+			if tries < 1 || tries > 10 {
+				return usageErr("--tries %d: want 1 to 10", tries)
+			}
 			banks, err := parseBanks(f.banks)
 			if err != nil {
 				return err
@@ -507,20 +518,48 @@ does. Exit codes as for verify.`,
 					return err
 				}
 			}
-			ev, err := fetchEvidence(cmd.Context(), client, agent, nonce, since, banks)
+			s, nonce, err := fetchEvidence(cmd.Context(), g, client, agent, since, banks, maxEv, tries)
 			if err != nil {
-				return err
-			}
-			err = runVerify(g, f, ev)
-			var ee *exitErr
-			if cache != "" && (err == nil || errors.As(err, &ee) && ee.code == exitCheck) {
-				// The evidence was valid: keep its log for the next round.
-				full := ev.Log
-				if ev.LogStart > 0 {
-					head, _ := attest.FirstRecords(f.prefix, ev.LogStart)
-					full = append(append([]byte(nil), head...), ev.Log...)
+				if errors.Is(err, attest.ErrTooLarge) {
+					return g.invalid(f, fmt.Errorf("%w (--max-evidence %s)", err, maxSize))
 				}
-				if werr := writeAtomic(cache, full); werr != nil {
+				return &exitErr{code: exitError, err: err}
+			}
+			defer s.Close()
+			f.nonce = hex.EncodeToString(nonce)
+			f.logR = s.Log
+			var ct *cacheTee
+			if cache != "" {
+				var head []byte
+				if s.Evidence.LogStart > 0 {
+					head, _ = attest.FirstRecords(f.prefix, s.Evidence.LogStart)
+				}
+				if ct, err = newCacheTee(cache, head, s.Log); err != nil {
+					fmt.Fprintf(g.stderr, "rimon: warning: cache %s: %v\n", cache, err)
+				} else {
+					f.logR = ct
+					defer ct.discard()
+				}
+			}
+			// The report is printed once the evidence is known to be within
+			// the limit: reading stops at the limit, and what lies beyond it
+			// was never seen.
+			var out bytes.Buffer
+			vg := *g
+			vg.stdout = &out
+			err = runVerify(&vg, f, s.Evidence)
+			var ee *exitErr
+			valid := err == nil || errors.As(err, &ee) && ee.code == exitCheck
+			if ct != nil && valid {
+				// Keep the whole log for the next round, still within the limit.
+				ct.drain()
+			}
+			if s.TooLarge() {
+				return g.invalid(f, fmt.Errorf("%w: more than --max-evidence %s; the agent's log may be larger, or the agent hostile", attest.ErrTooLarge, maxSize))
+			}
+			g.stdout.Write(out.Bytes())
+			if ct != nil && valid {
+				if werr := ct.keep(); werr != nil {
 					fmt.Fprintf(g.stderr, "rimon: warning: cache %s: %v\n", cache, werr)
 				}
 			}
@@ -531,6 +570,8 @@ does. Exit codes as for verify.`,
 	fl.StringVar(&agent, "agent", "", "the agent's base URL, http(s)://HOST:PORT")
 	fl.StringVar(&cache, "cache", "", "keep the agent's log in this file and fetch only newer records next time (the whole log is still verified; delete the file to start over)")
 	fl.StringVar(&caFile, "ca", "", "CA certificates (PEM) that sign the agent's TLS certificate (default: the system's)")
+	fl.StringVar(&maxSize, "max-evidence", "512MiB", "refuse evidence larger than this (at most 1GiB)")
+	fl.IntVar(&tries, "tries", 4, "requests in all when the agent answers 429 or 503 (1 to 10)")
 	fl.StringVar(&f.ak, "ak", "", "the attestation key to pin, PEM (required)")
 	fl.StringVar(&f.reference, "reference", "", "reference values (YAML)")
 	fl.StringVar(&f.pcrs, "pcrs", "23", "PCRs the quote must cover")
@@ -540,19 +581,132 @@ does. Exit codes as for verify.`,
 	return c
 }
 
-func fetchEvidence(ctx context.Context, client *http.Client, agent string, nonce []byte, since uint64, banks []crypto.Hash) (*attest.Evidence, error) {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	return attest.FetchSince(ctx, client, strings.TrimSuffix(agent, "/"), nonce, since, banks...)
+// maxRetryWait caps the wait an agent's Retry-After asks for.
+const maxRetryWait = 10 * time.Second
+
+// retrySleep waits before asking again; tests replace it.
+var retrySleep = func(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
-// writeAtomic replaces path with data through a temporary file and rename.
-func writeAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
+// fetchEvidence asks the agent for evidence with a fresh nonce and reads its
+// header. On 429 or 503 it asks again with a new nonce, up to tries requests
+// in all, after the agent's Retry-After (at most maxRetryWait) or a backoff
+// from one second. It returns the nonce of the request that was answered.
+func fetchEvidence(ctx context.Context, g *globals, client *http.Client, agent string, since uint64, banks []crypto.Hash, maxSize int64, tries int) (*attest.Stream, []byte, error) {
+	backoff := time.Second
+	for try := 1; ; try++ {
+		nonce := make([]byte, 32)
+		if _, err := rand.Read(nonce); err != nil {
+			return nil, nil, err
+		}
+		s, err := attest.OpenFetch(ctx, client, strings.TrimSuffix(agent, "/"), nonce,
+			attest.FetchOptions{Since: since, Banks: banks, MaxSize: maxSize})
+		if err == nil {
+			return s, nonce, nil
+		}
+		var fe *attest.FetchError
+		if !errors.As(err, &fe) || !fe.Temporary() || try >= tries {
+			if fe != nil && fe.Temporary() {
+				err = fmt.Errorf("%w (after %d tries)", err, try)
+			}
+			return nil, nil, err
+		}
+		wait := backoff
+		if fe.RetryAfter > 0 {
+			wait = fe.RetryAfter
+		}
+		wait = min(wait, maxRetryWait)
+		backoff *= 2
+		fmt.Fprintf(g.stderr, "rimon: the agent answered %s; asking again in %v (try %d of %d)\n", fe.Status, wait, try+1, tries)
+		if err := retrySleep(ctx, wait); err != nil {
+			return nil, nil, err
+		}
 	}
-	return os.Rename(tmp, path)
+}
+
+// parseSize reads a byte count: 1048576, 512KiB, 512MiB, 1GiB (K, M, G too).
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	num := s
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}} {
+		if strings.HasSuffix(s, u.suffix) {
+			num, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q", s)
+	}
+	return n * mult, nil
+}
+
+// cacheTee copies the log to a temporary file next to the cache as the
+// verifier reads it; keep renames it into place once the evidence proved
+// valid, discard removes it. A failure to write never disturbs the reader.
+type cacheTee struct {
+	r    io.Reader
+	f    *os.File
+	path string
+	werr error
+	done bool
+}
+
+func newCacheTee(path string, head []byte, r io.Reader) (*cacheTee, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	ct := &cacheTee{r: r, f: f, path: path}
+	_, ct.werr = f.Write(head)
+	return ct, nil
+}
+
+func (c *cacheTee) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 && c.werr == nil {
+		_, c.werr = c.f.Write(p[:n])
+	}
+	return n, err
+}
+
+// drain reads the rest of the log, for the cache.
+func (c *cacheTee) drain() { io.Copy(io.Discard, c) }
+
+func (c *cacheTee) keep() error {
+	c.done = true
+	err := c.werr
+	if err == nil {
+		err = c.f.Sync()
+	}
+	if cerr := c.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(c.f.Name(), c.path)
+	}
+	if err != nil {
+		os.Remove(c.f.Name())
+	}
+	return err
+}
+
+func (c *cacheTee) discard() {
+	if !c.done {
+		c.f.Close()
+		os.Remove(c.f.Name())
+	}
 }
 
 // httpClient trusts the CA certificates in caFile, or the system's.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -200,20 +201,26 @@ func runWatchServe(ctx context.Context, g *globals, pol *policy.Policy, policyPa
 	return nil
 }
 
-// serveEvidence starts the evidence endpoint; stop shuts it down.
+// serveEvidence starts the evidence endpoint; stop shuts it down. Its
+// connections are capped well below the open-file limit (connBudget), so
+// that clients, idle or not, never take the descriptors measuring needs.
 func serveEvidence(ctx context.Context, logger *slog.Logger, f serveFlags, o attest.HandlerOptions) (stop func(), err error) {
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", f.listen, err)
 	}
+	maxConns, perClient := connBudget()
+	ln = attest.LimitListener(ln, maxConns, perClient)
 	s := &http.Server{
 		Handler:           attest.Handler(o),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       30 * time.Second,
-		MaxHeaderBytes:    8 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		// The handler sets each evidence response's deadline from its size;
+		// this bounds the rest (errors, HEAD).
+		WriteTimeout:   60 * time.Second,
+		IdleTimeout:    5 * time.Second,
+		MaxHeaderBytes: 8 << 10,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	go func() {
 		var err error
@@ -230,12 +237,28 @@ func serveEvidence(ctx context.Context, logger *slog.Logger, f serveFlags, o att
 	if f.cert != "" {
 		scheme = "https"
 	}
-	logger.Info("serving evidence", "url", scheme+"://"+ln.Addr().String()+"/v1/evidence")
+	logger.Info("serving evidence", "url", scheme+"://"+ln.Addr().String()+"/v1/evidence",
+		"max_connections", maxConns, "max_connections_per_client", perClient)
 	return func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		s.Shutdown(sctx)
 	}, nil
+}
+
+// connBudget is how many connections the evidence endpoint holds at once
+// (a quarter of the open-file limit, at most 256, at least 4) and from one
+// client. Go raises the soft limit to one below the hard one when a
+// program starts (package syscall's init, go.dev/issue/46279), so the limit
+// read here is the one the process lives with.
+func connBudget() (total, perClient int) {
+	total = 256
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && rl.Cur/4 < uint64(total) {
+		total = int(rl.Cur / 4)
+	}
+	total = max(total, 4)
+	return total, max(total/8, 2)
 }
 
 // chooseBanks returns the policy's banks, which must be active, or every active bank.
