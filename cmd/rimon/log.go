@@ -181,6 +181,10 @@ reported; --repair extends them, as every measuring command does on start.`,
 				return err
 			}
 			res, err := eventlog.Check(ctx, g.log, t, banks, pcr, boot)
+			var div *eventlog.DivergenceError
+			if t.Ephemeral() && errors.As(err, &div) && div.Reset {
+				return checkErr(fmt.Errorf("log %s: PCR %d of the simulator is at its reset value: the simulator starts empty in every process, so only the process that measures can check it (--repair replays the log into it)", g.log, pcr))
+			}
 			if err != nil {
 				return asCheckFailure(err)
 			}
