@@ -230,7 +230,8 @@ func TestReferenceErrors(t *testing.T) {
 		{"files:\n  /a: [abc]\n", `r.yaml:2: files./a: "abc" is not a SHA-256 digest (64 hex characters, optionally after sha256:)`},
 		{"files:\n  a: [" + strings.Repeat("0", 64) + "]\n", `r.yaml:2: files.a: "a" is not an absolute path or pattern`},
 		{"unlisted: maybe\n", `r.yaml:1: unlisted: want fail or warn, have "maybe"`},
-		{"file:\n  /a: []\n", "r.yaml:2: file: unknown key (want version, unlisted, deletions, files, required, images or azure)"},
+		{"unmeasured: allow\n", `r.yaml:1: unmeasured: want fail or warn, have "allow"`},
+		{"file:\n  /a: []\n", "r.yaml:2: file: unknown key (want version, unlisted, deletions, unmeasured, files, required, images or azure)"},
 		{"files:\n  /a: []\n", "r.yaml:2: files./a: want a list of allowed digests, have a list"},
 		{"required: [rel]\n", `r.yaml:1: required: "rel" is not an absolute path`},
 	} {
