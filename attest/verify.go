@@ -620,8 +620,8 @@ type Result struct {
 	// Unrecorded repeats the evidence header's unrecorded changes; each is
 	// also a failure.
 	Unrecorded []Unrecorded `json:"unrecorded,omitempty"`
-	Failures    []Finding `json:"failures"`
-	Warnings    []Finding `json:"warnings"`
+	Failures   []Finding    `json:"failures"`
+	Warnings   []Finding    `json:"warnings"`
 	// FailureTotal and WarningTotal count all findings; the lists hold at most MaxFindings each.
 	FailureTotal int `json:"failure_total"`
 	WarningTotal int `json:"warning_total"`
