@@ -189,16 +189,28 @@ func (q *Quoted) divergence(i int, v *eventlog.View, st *eventlog.State, moved [
 	if len(moved) == 0 {
 		return what + " is the first record the quote does not cover"
 	}
-	var parts []string
+	byPCR := map[int][]string{}
+	var pcrs []int
+	shown := moved[0]
 	for _, k := range moved {
-		key := eventlog.BankName(k.Bank) + ":" + strconv.Itoa(k.PCR)
-		if want, ok := q.Values[k]; ok {
-			parts = append(parts, fmt.Sprintf("%s replays to %x, the quote says %x", key, st.Value(k.PCR, k.Bank), want))
-		} else {
-			parts = append(parts, key+" moves away from the quoted PCR digest")
+		if byPCR[k.PCR] == nil {
+			pcrs = append(pcrs, k.PCR)
+		}
+		byPCR[k.PCR] = append(byPCR[k.PCR], eventlog.BankName(k.Bank))
+		if k.Bank == crypto.SHA256 || shown.Bank == crypto.SHA1 {
+			shown = k
 		}
 	}
-	return what + " is the first record the quote does not cover: with it " + strings.Join(parts, "; ") +
+	var ext []string
+	for _, p := range pcrs {
+		ext = append(ext, fmt.Sprintf("PCR %d in %s", p, strings.Join(byPCR[p], ", ")))
+	}
+	key := eventlog.BankName(shown.Bank) + ":" + strconv.Itoa(shown.PCR)
+	after := key + " then moves away from the quoted PCR digest"
+	if want, ok := q.Values[shown]; ok {
+		after = fmt.Sprintf("%s then replays to %x, the quote says %x", key, st.Value(shown.PCR, shown.Bank), want)
+	}
+	return what + " is the first record the quote does not cover: it extends " + strings.Join(ext, "; ") + ", and " + after +
 		" (written after the quote was taken, or never extended into the TPM)"
 }
 

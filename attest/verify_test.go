@@ -129,7 +129,7 @@ func TestTrailingRecordsExplained(t *testing.T) {
 	if !res.Trusted || res.Covered != 1 || res.Trailing != 2 {
 		t.Fatalf("Verify = %+v; want trusted, 1 covered, 2 trailing", res)
 	}
-	for _, w := range []string{"record 1 (unmeasured /bin/app) is the first record the quote does not cover", "sha256:23 replays to ", "the quote says ", "sha1:23", "sha512:23"} {
+	for _, w := range []string{"record 1 (unmeasured /bin/app) is the first record the quote does not cover: it extends PCR 23 in sha1, sha256, sha384, sha512, and sha256:23 then replays to ", ", the quote says "} {
 		if !strings.Contains(res.TrailingProblem, w) {
 			t.Errorf("TrailingProblem = %q; want it to say %q", res.TrailingProblem, w)
 		}
