@@ -96,27 +96,34 @@ func MatchLog(log io.Reader, q *Quoted, ref *policy.Reference) (*LogMatch, error
 		bl = append(bl, b)
 	}
 	sort.Slice(bl, func(i, j int) bool { return bl[i] < bl[j] })
-	matches := func(st *eventlog.State) bool {
+	// last holds the quoted PCRs' values after the records so far, in
+	// selection order, to see which of them each record extends and
+	// whether they equal the quote.
+	last := make([][]byte, len(q.Selection))
+	want := make([][]byte, len(q.Selection))
+	for j, k := range q.Selection {
+		last[j] = eventlog.InitialValue(k.PCR, k.Bank)
+		want[j] = q.Values[k]
+	}
+	matches := func() bool {
 		if q.Values != nil {
-			for k, v := range q.Values {
-				if !bytes.Equal(st.Value(k.PCR, k.Bank), v) {
+			for j := range last {
+				if !bytes.Equal(last[j], want[j]) {
 					return false
 				}
 			}
 			return true
 		}
-		return bytes.Equal(q.digestOf(func(k eventlog.PCRKey) []byte { return st.Value(k.PCR, k.Bank) }), q.PCRDigest)
-	}
-	// last holds the quoted PCRs' values before the current record, to see
-	// which of them the record extended.
-	last := make([][]byte, len(q.Selection))
-	for j, k := range q.Selection {
-		last[j] = eventlog.InitialValue(k.PCR, k.Bank)
+		d := q.Hash.New()
+		for _, v := range last {
+			d.Write(v)
+		}
+		return bytes.Equal(d.Sum(nil), q.PCRDigest)
 	}
 	var moved []eventlog.PCRKey
 	m := &LogMatch{Covered: -1}
 	final := eventlog.NewState(bl)
-	if matches(final) {
+	if matches() {
 		m.Covered = 0
 		m.snapshot(final, q.Selection)
 	}
@@ -139,7 +146,7 @@ func MatchLog(log io.Reader, q *Quoted, ref *policy.Reference) (*LogMatch, error
 				chk.unbound(i, v)
 			}
 		}
-		if matches(st) {
+		if matches() {
 			m.Covered = i + 1
 			m.Measured += pendingMeasured
 			pendingMeasured = 0
