@@ -102,8 +102,9 @@ func (q *Quoted) digestOf(value func(k eventlog.PCRKey) []byte) []byte {
 }
 
 // VerifyQuote checks a quote (marshalled TPMS_ATTEST and signature, either
-// a marshalled TPMT_SIGNATURE or plain RSA signature bytes) and the PCR
-// values reported with it. With no values, the PCR digest is left for the
+// a marshalled TPMT_SIGNATURE or plain signature bytes: RSA, or ECDSA in DER
+// or r||s) and the PCR values reported with it. The selection must satisfy
+// opts (see [QuoteOptions]). With no values, the PCR digest is left for the
 // log to match ([MatchLog]).
 func VerifyQuote(attest, sig []byte, values map[eventlog.PCRKey][]byte, opts QuoteOptions) (*Quoted, error) {
 	opts.defaults()

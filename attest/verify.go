@@ -624,7 +624,10 @@ type CheckResult struct {
 
 // Result is a verdict on evidence that passed every check.
 type Result struct {
-	// Trusted is true when no measurement breaks the reference values.
+	// Trusted is true when nothing fails: no measurement breaks the
+	// reference values, no path's latest record says it was not measured
+	// (unless the reference says "unmeasured: warn"), and the evidence
+	// lists no unrecorded change.
 	Trusted  bool              `json:"trusted"`
 	Checks   []CheckResult     `json:"checks"`
 	PCRs     map[string]string `json:"pcrs"`
@@ -648,7 +651,8 @@ type Result struct {
 }
 
 // Verify checks a quote, its PCR values (nil to derive them from the log)
-// and the log, then the reference values. It returns an error wrapping
+// and the log, then the reference values, unmeasured records and
+// unrecorded changes. It returns an error wrapping
 // [ErrInvalid] when the evidence proves nothing; a Result otherwise, whose
 // Trusted field says whether the content is approved.
 func Verify(attest, sig []byte, values map[eventlog.PCRKey][]byte, log io.Reader, opts Options) (*Result, error) {

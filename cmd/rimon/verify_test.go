@@ -135,3 +135,18 @@ func TestVerifyExplainsTrailingRecordsAndUnrecorded(t *testing.T) {
 		t.Errorf("verify --json with an unrecorded change: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
+
+// TestWatchAKOutNeedsListen: the AK is written for verifiers of the evidence
+// endpoint, so --ak-out without --listen is a usage error, refused before
+// anything starts.
+func TestWatchAKOutNeedsListen(t *testing.T) {
+	dir := t.TempDir()
+	pol := writeFile(t, filepath.Join(dir, "p.yaml"), "measure:\n  - file: "+filepath.Join(dir, "x")+"\n")
+	r := rimon(t, "watch", "--tpm", "sim", "--policy", pol, "--log", filepath.Join(dir, "m.log"), "--ak-out", filepath.Join(dir, "ak.pem"))
+	if r.code != exitUsage || !strings.Contains(r.stderr, "--ak-out goes with --listen") {
+		t.Errorf("watch --ak-out without --listen: exit %d, %s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "m.log")); err == nil {
+		t.Error("the refused command created the log")
+	}
+}
