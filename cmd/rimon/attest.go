@@ -473,8 +473,9 @@ func (g *globals) report(asJSON bool, res *attest.Result) {
 	}
 	if res.TrailingProblem != "" {
 		fmt.Fprintf(g.stdout, "  note %s\n", res.TrailingProblem)
-	} else if res.TailProblem != "" {
-		fmt.Fprintf(g.stdout, "  note %s\n", res.TailProblem)
+	}
+	if res.TailProblem != "" && res.TailProblem != res.TrailingProblem {
+		fmt.Fprintf(g.stdout, "  note reading stopped: %s\n", res.TailProblem)
 	}
 	for _, x := range res.Failures {
 		fmt.Fprintf(g.stdout, "  FAIL %s\n", x)
