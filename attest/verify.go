@@ -261,7 +261,10 @@ func (f Finding) String() string {
 	var s string
 	switch f.Kind {
 	case KindUnmeasured, KindUnrecorded:
-		s = f.Problem + ": " + path
+		s = f.Problem
+		if path != "" {
+			s += ": " + path
+		}
 		if f.ErrorText != "" {
 			s += " (" + f.ErrorText + ")"
 		}
@@ -290,8 +293,9 @@ type refChecker struct {
 	patterns           []*policy.RefEntry
 	required           map[string]reqState
 	journal            []journalEntry
-	unmeasured         map[string]Finding // raw path -> its latest record, when that says "unmeasured"
-	unmJournal         []unmJournalEntry
+	unmeasured         map[string]Finding  // raw path -> its latest covered record, when that says "unmeasured"
+	unmPending         map[string]unmState // the same for records not yet known to be covered
+	unmOver, unmPOver  int                 // unmeasured paths past maxUnmeasuredPaths: covered, pending
 	pending            []Finding
 	pendingWarn        []Finding
 	nPending, nPendW   int // pending findings, listed or not
@@ -322,14 +326,20 @@ type journalEntry struct {
 	prev reqState
 }
 
-type unmJournalEntry struct {
-	path string
-	prev Finding
-	had  bool
+// unmState is a path's latest pending record: unmeasured (set) or a
+// measurement that supersedes an unmeasured record.
+type unmState struct {
+	f   Finding
+	set bool
 }
 
+// maxUnmeasuredPaths bounds the unmeasured paths tracked one by one, so
+// that hostile evidence cannot make the verifier hold one entry per record;
+// paths past it fail (or warn) together and cannot be superseded.
+var maxUnmeasuredPaths = 1 << 16
+
 func newRefChecker(ref *policy.Reference) *refChecker {
-	c := &refChecker{ref: ref, unmeasured: map[string]Finding{}}
+	c := &refChecker{ref: ref, unmeasured: map[string]Finding{}, unmPending: map[string]unmState{}}
 	if ref == nil {
 		return c
 	}
@@ -371,15 +381,19 @@ func (c *refChecker) unbound(i int, v *eventlog.View) {
 
 // setUnmeasured records path's latest state (f nil: a measurement).
 func (c *refChecker) setUnmeasured(path string, f *Finding) {
-	prev, had := c.unmeasured[path]
-	if !had && f == nil {
-		return
-	}
-	c.unmJournal = append(c.unmJournal, unmJournalEntry{path, prev, had})
-	if f == nil {
-		delete(c.unmeasured, path)
-	} else {
-		c.unmeasured[path] = *f
+	_, committed := c.unmeasured[path]
+	p, pending := c.unmPending[path]
+	switch {
+	case f == nil && committed:
+		c.unmPending[path] = unmState{}
+	case f == nil:
+		if pending && p.set {
+			delete(c.unmPending, path)
+		}
+	case !committed && !pending && len(c.unmeasured)+len(c.unmPending) >= maxUnmeasuredPaths:
+		c.unmPOver++
+	default:
+		c.unmPending[path] = unmState{f: *f, set: true}
 	}
 }
 
@@ -538,8 +552,18 @@ func (c *refChecker) commit() {
 	c.nWarn += c.nPendW
 	c.failures = appendCapped(c.failures, c.pending)
 	c.warnings = appendCapped(c.warnings, c.pendingWarn)
-	c.pending, c.pendingWarn, c.journal, c.unmJournal = c.pending[:0], c.pendingWarn[:0], c.journal[:0], c.unmJournal[:0]
+	c.pending, c.pendingWarn, c.journal = c.pending[:0], c.pendingWarn[:0], c.journal[:0]
 	c.nPending, c.nPendW = 0, 0
+	for path, st := range c.unmPending {
+		if st.set {
+			c.unmeasured[path] = st.f
+		} else {
+			delete(c.unmeasured, path)
+		}
+	}
+	clear(c.unmPending)
+	c.unmOver += c.unmPOver
+	c.unmPOver = 0
 }
 
 func appendCapped(dst, src []Finding) []Finding {
@@ -549,22 +573,18 @@ func appendCapped(dst, src []Finding) []Finding {
 	return dst
 }
 
-// finish undoes what uncovered records did, then reports the paths whose
+// finish forgets what uncovered records did, then reports the paths whose
 // latest covered record is unmeasured and the required paths.
 func (c *refChecker) finish() (failures, warnings []Finding) {
-	for i := len(c.unmJournal) - 1; i >= 0; i-- {
-		e := c.unmJournal[i]
-		if e.had {
-			c.unmeasured[e.path] = e.prev
-		} else {
-			delete(c.unmeasured, e.path)
-		}
-	}
 	unm := make([]Finding, 0, len(c.unmeasured))
 	for _, f := range c.unmeasured {
 		unm = append(unm, f)
 	}
 	sort.Slice(unm, func(i, j int) bool { return unm[i].Index < unm[j].Index })
+	if c.unmOver > 0 {
+		unm = append(unm, Finding{Measured: Measured{Index: -1, Kind: KindUnmeasured},
+			Problem: fmt.Sprintf("not measured: %d more records name paths that could not be measured (past %d paths, they are not followed one by one)", c.unmOver, maxUnmeasuredPaths)})
+	}
 	if c.ref != nil && c.ref.WarnUnmeasured {
 		c.nWarn += len(unm)
 		c.warnings = appendCapped(c.warnings, unm)
