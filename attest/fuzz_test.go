@@ -2,6 +2,8 @@ package attest
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"testing"
@@ -33,15 +35,21 @@ func FuzzParseEvidence(f *testing.F) {
 
 var fuzzKey, _ = rsa.GenerateKey(rand.Reader, 1024)
 
+var fuzzECKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+
 // FuzzVerifyQuote feeds arbitrary TPMS_ATTEST and TPMT_SIGNATURE bytes:
 // nothing may panic, and nothing unsigned may pass.
 func FuzzVerifyQuote(f *testing.F) {
 	f.Add([]byte{0xff, 0x54, 0x43, 0x47, 0x80, 0x18}, []byte{0x00, 0x14, 0x00, 0x0b, 0x00, 0x00})
 	f.Add([]byte{}, []byte{0x00, 0x18, 0x00, 0x0b, 0x00, 0x01, 0x00, 0x00, 0x01, 0x00})
+	f.Add([]byte{0xff, 0x54, 0x43, 0x47, 0x80, 0x18}, []byte{0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01}) // plain DER ECDSA
+	f.Add([]byte{0xff, 0x54, 0x43, 0x47, 0x80, 0x18}, make([]byte, 64))                                       // plain r||s
 	f.Fuzz(func(t *testing.T, attest, sig []byte) {
-		q, err := VerifyQuote(attest, sig, map[eventlog.PCRKey][]byte{}, QuoteOptions{AK: &fuzzKey.PublicKey, Nonce: []byte("nonce")})
-		if err == nil || q != nil {
-			t.Fatalf("random bytes verified: %x %x", attest, sig)
+		for _, ak := range []any{&fuzzKey.PublicKey, &fuzzECKey.PublicKey} {
+			q, err := VerifyQuote(attest, sig, map[eventlog.PCRKey][]byte{}, QuoteOptions{AK: ak, Nonce: []byte("nonce")})
+			if err == nil || q != nil {
+				t.Fatalf("random bytes verified with a %T: %x %x", ak, attest, sig)
+			}
 		}
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/subtle"
+	"encoding/asn1"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -55,10 +56,16 @@ type QuoteOptions struct {
 	AK crypto.PublicKey
 	// Nonce is the verifier's fresh nonce.
 	Nonce []byte
-	// PCRs and Banks are the selection asked for (default PCR 23 in sha256).
-	PCRs  []int
+	// PCRs are the PCRs the quote must cover, and the only ones it may
+	// cover (default 23). Each must be quoted in at least one bank stronger
+	// than SHA-1.
+	PCRs []int
+	// Banks, when set, are banks the quote must cover for every PCR in
+	// PCRs. When unset, the quote may cover any banks. Either way, every
+	// bank the quote covers must replay from the log ([MatchLog]).
 	Banks []crypto.Hash
-	// AllowSHA1 accepts quotes whose only bank, or signature hash, is SHA-1.
+	// AllowSHA1 accepts quotes that cover a PCR only in the SHA-1 bank, and
+	// signatures over SHA-1.
 	AllowSHA1 bool
 	// AnySelection accepts whatever PCRs the quote covers, for checking a
 	// quote made by another tool on its own; the log is then not checked.
@@ -68,9 +75,6 @@ type QuoteOptions struct {
 func (o *QuoteOptions) defaults() {
 	if len(o.PCRs) == 0 {
 		o.PCRs = []int{23}
-	}
-	if len(o.Banks) == 0 {
-		o.Banks = []crypto.Hash{crypto.SHA256}
 	}
 }
 
@@ -98,8 +102,9 @@ func (q *Quoted) digestOf(value func(k eventlog.PCRKey) []byte) []byte {
 }
 
 // VerifyQuote checks a quote (marshalled TPMS_ATTEST and signature, either
-// a marshalled TPMT_SIGNATURE or plain RSA signature bytes) and the PCR
-// values reported with it. With no values, the PCR digest is left for the
+// a marshalled TPMT_SIGNATURE or plain signature bytes: RSA, or ECDSA in DER
+// or r||s) and the PCR values reported with it. The selection must satisfy
+// opts (see [QuoteOptions]). With no values, the PCR digest is left for the
 // log to match ([MatchLog]).
 func VerifyQuote(attest, sig []byte, values map[eventlog.PCRKey][]byte, opts QuoteOptions) (*Quoted, error) {
 	opts.defaults()
@@ -132,16 +137,11 @@ func VerifyQuote(attest, sig []byte, values map[eventlog.PCRKey][]byte, opts Quo
 	if err != nil {
 		return nil, fail(CheckSelection, "%v", err)
 	}
-	want := map[eventlog.PCRKey]bool{}
-	for _, b := range opts.Banks {
-		for _, p := range opts.PCRs {
-			want[eventlog.PCRKey{PCR: p, Bank: b}] = true
+	if !opts.AnySelection {
+		if err := checkSelection(sel, opts); err != nil {
+			return nil, err
 		}
-	}
-	if !opts.AnySelection && !sameKeys(sel, want) {
-		return nil, fail(CheckSelection, "the quote covers %s, the verifier asked for %s", describeSel(sel), describeKeys(want))
-	}
-	if !opts.AllowSHA1 {
+	} else if !opts.AllowSHA1 {
 		onlySHA1 := true
 		for _, k := range sel {
 			onlySHA1 = onlySHA1 && k.Bank == crypto.SHA1
@@ -201,16 +201,91 @@ func selection(l tpm2.TPMLPCRSelection) ([]eventlog.PCRKey, error) {
 	return out, nil
 }
 
-func sameKeys(sel []eventlog.PCRKey, want map[eventlog.PCRKey]bool) bool {
-	if len(sel) != len(want) {
-		return false
-	}
+// checkSelection applies the selection rule: the quote covers exactly the
+// PCRs asked for, each in at least one bank stronger than SHA-1 (unless
+// AllowSHA1), and in every bank of opts.Banks. A quote may cover other banks
+// too, and its banks may select different PCRs, as long as the rule holds;
+// every bank it covers is then checked against the log.
+func checkSelection(sel []eventlog.PCRKey, opts QuoteOptions) error {
+	have := map[eventlog.PCRKey]bool{}
+	pcrsOf := map[crypto.Hash]map[int]bool{}
 	for _, k := range sel {
-		if !want[k] {
+		have[k] = true
+		if pcrsOf[k.Bank] == nil {
+			pcrsOf[k.Bank] = map[int]bool{}
+		}
+		pcrsOf[k.Bank][k.PCR] = true
+	}
+	asked := map[int]bool{}
+	for _, p := range opts.PCRs {
+		asked[p] = true
+	}
+	// uneven explains a quote whose banks select different PCRs.
+	uneven := ""
+	for _, ps := range pcrsOf {
+		for _, qs := range pcrsOf {
+			if len(ps) != len(qs) || !sameSet(ps, qs) {
+				uneven = "; its banks select different PCRs, which is accepted only when every PCR asked for is in a bank stronger than SHA-1 and no other PCR is selected"
+			}
+		}
+	}
+	var extra []eventlog.PCRKey
+	for _, k := range sel {
+		if !asked[k.PCR] {
+			extra = append(extra, k)
+		}
+	}
+	if len(extra) > 0 {
+		return fail(CheckSelection, "the quote covers %s, which includes %s that the verifier did not ask for (--pcrs %s)%s",
+			describeSel(sel), describeSel(extra), pcrList(opts.PCRs), uneven)
+	}
+	for _, p := range opts.PCRs {
+		strong, covered := false, false
+		for _, k := range sel {
+			if k.PCR == p {
+				covered = true
+				strong = strong || k.Bank != crypto.SHA1
+			}
+		}
+		switch {
+		case !covered:
+			return fail(CheckSelection, "the quote covers %s, the verifier asked for PCR %s in at least one bank stronger than SHA-1%s",
+				describeSel(sel), pcrList(opts.PCRs), uneven)
+		case !strong && !opts.AllowSHA1:
+			return fail(CheckSelection, "the quote covers PCR %d only in the SHA-1 bank, which is too weak (--allow-sha1 accepts it; the quote covers %s)",
+				p, describeSel(sel))
+		}
+	}
+	var missing []eventlog.PCRKey
+	for _, b := range opts.Banks {
+		for _, p := range opts.PCRs {
+			if k := (eventlog.PCRKey{PCR: p, Bank: b}); !have[k] {
+				missing = append(missing, k)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		return fail(CheckSelection, "the quote covers %s, the verifier asked for %s (--bank), and %s is missing%s",
+			describeSel(sel), describeSel(Selection(opts.PCRs, opts.Banks)), describeSel(missing), uneven)
+	}
+	return nil
+}
+
+func sameSet(a, b map[int]bool) bool {
+	for k := range a {
+		if !b[k] {
 			return false
 		}
 	}
 	return true
+}
+
+func pcrList(ps []int) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ",")
 }
 
 func describeSel(sel []eventlog.PCRKey) string {
@@ -246,7 +321,7 @@ func describeKeys(m map[eventlog.PCRKey]bool) string {
 func verifySignature(attest, sig []byte, ak crypto.PublicKey, allowSHA1 bool) (crypto.Hash, error) {
 	s, err := tpm2.Unmarshal[tpm2.TPMTSignature](sig)
 	if err != nil || len(tpm2.Marshal(s)) != len(sig) {
-		return verifyPlain(attest, sig, ak)
+		return verifyPlain(attest, sig, ak, allowSHA1)
 	}
 	var hashAlg tpm2.TPMIAlgHash
 	switch s.SigAlg {
@@ -303,17 +378,47 @@ func verifySignature(attest, sig []byte, ak crypto.PublicKey, allowSHA1 bool) (c
 	}
 }
 
-// verifyPlain accepts plain RSA signature bytes (as some tools write them):
-// RSASSA-PKCS1-v1_5 or RSA-PSS over SHA-256.
-func verifyPlain(attest, sig []byte, ak crypto.PublicKey) (crypto.Hash, error) {
-	pub, ok := ak.(*rsa.PublicKey)
-	if !ok || len(sig) != pub.Size() {
-		return 0, fail(CheckSignature, "the signature is neither a TPMT_SIGNATURE nor plain RSA signature bytes for the key")
+// verifyPlain accepts plain signature bytes, as tpm2_quote -f plain and
+// other tools write them: RSASSA-PKCS1-v1_5 or RSA-PSS for an RSA key, and
+// for an ECDSA key either DER (ECDSA-Sig-Value, RFC 3279) or r||s, each
+// half the size of the curve's order. Plain bytes do not name their hash:
+// SHA-256, SHA-384 and SHA-512 are tried (and SHA-1 with allowSHA1), and the
+// one that verifies is the quote's, which also made its PCR digest.
+func verifyPlain(attest, sig []byte, ak crypto.PublicKey, allowSHA1 bool) (crypto.Hash, error) {
+	hashes := []crypto.Hash{crypto.SHA256, crypto.SHA384, crypto.SHA512}
+	if allowSHA1 {
+		hashes = append(hashes, crypto.SHA1)
 	}
-	d := digest(crypto.SHA256, attest)
-	if rsa.VerifyPKCS1v15(pub, crypto.SHA256, d, sig) == nil ||
-		rsa.VerifyPSS(pub, crypto.SHA256, d, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto}) == nil {
-		return crypto.SHA256, nil
+	switch pub := ak.(type) {
+	case *rsa.PublicKey:
+		if len(sig) != pub.Size() {
+			return 0, fail(CheckSignature, "the signature is neither a TPMT_SIGNATURE nor plain RSA signature bytes for the key (%d bytes, want %d)", len(sig), pub.Size())
+		}
+		for _, h := range hashes {
+			d := digest(h, attest)
+			if rsa.VerifyPKCS1v15(pub, h, d, sig) == nil ||
+				rsa.VerifyPSS(pub, h, d, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto}) == nil {
+				return h, nil
+			}
+		}
+	case *ecdsa.PublicKey:
+		n := (pub.Curve.Params().N.BitLen() + 7) / 8
+		var r, s *big.Int
+		var esig struct{ R, S *big.Int }
+		if rest, err := asn1.Unmarshal(sig, &esig); err == nil && len(rest) == 0 && esig.R != nil && esig.S != nil {
+			r, s = esig.R, esig.S
+		} else if len(sig) == 2*n {
+			r, s = new(big.Int).SetBytes(sig[:n]), new(big.Int).SetBytes(sig[n:])
+		} else {
+			return 0, fail(CheckSignature, "the signature is neither a TPMT_SIGNATURE nor a plain ECDSA signature (DER, or r||s of %d bytes) for the key", 2*n)
+		}
+		for _, h := range hashes {
+			if ecdsa.Verify(pub, digest(h, attest), r, s) {
+				return h, nil
+			}
+		}
+	default:
+		return 0, fail(CheckSignature, "plain signature bytes with a %T attestation key (RSA and ECDSA keys are supported)", ak)
 	}
 	return 0, fail(CheckSignature, "the quote is not signed by the pinned attestation key")
 }

@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/policy"
@@ -15,14 +18,30 @@ import (
 
 // Measured is one trusted record, reduced to what reference checks need.
 type Measured struct {
-	Index          int    `json:"record"`
-	Kind           string `json:"kind"`
-	Path           string `json:"path"`
+	Index int    `json:"record"`
+	Kind  string `json:"kind"`
+	Path  string `json:"path"`
+	// PathEscaped is an unmeasured record's path when its name is not
+	// UTF-8: the raw bytes, percent-escaped (docs/FORMAT.md).
+	PathEscaped    string `json:"path_escaped,omitempty"`
 	SHA256         string `json:"sha256,omitempty"`
 	Reason         string `json:"reason"`
 	ManifestDigest string `json:"manifest_digest,omitempty"`
 	ConfigDigest   string `json:"config_digest,omitempty"`
+	// Cause and ErrorText are an unmeasured record's (or an unrecorded
+	// path's) cause and error text.
+	Cause     string `json:"cause,omitempty"`
+	ErrorText string `json:"error,omitempty"`
 }
+
+// Kinds of findings that are not measurements.
+const (
+	// KindUnmeasured is a record saying a path could not be measured.
+	KindUnmeasured = "unmeasured"
+	// KindUnrecorded is a path the evidence header says changed but is
+	// not recorded yet.
+	KindUnrecorded = "unrecorded"
+)
 
 // LogMatch is the part of a log a quote vouches for.
 type LogMatch struct {
@@ -34,6 +53,10 @@ type LogMatch struct {
 	Measured int
 	// TailProblem explains why reading stopped early, if it did.
 	TailProblem string
+	// TrailingProblem explains why the first record after the covered
+	// prefix is not covered: which quoted PCR and bank it moved away from
+	// the quote.
+	TrailingProblem string
 	// Values are the replayed values of the quoted PCRs after the covered records.
 	Values map[eventlog.PCRKey][]byte
 	// Failures and Warnings are the reference findings on covered records
@@ -56,7 +79,13 @@ func (m *LogMatch) snapshot(st *eventlog.State, sel []eventlog.PCRKey) {
 // to the quoted PCRs (or, with no reported values, to the quote's PCR
 // digest), and checks the records of that prefix against ref (when not
 // nil). Records after the prefix are counted and never trusted. Every
-// record's digests are recomputed from its content.
+// record's digests are recomputed from its content. A rimon record that
+// extends no quoted PCR in a quoted bank is not vouched for by the quote:
+// it is ignored, with a warning.
+//
+// Unmeasured records are checked with or without ref: a path whose latest
+// covered record says it could not be measured is a failure (a warning
+// when ref says "unmeasured: warn").
 func MatchLog(log io.Reader, q *Quoted, ref *policy.Reference) (*LogMatch, error) {
 	banks := map[crypto.Hash]bool{}
 	for _, k := range q.Selection {
@@ -67,35 +96,65 @@ func MatchLog(log io.Reader, q *Quoted, ref *policy.Reference) (*LogMatch, error
 		bl = append(bl, b)
 	}
 	sort.Slice(bl, func(i, j int) bool { return bl[i] < bl[j] })
-	matches := func(st *eventlog.State) bool {
+	// last holds the quoted PCRs' values after the records so far, in
+	// selection order, to see which of them each record extends and
+	// whether they equal the quote.
+	last := make([][]byte, len(q.Selection))
+	want := make([][]byte, len(q.Selection))
+	for j, k := range q.Selection {
+		last[j] = eventlog.InitialValue(k.PCR, k.Bank)
+		want[j] = q.Values[k]
+	}
+	matches := func() bool {
 		if q.Values != nil {
-			for k, v := range q.Values {
-				if !bytes.Equal(st.Value(k.PCR, k.Bank), v) {
+			for j := range last {
+				if !bytes.Equal(last[j], want[j]) {
 					return false
 				}
 			}
 			return true
 		}
-		return bytes.Equal(q.digestOf(func(k eventlog.PCRKey) []byte { return st.Value(k.PCR, k.Bank) }), q.PCRDigest)
+		d := q.Hash.New()
+		for _, v := range last {
+			d.Write(v)
+		}
+		return bytes.Equal(d.Sum(nil), q.PCRDigest)
 	}
+	var moved []eventlog.PCRKey
 	m := &LogMatch{Covered: -1}
-	if matches(eventlog.NewState(bl)) {
+	final := eventlog.NewState(bl)
+	if matches() {
 		m.Covered = 0
-		m.snapshot(eventlog.NewState(bl), q.Selection)
+		m.snapshot(final, q.Selection)
 	}
 	chk := newRefChecker(ref)
 	pendingMeasured := 0
 	_, n, err := eventlog.ReplayVisit(log, bl, func(i int, st *eventlog.State, v *eventlog.View) bool {
-		if v.IsRimon() {
-			pendingMeasured++
-			chk.record(i, v)
+		final = st
+		moved = moved[:0]
+		for j, k := range q.Selection {
+			if cur := st.Value(k.PCR, k.Bank); !bytes.Equal(cur, last[j]) {
+				moved = append(moved, k)
+				last[j] = append(last[j][:0], cur...)
+			}
 		}
-		if matches(st) {
+		if v.IsRimon() {
+			if len(moved) > 0 {
+				pendingMeasured++
+				chk.record(i, v)
+			} else {
+				chk.unbound(i, v)
+			}
+		}
+		if matches() {
 			m.Covered = i + 1
 			m.Measured += pendingMeasured
 			pendingMeasured = 0
 			chk.commit()
 			m.snapshot(st, q.Selection)
+			m.TrailingProblem = ""
+		} else if i == m.Covered {
+			m.TrailingProblem = q.divergence(i, v, st, moved)
 		}
 		return true
 	})
@@ -105,10 +164,16 @@ func MatchLog(log io.Reader, q *Quoted, ref *policy.Reference) (*LogMatch, error
 		var re *eventlog.ReplayError
 		if errors.As(err, &re) {
 			m.Records = re.Index
+			if re.Index == m.Covered && m.TrailingProblem == "" {
+				m.TrailingProblem = err.Error()
+			}
 		}
 	}
 	if m.Covered < 0 {
 		why := "no prefix of the log replays to the quoted PCR values: the log was edited, reordered, truncated, or belongs to another machine or boot"
+		if d := q.disagreement(final); d != "" && err == nil {
+			why += " (" + d + ")"
+		}
 		if m.TailProblem != "" {
 			why += " (" + m.TailProblem + ")"
 		}
@@ -119,7 +184,68 @@ func MatchLog(log io.Reader, q *Quoted, ref *policy.Reference) (*LogMatch, error
 	return m, nil
 }
 
-// Finding is a measured path that reference values do not approve.
+// divergence says why record i, the first after the covered prefix, is not
+// covered: which quoted PCRs it moved away from the quote.
+func (q *Quoted) divergence(i int, v *eventlog.View, st *eventlog.State, moved []eventlog.PCRKey) string {
+	what := fmt.Sprintf("record %d", i)
+	if v.IsRimon() {
+		if p := v.Str("path"); p != "" {
+			what += fmt.Sprintf(" (%s %s)", v.Str("kind"), p)
+		}
+	}
+	if len(moved) == 0 {
+		return what + " is the first record the quote does not cover"
+	}
+	byPCR := map[int][]string{}
+	var pcrs []int
+	shown := moved[0]
+	for _, k := range moved {
+		if byPCR[k.PCR] == nil {
+			pcrs = append(pcrs, k.PCR)
+		}
+		byPCR[k.PCR] = append(byPCR[k.PCR], eventlog.BankName(k.Bank))
+		if k.Bank == crypto.SHA256 || shown.Bank == crypto.SHA1 {
+			shown = k
+		}
+	}
+	var ext []string
+	for _, p := range pcrs {
+		ext = append(ext, fmt.Sprintf("PCR %d in %s", p, strings.Join(byPCR[p], ", ")))
+	}
+	key := eventlog.BankName(shown.Bank) + ":" + strconv.Itoa(shown.PCR)
+	after := key + " then moves away from the quoted PCR digest"
+	if want, ok := q.Values[shown]; ok {
+		after = fmt.Sprintf("%s then replays to %x, the quote says %x", key, st.Value(shown.PCR, shown.Bank), want)
+	}
+	return what + " is the first record the quote does not cover: it extends " + strings.Join(ext, "; ") + ", and " + after +
+		" (written after the quote was taken, or never extended into the TPM)"
+}
+
+// disagreement names the quoted PCRs whose value the whole log's replay
+// does not reach ("" when no values were reported).
+func (q *Quoted) disagreement(st *eventlog.State) string {
+	if q.Values == nil {
+		return ""
+	}
+	var bad, good []string
+	for _, k := range q.Selection {
+		key := eventlog.BankName(k.Bank) + ":" + strconv.Itoa(k.PCR)
+		if got := st.Value(k.PCR, k.Bank); bytes.Equal(got, q.Values[k]) {
+			good = append(good, key)
+		} else {
+			bad = append(bad, fmt.Sprintf("%s: the log replays to %x, the quote says %x", key, got, q.Values[k]))
+		}
+	}
+	s := strings.Join(bad, "; ")
+	if len(good) > 0 {
+		s += "; " + strings.Join(good, ", ") + " agree, but every quoted bank must"
+	}
+	return s
+}
+
+// Finding is a measured path that reference values do not approve, a path
+// that could not be measured or recorded, or a record the quote does not
+// vouch for.
 type Finding struct {
 	Measured
 	Allowed []string `json:"allowed,omitempty"`
@@ -128,7 +254,23 @@ type Finding struct {
 
 // String formats it for people.
 func (f Finding) String() string {
-	s := fmt.Sprintf("%s %s: %s", f.Kind, f.Path, f.Problem)
+	path := f.Path
+	if path == "" && f.PathEscaped != "" {
+		path = "path_escaped " + f.PathEscaped
+	}
+	var s string
+	switch f.Kind {
+	case KindUnmeasured, KindUnrecorded:
+		s = f.Problem
+		if path != "" {
+			s += ": " + path
+		}
+		if f.ErrorText != "" {
+			s += " (" + f.ErrorText + ")"
+		}
+	default:
+		s = fmt.Sprintf("%s %s: %s", f.Kind, path, f.Problem)
+	}
 	if f.SHA256 != "" {
 		s += " (seen " + f.SHA256
 		if len(f.Allowed) > 0 {
@@ -143,14 +285,17 @@ func (f Finding) String() string {
 }
 
 // refChecker checks records against reference values as they stream by.
-// Findings and the state of required paths stay pending until a later
-// record proves to be covered by the quote.
+// Findings, the state of required paths and of unmeasured paths stay
+// pending until a later record proves to be covered by the quote.
 type refChecker struct {
 	ref                *policy.Reference
 	exact              map[string]*policy.RefEntry
 	patterns           []*policy.RefEntry
 	required           map[string]reqState
 	journal            []journalEntry
+	unmeasured         map[string]Finding  // raw path -> its latest covered record, when that says "unmeasured"
+	unmPending         map[string]unmState // the same for records not yet known to be covered
+	unmOver, unmPOver  int                 // unmeasured paths past maxUnmeasuredPaths: covered, pending
 	pending            []Finding
 	pendingWarn        []Finding
 	nPending, nPendW   int // pending findings, listed or not
@@ -181,8 +326,20 @@ type journalEntry struct {
 	prev reqState
 }
 
+// unmState is a path's latest pending record: unmeasured (set) or a
+// measurement that supersedes an unmeasured record.
+type unmState struct {
+	f   Finding
+	set bool
+}
+
+// maxUnmeasuredPaths bounds the unmeasured paths tracked one by one, so
+// that hostile evidence cannot make the verifier hold one entry per record;
+// paths past it fail (or warn) together and cannot be superseded.
+var maxUnmeasuredPaths = 1 << 16
+
 func newRefChecker(ref *policy.Reference) *refChecker {
-	c := &refChecker{ref: ref}
+	c := &refChecker{ref: ref, unmeasured: map[string]Finding{}, unmPending: map[string]unmState{}}
 	if ref == nil {
 		return c
 	}
@@ -214,11 +371,43 @@ func (c *refChecker) lookupFile(path string) (*policy.RefEntry, bool) {
 	return nil, false
 }
 
+// unbound notes a rimon record that extends no quoted PCR in a quoted bank.
+func (c *refChecker) unbound(i int, v *eventlog.View) {
+	c.add(true, func() Finding {
+		return Finding{Measured: c.measured(i, v.Str("path"), v),
+			Problem: "extends no PCR the quote covers: not vouched for, ignored"}
+	})
+}
+
+// setUnmeasured records path's latest state (f nil: a measurement).
+func (c *refChecker) setUnmeasured(path string, f *Finding) {
+	_, committed := c.unmeasured[path]
+	p, pending := c.unmPending[path]
+	switch {
+	case f == nil && committed:
+		c.unmPending[path] = unmState{}
+	case f == nil:
+		if pending && p.set {
+			delete(c.unmPending, path)
+		}
+	case !committed && !pending && len(c.unmeasured)+len(c.unmPending) >= maxUnmeasuredPaths:
+		c.unmPOver++
+	default:
+		c.unmPending[path] = unmState{f: *f, set: true}
+	}
+}
+
 func (c *refChecker) record(i int, v *eventlog.View) {
+	path := v.Str("path")
+	if v.Is("kind", KindUnmeasured) {
+		c.unmeasuredRecord(i, path, v)
+		return
+	}
+	// A measurement (or deletion) of the path supersedes an unmeasured record.
+	c.setUnmeasured(path, nil)
 	if c.ref == nil {
 		return
 	}
-	path := v.Str("path")
 	deleted := v.Is("reason", eventlog.ReasonDeleted)
 	if st, ok := c.required[path]; ok {
 		c.journal = append(c.journal, journalEntry{path, st})
@@ -258,6 +447,102 @@ func (c *refChecker) record(i int, v *eventlog.View) {
 	}
 }
 
+// unmeasuredRecord handles a record saying a path could not be measured:
+// the path is not approved until a later record measures it. A malformed
+// one fails on its own.
+func (c *refChecker) unmeasuredRecord(i int, path string, v *eventlog.View) {
+	m := c.measured(i, path, v)
+	m.PathEscaped, m.Cause, m.ErrorText = v.Str("path_escaped"), v.Str("cause"), v.Str("error")
+	key, err := unmeasuredPath(m.Path, m.PathEscaped)
+	if err == nil && !validCause(m.Cause) {
+		err = fmt.Errorf("cause %q is not one of %s", m.Cause, strings.Join(unmeasuredCauses, ", "))
+	}
+	if err != nil {
+		c.add(false, func() Finding { return Finding{Measured: m, Problem: "malformed unmeasured record: " + err.Error()} })
+		return
+	}
+	if c.ref != nil {
+		if st, ok := c.required[key]; ok {
+			c.journal = append(c.journal, journalEntry{key, st})
+			c.required[key] = reqState{seen: true, m: m}
+		}
+	}
+	c.setUnmeasured(key, &Finding{Measured: m, Problem: "not measured (" + m.Cause + ")"})
+}
+
+// unmeasuredCauses are the causes an unmeasured record may give (docs/FORMAT.md).
+var unmeasuredCauses = []string{"unstable", "unreadable", "name_not_utf8", "too_large", "timeout", "unsupported_type", "symlink_refused", "error"}
+
+func validCause(s string) bool {
+	for _, c := range unmeasuredCauses {
+		if s == c {
+			return true
+		}
+	}
+	return false
+}
+
+// unmeasuredPath returns the raw path an unmeasured record names: its path,
+// or its path_escaped decoded. Exactly one must be set, and path_escaped
+// must be the canonical escape of a name that is not UTF-8.
+func unmeasuredPath(path, escaped string) (string, error) {
+	switch {
+	case path != "" && escaped != "":
+		return "", errors.New("both path and path_escaped are set")
+	case path != "":
+		return path, nil
+	case escaped == "":
+		return "", errors.New("neither path nor path_escaped is set")
+	}
+	raw := make([]byte, 0, len(escaped))
+	for i := 0; i < len(escaped); i++ {
+		if escaped[i] != '%' {
+			raw = append(raw, escaped[i])
+			continue
+		}
+		if i+2 >= len(escaped) || !isUpperHex(escaped[i+1]) || !isUpperHex(escaped[i+2]) {
+			return "", fmt.Errorf("path_escaped %q: %% at byte %d is not followed by two upper-case hex digits", escaped, i)
+		}
+		raw = append(raw, unhex(escaped[i+1])<<4|unhex(escaped[i+2]))
+		i += 2
+	}
+	if utf8.Valid(raw) {
+		return "", fmt.Errorf("path_escaped %q names a UTF-8 path, which belongs in path", escaped)
+	}
+	if escapePath(string(raw)) != escaped {
+		return "", fmt.Errorf("path_escaped %q is not the canonical escape of its bytes (%q)", escaped, escapePath(string(raw)))
+	}
+	return string(raw), nil
+}
+
+// escapePath writes a path's bytes as an unmeasured record's path_escaped
+// field does: every byte that is %, or is not part of a valid UTF-8
+// sequence, as %XX (upper-case hex); every other byte as it is.
+func escapePath(raw string) string {
+	var b strings.Builder
+	for i := 0; i < len(raw); {
+		r, size := utf8.DecodeRuneInString(raw[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1, raw[i] == '%':
+			fmt.Fprintf(&b, "%%%02X", raw[i])
+			i++
+		default:
+			b.WriteString(raw[i : i+size])
+			i += size
+		}
+	}
+	return b.String()
+}
+
+func isUpperHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'A' && c <= 'F' }
+
+func unhex(c byte) byte {
+	if c <= '9' {
+		return c - '0'
+	}
+	return c - 'A' + 10
+}
+
 func (c *refChecker) measured(i int, path string, v *eventlog.View) Measured {
 	return Measured{Index: i, Kind: v.Str("kind"), Path: path, SHA256: v.Str("sha256"), Reason: v.Str("reason"),
 		ManifestDigest: v.Str("manifest_digest"), ConfigDigest: v.Str("config_digest")}
@@ -271,6 +556,16 @@ func (c *refChecker) commit() {
 	c.warnings = appendCapped(c.warnings, c.pendingWarn)
 	c.pending, c.pendingWarn, c.journal = c.pending[:0], c.pendingWarn[:0], c.journal[:0]
 	c.nPending, c.nPendW = 0, 0
+	for path, st := range c.unmPending {
+		if st.set {
+			c.unmeasured[path] = st.f
+		} else {
+			delete(c.unmeasured, path)
+		}
+	}
+	clear(c.unmPending)
+	c.unmOver += c.unmPOver
+	c.unmPOver = 0
 }
 
 func appendCapped(dst, src []Finding) []Finding {
@@ -280,10 +575,27 @@ func appendCapped(dst, src []Finding) []Finding {
 	return dst
 }
 
-// finish undoes what uncovered records did and checks required paths.
+// finish forgets what uncovered records did, then reports the paths whose
+// latest covered record is unmeasured and the required paths.
 func (c *refChecker) finish() (failures, warnings []Finding) {
+	unm := make([]Finding, 0, len(c.unmeasured))
+	for _, f := range c.unmeasured {
+		unm = append(unm, f)
+	}
+	sort.Slice(unm, func(i, j int) bool { return unm[i].Index < unm[j].Index })
+	if c.unmOver > 0 {
+		unm = append(unm, Finding{Measured: Measured{Index: -1, Kind: KindUnmeasured},
+			Problem: fmt.Sprintf("not measured: %d more records name paths that could not be measured (past %d paths, they are not followed one by one)", c.unmOver, maxUnmeasuredPaths)})
+	}
+	if c.ref != nil && c.ref.WarnUnmeasured {
+		c.nWarn += len(unm)
+		c.warnings = appendCapped(c.warnings, unm)
+	} else {
+		c.nFail += len(unm)
+		c.failures = appendCapped(c.failures, unm)
+	}
 	if c.ref == nil {
-		return nil, nil
+		return c.failures, c.warnings
 	}
 	for i := len(c.journal) - 1; i >= 0; i-- {
 		c.required[c.journal[i].path] = c.journal[i].prev
@@ -319,6 +631,11 @@ type Options struct {
 	QuoteOptions
 	// Reference, when set, is checked against every trusted measurement.
 	Reference *policy.Reference
+	// Unrecorded is the evidence header's list of changes the agent has
+	// not recorded yet. The quote does not vouch for it, but each entry is
+	// a failure: a machine that says it could not record a change is not
+	// trusted.
+	Unrecorded []Unrecorded
 }
 
 // CheckResult is one passed check, for the report.
@@ -329,7 +646,10 @@ type CheckResult struct {
 
 // Result is a verdict on evidence that passed every check.
 type Result struct {
-	// Trusted is true when no measurement breaks the reference values.
+	// Trusted is true when nothing fails: no measurement breaks the
+	// reference values, no path's latest record says it was not measured
+	// (unless the reference says "unmeasured: warn"), and the evidence
+	// lists no unrecorded change.
 	Trusted  bool              `json:"trusted"`
 	Checks   []CheckResult     `json:"checks"`
 	PCRs     map[string]string `json:"pcrs"`
@@ -337,9 +657,15 @@ type Result struct {
 	Covered  int               `json:"covered"`
 	Trailing int               `json:"trailing_untrusted"`
 	// TailProblem says why reading the log's untrusted tail stopped, if it did.
-	TailProblem string    `json:"tail_problem,omitempty"`
-	Failures    []Finding `json:"failures"`
-	Warnings    []Finding `json:"warnings"`
+	TailProblem string `json:"tail_problem,omitempty"`
+	// TrailingProblem says why the first trailing record (number Covered)
+	// is not covered: which quoted PCR and bank it moves away from the quote.
+	TrailingProblem string `json:"trailing_problem,omitempty"`
+	// Unrecorded repeats the evidence header's unrecorded changes; each is
+	// also a failure.
+	Unrecorded []Unrecorded `json:"unrecorded,omitempty"`
+	Failures   []Finding    `json:"failures"`
+	Warnings   []Finding    `json:"warnings"`
 	// FailureTotal and WarningTotal count all findings; the lists hold at most MaxFindings each.
 	FailureTotal int `json:"failure_total"`
 	WarningTotal int `json:"warning_total"`
@@ -347,7 +673,8 @@ type Result struct {
 }
 
 // Verify checks a quote, its PCR values (nil to derive them from the log)
-// and the log, then the reference values. It returns an error wrapping
+// and the log, then the reference values, unmeasured records and
+// unrecorded changes. It returns an error wrapping
 // [ErrInvalid] when the evidence proves nothing; a Result otherwise, whose
 // Trusted field says whether the content is approved.
 func Verify(attest, sig []byte, values map[eventlog.PCRKey][]byte, log io.Reader, opts Options) (*Result, error) {
@@ -360,7 +687,7 @@ func Verify(attest, sig []byte, values map[eventlog.PCRKey][]byte, log io.Reader
 		return nil, err
 	}
 	res := &Result{Trusted: true, PCRs: map[string]string{}, Records: m.Records, Covered: m.Covered,
-		Trailing: m.Records - m.Covered, TailProblem: m.TailProblem, Measured: m.Measured}
+		Trailing: m.Records - m.Covered, TailProblem: m.TailProblem, TrailingProblem: m.TrailingProblem, Measured: m.Measured}
 	fp, _ := Fingerprint(opts.AK)
 	res.Checks = []CheckResult{
 		{CheckSignature, fmt.Sprintf("signed by the pinned attestation key (SHA-256 fingerprint %s), %v", fp, q.Hash)},
@@ -381,11 +708,22 @@ func Verify(attest, sig []byte, values map[eventlog.PCRKey][]byte, log io.Reader
 	for _, k := range q.Selection {
 		res.PCRs[fmt.Sprintf("%s:%d", eventlog.BankName(k.Bank), k.PCR)] = hex.EncodeToString(m.Values[k])
 	}
+	res.Failures, res.Warnings = m.Failures, m.Warnings
+	res.FailureTotal, res.WarningTotal = m.FailureTotal, m.WarningTotal
 	if opts.Reference != nil {
-		res.Failures, res.Warnings = m.Failures, m.Warnings
-		res.FailureTotal, res.WarningTotal = m.FailureTotal, m.WarningTotal
-		res.Trusted = m.FailureTotal == 0
 		res.Checks = append(res.Checks, CheckResult{"reference values", fmt.Sprintf("%d measurements checked against %s", m.Measured, opts.Reference.Source)})
 	}
+	// The agent's own word that changes are unrecorded: reported first.
+	var unrec []Finding
+	for _, u := range opts.Unrecorded {
+		unrec = append(unrec, Finding{Measured: Measured{Index: -1, Kind: KindUnrecorded, Path: u.Path, Cause: u.Cause},
+			Problem: fmt.Sprintf("unrecorded change (%s) since %s", u.Cause, u.Since)})
+	}
+	if len(unrec) > 0 {
+		res.Unrecorded = opts.Unrecorded
+		res.FailureTotal += len(unrec)
+		res.Failures = appendCapped(unrec[:min(len(unrec), MaxFindings):min(len(unrec), MaxFindings)], res.Failures)
+	}
+	res.Trusted = res.FailureTotal == 0
 	return res, nil
 }

@@ -135,6 +135,7 @@ func (r *rawRecord) parseContent(p *fastParser) bool {
 			if f.val, ok = p.plainStr(); !ok {
 				return false
 			}
+			f.isNum = false
 		} else {
 			start := p.i
 			if _, ok := p.uint(); !ok {

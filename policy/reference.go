@@ -17,6 +17,7 @@ import (
 //	version: 1
 //	unlisted: fail          # or warn: a measured path no entry covers
 //	deletions: allow        # or fail: a covered path that was deleted
+//	unmeasured: fail        # or warn: a path whose latest record says it could not be measured
 //	files:                  # path or pattern -> allowed SHA-256 digests (files and trees)
 //	  /usr/bin/myapp: [5891b5b5..., 0f1e2d3c...]
 //	  /opt/app/bin/*: [...]
@@ -33,6 +34,9 @@ type Reference struct {
 	FailUnlisted bool
 	// AllowDeletions accepts a covered path that was deleted.
 	AllowDeletions bool
+	// WarnUnmeasured makes a path whose latest record is an "unmeasured"
+	// record (the agent could not measure it) a warning rather than a failure.
+	WarnUnmeasured bool
 	Files          []RefEntry
 	Required       []string
 	Images         []RefEntry
@@ -133,7 +137,7 @@ func ParseReference(name string, r io.Reader) (*Reference, error) {
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
-		return nil, p.errf(root, "", "want a mapping with files, required, images, unlisted and deletions")
+		return nil, p.errf(root, "", "want a mapping with files, required, images, unlisted, deletions and unmeasured")
 	}
 	err = p.mapping(root, "", func(key string, v *yaml.Node) error {
 		switch key {
@@ -161,6 +165,15 @@ func ParseReference(name string, r io.Reader) (*Reference, error) {
 				return p.errf(v, key, "want allow or fail, have %q", s)
 			}
 			ref.AllowDeletions = s == "allow"
+		case "unmeasured":
+			s, err := p.str(v, key)
+			if err != nil {
+				return err
+			}
+			if s != "fail" && s != "warn" {
+				return p.errf(v, key, "want fail or warn, have %q", s)
+			}
+			ref.WarnUnmeasured = s == "warn"
 		case "files":
 			ref.Files, err = p.refEntries(v, key, false)
 			return err
@@ -199,7 +212,7 @@ func ParseReference(name string, r io.Reader) (*Reference, error) {
 				ref.Required = append(ref.Required, s)
 			}
 		default:
-			return p.errf(v, key, "unknown key (want version, unlisted, deletions, files, required, images, ignore or azure)")
+			return p.errf(v, key, "unknown key (want version, unlisted, deletions, unmeasured, files, required, images, ignore or azure)")
 		}
 		return nil
 	})

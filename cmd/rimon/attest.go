@@ -246,10 +246,17 @@ func newVerifyCmd(g *globals) *cobra.Command {
 		Use:   "verify --nonce HEX --ak AK.pem (--evidence FILE | --quote-msg F --quote-sig F [--pcrs-file F] --log L) [--reference REF.yaml] [--json]",
 		Short: "Verify evidence: quote, nonce, PCRs, log, and reference values",
 		Long: `verify checks, in order: the quote's signature with the pinned AK, the
-TPM_GENERATED magic and quote type, the nonce, the PCR selection (--pcrs in
---bank, default 23 in sha256), the PCR digest, and that a prefix of the log
-replays to the quoted PCRs (later records are reported, never trusted). With
+TPM_GENERATED magic and quote type, the nonce, the PCR selection, the PCR
+digest, and that a prefix of the log replays to the quoted PCRs in every bank
+the quote covers (later records are reported, never trusted). With
 --reference it then checks every trusted measurement.
+
+The quote must cover exactly the PCRs of --pcrs (default 23), each in at least
+one bank stronger than SHA-1, and with --bank every bank named; by default any
+banks are accepted, so the quote of every active bank that rimon quote takes
+by default verifies. A record that says a path could not be measured, and an
+evidence header that lists unrecorded changes, make the verdict untrusted
+(the reference's "unmeasured: warn" makes the former warnings).
 
 Exit codes: 0 trusted, 1 untrusted (evidence fine, content not approved),
 2 evidence invalid, 3 usage error.`,
@@ -264,7 +271,7 @@ Exit codes: 0 trusted, 1 untrusted (evidence fine, content not approved),
 	fl.StringVar(&f.ak, "ak", "", "the attestation key to pin, PEM (required)")
 	fl.StringVar(&f.reference, "reference", "", "reference values (YAML)")
 	fl.StringVar(&f.pcrs, "pcrs", "23", "PCRs the quote must cover")
-	fl.StringArrayVar(&f.banks, "bank", []string{"sha256"}, "banks the quote must cover (repeatable)")
+	fl.StringArrayVar(&f.banks, "bank", nil, "a bank the quote must cover for every PCR (repeatable; default: any banks, at least one stronger than SHA-1)")
 	fl.StringVar(&f.msg, "quote-msg", "", "TPMS_ATTEST (tpm2_quote -m)")
 	fl.StringVar(&f.sig, "quote-sig", "", "signature: TPMT_SIGNATURE or plain (tpm2_quote -s)")
 	fl.StringVar(&f.pcrsFile, "pcrs-file", "", "PCR values (tpm2_quote -o); without it the log must replay to the quoted digest")
@@ -386,6 +393,9 @@ func runVerify(g *globals, f verifyFlags, ev *attest.Evidence) error {
 	if opts.AK == nil {
 		return usageErr("--ak is required unless the evidence carries an Azure SEV-SNP report that vouches for the AK")
 	}
+	if ev != nil {
+		opts.Unrecorded = ev.Unrecorded
+	}
 	if ev != nil && ev.LogStart > 0 {
 		// The evidence holds the log from record LogStart on; the earlier records come
 		// from the verifier's own copy. Nothing is trusted: the whole log is replayed.
@@ -417,7 +427,11 @@ func runVerify(g *globals, f verifyFlags, ev *attest.Evidence) error {
 	}
 	g.report(f.asJSON, res)
 	if !res.Trusted {
-		return &exitErr{code: exitCheck, err: fmt.Errorf("untrusted: %d measurements are not approved by %s", res.FailureTotal, opts.Reference.Source)}
+		by := "the evidence's own records"
+		if opts.Reference != nil {
+			by = opts.Reference.Source
+		}
+		return &exitErr{code: exitCheck, err: fmt.Errorf("untrusted: %d measurements are not approved by %s", res.FailureTotal, by)}
 	}
 	return nil
 }
@@ -459,7 +473,13 @@ func (g *globals) report(asJSON bool, res *attest.Result) {
 		fmt.Fprintf(g.stdout, "  pcr  %-16s %s\n", k, res.PCRs[k])
 	}
 	if res.Trailing > 0 {
-		fmt.Fprintf(g.stdout, "  note %d records after the quote are not covered and not trusted\n", res.Trailing)
+		fmt.Fprintf(g.stdout, "  note %d records after the quote (from record %d on) are not covered and not trusted\n", res.Trailing, res.Covered)
+	}
+	if res.TrailingProblem != "" {
+		fmt.Fprintf(g.stdout, "  note %s\n", res.TrailingProblem)
+	}
+	if res.TailProblem != "" && res.TailProblem != res.TrailingProblem {
+		fmt.Fprintf(g.stdout, "  note reading stopped: %s\n", res.TailProblem)
 	}
 	for _, x := range res.Failures {
 		fmt.Fprintf(g.stdout, "  FAIL %s\n", x)

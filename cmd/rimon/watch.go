@@ -75,6 +75,9 @@ The log path comes from the policy's settings.log unless --log is given.`,
 			if (srv.cert == "") != (srv.key == "") {
 				return usageErr("--tls-cert and --tls-key go together")
 			}
+			if srv.akOut != "" && srv.listen == "" {
+				return usageErr("--ak-out goes with --listen")
+			}
 			srv.azure = af
 			return runWatchServe(cmd.Context(), g, pol, policyPath, logFormat, jobs, srv)
 		},
@@ -85,12 +88,14 @@ The log path comes from the policy's settings.log unless --log is given.`,
 	c.Flags().StringVar(&srv.listen, "listen", "", "serve evidence at ADDR (GET /v1/evidence?nonce=HEX); off by default")
 	c.Flags().StringVar(&srv.cert, "tls-cert", "", "TLS certificate for --listen (PEM)")
 	c.Flags().StringVar(&srv.key, "tls-key", "", "TLS key for --listen (PEM)")
+	c.Flags().StringVar(&srv.akOut, "ak-out", "", "with --listen, write the attestation key's public part (PEM) here at start, for verifiers to pin")
 	af.attesterFlags(c)
 	return c
 }
 
 type serveFlags struct {
 	listen, cert, key string
+	akOut             string // write the AK (PEM) here once it exists
 	azure             azureFlags
 }
 
@@ -153,6 +158,19 @@ func runWatchServe(ctx context.Context, g *globals, pol *policy.Policy, policyPa
 			}
 		} else if err != nil {
 			return fmt.Errorf("--listen: %w", err)
+		}
+		if srv.akOut != "" {
+			ak, err := t.ReadAK(ctx)
+			if err != nil {
+				return err
+			}
+			pemb, err := attest.PublicKeyPEM(ak.Key)
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(srv.akOut, pemb, 0o644); err != nil {
+				return fmt.Errorf("--ak-out: %w", err)
+			}
 		}
 		ho := attest.HandlerOptions{TPM: t, LogPath: g.log, PCRs: []int{pol.PCR}, Banks: banks}
 		hw, err := srv.azure.hardware(ctx, t) // the VCEK is fetched once; the report is read per request
