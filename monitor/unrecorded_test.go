@@ -105,9 +105,17 @@ func TestUnmeasuredContent(t *testing.T) {
 	if got := unescapePath(c.Str("path_escaped")); got != "/opt/app/evil\xff" {
 		t.Errorf("unescapePath = %q", got)
 	}
-	// docs/FORMAT.md, section 1.2: SHA-256 of the canonical encoding.
-	const want = "FORMAT_VECTOR"
-	if got := sum(c.Canonical()); want != "FORMAT_VECTOR" && got != want {
+	// docs/FORMAT.md, section 1.2: SHA-256 of the canonical encodings,
+	// computed with Python from the page's rules alone.
+	if got, want := sum(c.Canonical()), "db506dac93092cbb7ef54360be9630aa6ab0d7078149a63da4a5bb28037bd5bc"; got != want {
+		t.Errorf("canonical digest = %s, want %s (docs/FORMAT.md)", got, want)
+	}
+	c2, err := unmeasuredEvent("/usr/bin/app", "changed", CauseUnstable,
+		"measure /usr/bin/app: file kept changing while it was read (3 attempts)").Content()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sum(c2.Canonical()), "94f070f972af9009cb02d4155b67201b6926b84f77affbe269a03f9272dc6f70"; got != want {
 		t.Errorf("canonical digest = %s, want %s (docs/FORMAT.md)", got, want)
 	}
 }
