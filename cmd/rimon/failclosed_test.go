@@ -144,10 +144,11 @@ func (a *agentProc) dump() string {
 	return tail(b.String(), 3000)
 }
 
-// agentHasOpen reports whether the agent has any of paths open.
-func (a *agentProc) agentHasOpen(paths []string) bool {
+// agentOpen counts how many of paths the agent has open.
+func (a *agentProc) agentOpen(paths []string) int {
 	dir := fmt.Sprintf("/proc/%d/fd", a.cmd.Process.Pid)
 	ents, _ := os.ReadDir(dir)
+	open := map[string]bool{}
 	for _, e := range ents {
 		l, err := os.Readlink(filepath.Join(dir, e.Name()))
 		if err != nil {
@@ -156,11 +157,11 @@ func (a *agentProc) agentHasOpen(paths []string) bool {
 		l = strings.TrimSuffix(l, " (deleted)")
 		for _, p := range paths {
 			if l == p {
-				return true
+				open[p] = true
 			}
 		}
 	}
-	return false
+	return len(open)
 }
 
 func tail(s string, n int) string {
@@ -252,13 +253,15 @@ func TestSparseFilesDoNotStarve(t *testing.T) {
 		f.Close()
 		sparse = append(sparse, p)
 	}
-	// The agent has taken them up: it reads them, or has recorded them.
+	// The agent has taken up every one: it reads it, or has recorded it.
 	a.waitFor("the agent to take up the sparse files", func() bool {
-		if a.agentHasOpen(sparse) {
-			return true
+		n := a.agentOpen(sparse)
+		for _, p := range sparse {
+			if _, ok := a.last(p); ok {
+				n++
+			}
 		}
-		_, ok := a.last(sparse[3])
-		return ok
+		return n >= len(sparse)
 	})
 	for _, p := range sparse {
 		os.Remove(p)
@@ -268,7 +271,7 @@ func TestSparseFilesDoNotStarve(t *testing.T) {
 		c, _ := a.last(other)
 		return c.Str("sha256") == sha256Hex("v2")
 	})
-	a.waitFor("the agent to stop reading deleted files", func() bool { return !a.agentHasOpen(sparse) })
+	a.waitFor("the agent to stop reading deleted files", func() bool { return a.agentOpen(sparse) == 0 })
 }
 
 // TestUnreadableRecorded: a watched file made unreadable (chmod 000) to
