@@ -15,12 +15,52 @@ import (
 const maxLinks = 40
 
 // openRegular opens path for reading only once it is known to be a regular
-// file: it resolves path to an O_PATH descriptor (which opens nothing),
-// checks the type and the symbolic link rule on that, and only then opens
-// the same inode for reading through /proc/self/fd. A device, FIFO or
-// socket is never opened, even when a symbolic link leads to it.
+// file, so that a device, FIFO or socket is never opened.
+//
+// A path without symbolic links (the common case) takes one fstatat for the
+// type, an openat2 that refuses symbolic links, and an fstat that checks the
+// descriptor names the inode just checked. A path with symbolic links is
+// resolved by [resolve] under the symbolic link rule to an O_PATH
+// descriptor (which opens nothing), checked, and that very inode opened
+// through /proc/self/fd.
 func openRegular(path string) (rawFile, identity, fs.FileMode, error) {
-	pfd, err := openPath(path)
+	var st unix.Stat_t
+	err := unix.Fstatat(unix.AT_FDCWD, path, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if err != nil {
+		return -1, identity{}, 0, fmt.Errorf("open: %w", err)
+	}
+	mode := modeOf(st.Mode)
+	if mode.IsRegular() {
+		fd, err := retryEINTR(func() (int, error) {
+			return unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{
+				Flags: unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS})
+		})
+		switch {
+		case err == nil:
+			var now unix.Stat_t
+			if err := unix.Fstat(fd, &now); err != nil {
+				unix.Close(fd)
+				return -1, identity{}, 0, fmt.Errorf("fstat: %w", err)
+			}
+			if now.Dev != st.Dev || now.Ino != st.Ino {
+				unix.Close(fd)
+				return -1, identity{}, 0, fmt.Errorf("%w: path now names another file", errChanged)
+			}
+			return rawFile(fd), identityOfUnix(&now), modeOf(now.Mode), nil
+		case errors.Is(err, unix.ELOOP), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EPERM):
+			// A symbolic link on the way: resolve it under the rule.
+		default:
+			return -1, identity{}, 0, fmt.Errorf("open: %w", err)
+		}
+	} else if mode&fs.ModeSymlink == 0 {
+		return -1, identity{}, 0, fmt.Errorf("%w (it is a %s)", ErrNotRegular, describeType(mode))
+	}
+	return openResolved(path)
+}
+
+// openResolved opens a path with symbolic links: see [openRegular].
+func openResolved(path string) (rawFile, identity, fs.FileMode, error) {
+	pfd, err := resolve(path)
 	if err != nil {
 		return -1, identity{}, 0, err
 	}

@@ -224,8 +224,12 @@ func (m *Monitor) publish() {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	m.mu.Lock()
+	changed := len(out) != len(m.unrecPub)
 	m.unrecPub = out
 	m.mu.Unlock()
+	if changed {
+		m.notify("STATUS=" + m.status())
+	}
 }
 
 // Unrecorded lists the paths the agent knows changed but has not recorded

@@ -147,7 +147,8 @@ func TestFailedAppendIsRetried(t *testing.T) {
 	pol := loadPolicy(t, dir, "settings:\n  debounce: 20ms\nmeasure:\n  - dir: $DIR/bin\n")
 	ready := make(chan struct{})
 	var logs syncBuffer
-	m, err := New(Config{Policy: pol, Recorder: rec, Logger: slogTo(&logs), Ready: ready})
+	var notes syncBuffer
+	m, err := New(Config{Policy: pol, Recorder: rec, Logger: slogTo(&logs), Ready: ready, Notify: notifyTo{&notes}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,6 +169,9 @@ func TestFailedAppendIsRetried(t *testing.T) {
 	}
 	if len(seen) != 1 || seen[0].Path != dir+"/bin/app" || seen[0].Cause != CauseError || seen[0].Tries < 1 {
 		t.Errorf("Unrecorded() = %+v, want the app with cause error", seen)
+	}
+	if want := "1 changes not recorded, retrying (error: " + dir + "/bin/app)"; !strings.Contains(notes.String(), want) {
+		t.Errorf("STATUS= does not say %q:\n%s", want, notes.String())
 	}
 	for time.Now().Before(deadline) {
 		if e, _ := rec.last(dir + "/bin/app"); e.SHA256 == sum([]byte("v2")) {
@@ -234,3 +238,8 @@ func openCount(paths []string) int {
 }
 
 func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// notifyTo collects sd_notify states.
+type notifyTo struct{ w io.Writer }
+
+func (n notifyTo) Notify(state string) error { _, err := io.WriteString(n.w, state+"\n"); return err }
