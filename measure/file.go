@@ -91,24 +91,25 @@ func File(ctx context.Context, path string) (Result, error) {
 
 // FileWith is [File] within the budgets of o.
 func FileWith(ctx context.Context, path string, o Options) (Result, error) {
-	parent := ctx
+	var deadline time.Time // no timer per file: reads look at the clock
 	if o.MaxTime > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.MaxTime)
-		defer cancel()
+		deadline = time.Now().Add(o.MaxTime)
 	}
 	var lastErr error
 	for attempt := 0; attempt < MaxAttempts; attempt++ {
 		if err := ctx.Err(); err != nil {
-			return Result{}, budgetErr(parent, path, o, err)
+			return Result{}, err
 		}
-		r, err := fileOnce(ctx, path, o)
+		r, err := fileOnce(ctx, path, o, deadline)
 		if err == nil {
 			return r, nil
 		}
+		if errors.Is(err, errDeadline) {
+			return Result{}, fmt.Errorf("measure %s: %w (%v)", path, ErrTimeout, o.MaxTime)
+		}
 		if !errors.Is(err, errChanged) {
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-				return Result{}, budgetErr(parent, path, o, err)
+			if ctx.Err() != nil {
+				return Result{}, ctx.Err()
 			}
 			return Result{}, err
 		}
@@ -117,20 +118,14 @@ func FileWith(ctx context.Context, path string, o Options) (Result, error) {
 	return Result{}, fmt.Errorf("measure %s: %w (%d attempts; last: %v)", path, ErrUnstable, MaxAttempts, lastErr)
 }
 
-// budgetErr tells the caller's cancellation from the time budget.
-func budgetErr(parent context.Context, path string, o Options, err error) error {
-	if parent.Err() != nil {
-		return parent.Err()
-	}
-	if o.MaxTime > 0 && errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("measure %s: %w (%v)", path, ErrTimeout, o.MaxTime)
-	}
-	return err
-}
+var errDeadline = errors.New("time budget used up")
 
 var errChanged = errors.New("changed during read")
 
-func fileOnce(ctx context.Context, path string, o Options) (Result, error) {
+func fileOnce(ctx context.Context, path string, o Options, deadline time.Time) (Result, error) {
+	if !deadline.IsZero() && !time.Now().Before(deadline) {
+		return Result{}, errDeadline
+	}
 	f, before, mode, err := openRegular(path)
 	if err != nil {
 		return Result{}, fmt.Errorf("measure %s: %w", path, err)
@@ -141,10 +136,10 @@ func fileOnce(ctx context.Context, path string, o Options) (Result, error) {
 	}
 	h := sha256.New()
 	bp := bufPool.Get().(*[]byte)
-	n, err := io.CopyBuffer(h, &watchedReader{ctx: ctx, f: f, id: before}, *bp)
+	n, err := io.CopyBuffer(h, &watchedReader{ctx: ctx, f: f, id: before, deadline: deadline}, *bp)
 	bufPool.Put(bp)
 	if err != nil {
-		if errors.Is(err, errChanged) {
+		if errors.Is(err, errChanged) || errors.Is(err, errDeadline) {
 			return Result{}, err
 		}
 		return Result{}, fmt.Errorf("measure %s: read: %w", path, unwrapPathError(err))
@@ -169,19 +164,24 @@ func fileOnce(ctx context.Context, path string, o Options) (Result, error) {
 	return r, nil
 }
 
-// watchedReader stops a long read when the context ends, and every
+// watchedReader stops a long read when the context ends or the deadline
+// (when set) passes, and every
 // [checkEvery] bytes looks whether the file changed or was deleted, so that
 // no work is spent on a file that will not be recorded as read.
 type watchedReader struct {
-	ctx   context.Context
-	f     rawFile
-	id    identity
-	since int
+	ctx      context.Context
+	f        rawFile
+	id       identity
+	since    int
+	deadline time.Time
 }
 
 func (w *watchedReader) Read(p []byte) (int, error) {
 	if err := w.ctx.Err(); err != nil {
 		return 0, err
+	}
+	if !w.deadline.IsZero() && !time.Now().Before(w.deadline) {
+		return 0, errDeadline
 	}
 	if w.since >= checkEvery {
 		w.since = 0

@@ -118,7 +118,7 @@ func (m *Monitor) apply(ctx context.Context, r result, newReason string) {
 		if !utf8.ValidString(r.key.path) {
 			// A deletion cannot be recorded under a name that is not UTF-8:
 			// the unmeasured record stays the last word on it.
-			m.known[r.key.path] = Known{Kind: prev.Kind, Cause: prev.Cause}
+			m.known[r.key.path] = Known{Kind: prev.Kind}
 			m.settled(r.key)
 			return
 		}
@@ -138,6 +138,7 @@ func (m *Monitor) apply(ctx context.Context, r result, newReason string) {
 		return
 	}
 	m.known[r.key.path] = Known{Kind: ev.Kind, SHA256: ev.SHA256, Present: !r.absent}
+	delete(m.causes, r.key.path)
 	m.settled(r.key)
 }
 

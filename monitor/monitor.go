@@ -59,10 +59,8 @@ type Config struct {
 
 // Known is the last recorded measurement of a path.
 type Known struct {
-	Kind   string
-	SHA256 string
-	// Cause is the cause of an unmeasured record (Kind "unmeasured").
-	Cause   string
+	Kind    string
+	SHA256  string
 	Present bool
 }
 
@@ -81,7 +79,7 @@ func (k KnownSet) Add(r *eventlog.Record) {
 		if esc := r.Content.Str("path_escaped"); p == "" && esc != "" {
 			p = unescapePath(esc)
 		}
-		k[p] = Known{Kind: e.Kind, Cause: r.Content.Str("cause"), Present: true}
+		k[p] = Known{Kind: e.Kind, Present: true}
 		return
 	}
 	k[e.Path] = Known{Kind: e.Kind, SHA256: e.SHA256, Present: e.Reason != eventlog.ReasonDeleted}
@@ -105,10 +103,10 @@ type result struct {
 	size   uint64
 	extra  []eventlog.Field
 	absent bool
-	err    error
 	// notDir is set with an [measure.ErrNotRegular] err for a FIFO, socket
 	// or device: something that is not a directory where a file was.
 	notDir bool
+	err    error
 }
 
 type pending struct {
@@ -140,6 +138,7 @@ type Monitor struct {
 	// unrec holds every path that changed and whose measurement failed,
 	// until a measurement of it is recorded; retry carries its retries.
 	unrec    map[key]*unrec
+	causes   map[string]string // the cause of each unmeasured record of this run
 	retry    chan key
 	mu       sync.Mutex   // guards unrecPub
 	unrecPub []Unrecorded // what Unrecorded returns
@@ -171,7 +170,7 @@ func New(cfg Config) (*Monitor, error) {
 		cfg: cfg, pol: cfg.Policy, log: cfg.Logger,
 		watched: map[string]bool{}, known: known,
 		pending: map[key]*pending{}, inflight: map[key]uint64{}, cancel: map[key]context.CancelFunc{},
-		dirty: map[key]bool{}, applied: map[key]uint64{}, unrec: map[key]*unrec{}, retry: make(chan key, 64),
+		dirty: map[key]bool{}, applied: map[key]uint64{}, unrec: map[key]*unrec{}, causes: map[string]string{}, retry: make(chan key, 64),
 		fire: make(chan key, 256), results: make(chan result, 64), sem: make(chan struct{}, workers),
 		bigSem:     make(chan struct{}, big),
 		rescanDone: make(chan []result, 1), done: make(chan struct{}),
