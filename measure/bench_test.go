@@ -11,8 +11,15 @@ import (
 )
 
 // BenchmarkFilesSmall measures 1,000 files of 4 KiB, as an initial scan
-// of a directory of small files does; the cost is mostly system calls.
+// of a directory of small files does, on one and on two workers; the cost
+// is mostly system calls.
 func BenchmarkFilesSmall(b *testing.B) {
+	for _, w := range []int{1, 2} {
+		b.Run(fmt.Sprintf("workers=%d", w), func(b *testing.B) { benchFiles(b, w) })
+	}
+}
+
+func benchFiles(b *testing.B, workers int) {
 	dir := b.TempDir()
 	var paths []string
 	for i := 0; i < 1000; i++ {
@@ -25,7 +32,7 @@ func BenchmarkFilesSmall(b *testing.B) {
 	cpu0 := cpuTime()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		for _, o := range Files(context.Background(), paths, 1) {
+		for _, o := range Files(context.Background(), paths, workers) {
 			if o.Err != nil {
 				b.Fatal(o.Err)
 			}
