@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -243,3 +244,64 @@ func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, n
 type notifyTo struct{ w io.Writer }
 
 func (n notifyTo) Notify(state string) error { _, err := io.WriteString(n.w, state+"\n"); return err }
+
+// TestSymlinkRefused: a link that a user without privileges plants in a
+// watched directory, pointing to a root-only file, is recorded as refused;
+// the file's digest and size appear nowhere.
+func TestSymlinkRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chowning a link to another user needs root")
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755)
+	write(t, dir+"/secret/pin", "1234")
+	os.Chmod(dir+"/secret/pin", 0o600)
+	write(t, dir+"/bin/app", "app")
+	h := start(t, dir, loadPolicy(t, dir, "measure:\n  - dir: $DIR/bin\n"))
+	// Made outside the watched directory, owned by nobody, then moved in.
+	link, made := dir+"/bin/pin", dir+"/pin"
+	if err := os.Symlink(dir+"/secret/pin", made); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(made, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(made, link); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor(t, "a symlink_refused record", func() bool {
+		e, _ := h.rec.last(link)
+		return e.Kind == eventlog.KindUnmeasured && extra(e, "cause") == CauseSymlinkRefused
+	})
+	for _, e := range h.rec.snapshot() {
+		if e.SHA256 == sum([]byte("1234")) || (e.Path == link && e.Size != 0) {
+			t.Errorf("the secret's digest or size was recorded: %+v", e)
+		}
+	}
+}
+
+// TestFileReplacedByFIFO: a watched file replaced by a FIFO is recorded as
+// not measured (unsupported_type), not as deleted, and the FIFO is never
+// opened; a new FIFO in a watched directory is ignored, as before.
+func TestFileReplacedByFIFO(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir+"/bin/app", "app")
+	h := start(t, dir, loadPolicy(t, dir, "measure:\n  - dir: $DIR/bin\n"))
+	if err := syscall.Mkfifo(dir+"/fifo", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir+"/fifo", dir+"/bin/app"); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(dir+"/bin/newfifo", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor(t, "an unsupported_type record", func() bool {
+		e, _ := h.rec.last(dir + "/bin/app")
+		return e.Kind == eventlog.KindUnmeasured && extra(e, "cause") == CauseUnsupportedType && e.Reason == eventlog.ReasonChanged
+	})
+	if e, n := h.rec.last(dir + "/bin/newfifo"); n != 0 {
+		t.Errorf("a new FIFO was recorded: %+v", e)
+	}
+}
