@@ -22,6 +22,16 @@ func (m *Monitor) budget() measure.Options {
 func measureTarget(ctx context.Context, k key, opts measure.Options) result {
 	r := result{key: k}
 	var err error
+	if k.kind == policy.File && !utf8.ValidString(k.path) {
+		// It cannot be recorded under its name: do not read it, only see
+		// whether it is there.
+		if _, err := os.Lstat(k.path); err != nil {
+			r.err, r.absent = err, errors.Is(err, fs.ErrNotExist)
+		} else {
+			r.err = errNameNotUTF8
+		}
+		return r
+	}
 	switch k.kind {
 	case policy.File:
 		var res measure.Result

@@ -127,6 +127,11 @@ func (m *Monitor) failed(ctx context.Context, r result, reason string) {
 			m.causes[r.key.path] = cause
 		}
 	}
+	if cause == CauseNameNotUTF8 && u.recorded {
+		// A name does not change: a rename is another path. Nothing to retry.
+		m.settled(r.key)
+		return
+	}
 	m.retryLater(r.key, u)
 }
 
