@@ -49,8 +49,8 @@ type Config struct {
 	// Progress, when set, receives a progress line during long scans (a terminal).
 	Progress io.Writer
 	// Workers bounds parallel hashing: files hashed at once by scans (0: one
-	// per core) and measurements of changes in flight (0: 4), of which
-	// large files, trees and images take at most half.
+	// per core) and measurements of changes in flight (0: 4; at least 2),
+	// of which large files, trees and images take at most half.
 	Workers int
 	// Ready, when set, is closed once the initial measurement is recorded
 	// and the watches are in place.
@@ -161,7 +161,8 @@ func New(cfg Config) (*Monitor, error) {
 	if workers <= 0 {
 		workers = 4
 	}
-	big := max(1, workers/2) // large work never holds every worker
+	workers = max(workers, 2) // so that large work never holds every worker
+	big := workers / 2
 	known := map[string]Known{}
 	for k, v := range cfg.Known {
 		known[k] = v
