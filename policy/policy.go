@@ -51,7 +51,9 @@ type Symlinks string
 
 // Symlink modes.
 const (
-	// Follow measures what a link points to, under the link's path.
+	// Follow measures what a link points to, under the link's path, within
+	// the symbolic link rule of docs/THREAT-MODEL.md (a link not owned by
+	// root is followed only to what its owner could read).
 	Follow Symlinks = "follow"
 	// Skip ignores links met inside directories and globs (a file rule naming
 	// a link still measures its target).
