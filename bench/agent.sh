@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The agent's initial measurement and memory: 100,000 small files, then
 # 2 GiB in large files, against find | xargs sha256sum and openssl.
-# Usage: bench/agent.sh [rimon-binary]. The log goes to /dev/shm (tmpfs, as
-# /run is in production); the TPM is the in-process simulator.
+# Usage: bench/agent.sh [rimon-binary...]. With several binaries (a before
+# and an after), their runs alternate on the same files. The log goes to
+# /dev/shm (tmpfs, as /run is in production); the TPM is the in-process simulator.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-RIMON=${1:-$here/../rimon}
-[ -x "$RIMON" ] || (cd "$here/.." && go build -o rimon ./cmd/rimon)
+BINS=("$@")
+[ ${#BINS[@]} -gt 0 ] || BINS=("$here/../rimon")
+[ -x "${BINS[0]}" ] || (cd "$here/.." && go build -o rimon ./cmd/rimon)
 RUNS=${RUNS:-3}
 work=$(mktemp -d); logdir=$(mktemp -d -p /dev/shm)
 trap 'rm -rf "$work" "$logdir"' EXIT
@@ -20,9 +22,10 @@ done
 for i in 0 1 2 3; do head -c 512M /dev/urandom >"$work/large/$i"; done
 cat "$work"/large/* >/dev/null
 
-# agent DIR: runs rimon watch over DIR until it is ready; prints
+# agent BIN DIR: runs rimon watch over DIR until it is ready; prints
 # "hash_seconds record_seconds wall_seconds cpu_seconds rss_mib".
 agent() {
+  local RIMON=$1; shift
   printf 'measure:\n  - dir: %s\n' "$1" >"$work/policy.yaml"
   rm -f "$logdir/m.log"
   local s e pid
@@ -49,7 +52,11 @@ for set in small large; do
   echo
   echo "== $set: $(find "$work/$set" -type f | wc -l) files, $(du -sh "$work/$set" | cut -f1)"
   echo "rimon watch, until ready (hash s, record s [append+fsync+extend on the simulator], wall s, cpu s, peak RSS MiB):"
-  for _ in $(seq "$RUNS"); do agent "$work/$set"; done
+  for _ in $(seq "$RUNS"); do
+    for bin in "${BINS[@]}"; do
+      printf '%s: ' "$bin"; agent "$bin" "$work/$set"
+    done
+  done
   compare "$RUNS" \
     "find|xargs sha256sum" "find '$work/$set' -type f -print0 | xargs -0 sha256sum" \
     "find|xargs -P2 sha256sum" "find '$work/$set' -type f -print0 | xargs -0 -P2 -n 5000 sha256sum" \

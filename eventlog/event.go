@@ -2,7 +2,9 @@ package eventlog
 
 import (
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Kinds of measured objects.
@@ -10,6 +12,10 @@ const (
 	KindFile  = "file"
 	KindTree  = "tree"
 	KindImage = "image"
+	// KindUnmeasured records a change that could not be measured: its
+	// content has no sha256 or size, but a cause and an error, and the path
+	// in path or, when it is not UTF-8, path_escaped (docs/FORMAT.md).
+	KindUnmeasured = "unmeasured"
 )
 
 // Reasons a record is written. A reason may carry a suffix after a colon,
@@ -41,6 +47,9 @@ type Event struct {
 
 // Content returns the event as record content, checked by [NewContent].
 func (e Event) Content() (Content, error) {
+	if e.Kind == KindUnmeasured {
+		return e.unmeasuredContent()
+	}
 	if e.Kind == "" || e.Path == "" || e.Reason == "" {
 		return nil, fmt.Errorf("event needs kind, path and reason (have %q, %q, %q)", e.Kind, e.Path, e.Reason)
 	}
@@ -52,6 +61,26 @@ func (e Event) Content() (Content, error) {
 		{Key: "size", Num: e.Size, IsNum: true},
 		{Key: "time", Str: e.Time},
 		{Key: "boot_id", Str: e.BootID},
+	}
+	return NewContent(append(fields, e.Extra...)...)
+}
+
+func (e Event) unmeasuredContent() (Content, error) {
+	escaped := false
+	for _, f := range e.Extra {
+		escaped = escaped || f.Key == "path_escaped"
+	}
+	if e.Reason == "" || (e.Path == "") == !escaped {
+		return nil, fmt.Errorf("unmeasured event needs a reason and exactly one of path and path_escaped (have %q, %q)", e.Path, e.Reason)
+	}
+	fields := []Field{
+		{Key: "kind", Str: e.Kind},
+		{Key: "reason", Str: e.Reason},
+		{Key: "time", Str: e.Time},
+		{Key: "boot_id", Str: e.BootID},
+	}
+	if e.Path != "" {
+		fields = append(fields, Field{Key: "path", Str: e.Path})
 	}
 	return NewContent(append(fields, e.Extra...)...)
 }
@@ -84,3 +113,22 @@ func EventFromContent(c Content) Event {
 
 // FormatTime formats t as rimon records it: RFC 3339 in UTC with nanoseconds.
 func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// EscapePath writes a path that is not valid UTF-8 as an unmeasured
+// record's path_escaped field (docs/FORMAT.md): every byte that is '%' or
+// not part of a valid UTF-8 sequence becomes %XX (upper-case hex), every
+// other byte stays as is. It is lossless.
+func EscapePath(p string) string {
+	var b strings.Builder
+	for i := 0; i < len(p); {
+		r, n := utf8.DecodeRuneInString(p[i:])
+		if p[i] == '%' || (r == utf8.RuneError && n <= 1) {
+			fmt.Fprintf(&b, "%%%02X", p[i])
+			i++
+			continue
+		}
+		b.WriteString(p[i : i+n])
+		i += n
+	}
+	return b.String()
+}

@@ -17,9 +17,15 @@ type Outcome struct {
 // when workers <= 0) and returns the outcomes in the order of paths.
 // It stops early, marking the rest with the context's error, when ctx ends.
 func Files(ctx context.Context, paths []string, workers int) []Outcome {
+	return FilesWith(ctx, paths, Options{Workers: workers})
+}
+
+// FilesWith is [Files] within the budgets of o, with up to o.Workers files
+// in flight.
+func FilesWith(ctx context.Context, paths []string, o Options) []Outcome {
 	out := make([]Outcome, len(paths))
-	forEach(ctx, len(paths), workers, func(i int) {
-		r, err := File(ctx, paths[i])
+	forEach(ctx, len(paths), o.Workers, func(i int) {
+		r, err := FileWith(ctx, paths[i], o)
 		if err != nil {
 			out[i] = Outcome{Result: Result{Path: paths[i]}, Err: err}
 			return

@@ -10,21 +10,6 @@ import (
 // gain nothing from Go's poller, and registering each one costs a system call.
 type rawFile int
 
-// openNonBlocking opens path read-only without blocking on a FIFO whose
-// writer is absent and without making it the controlling terminal.
-func openNonBlocking(path string) (rawFile, error) {
-	for {
-		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return -1, &fs.PathError{Op: "open", Path: path, Err: err}
-		}
-		return rawFile(fd), nil
-	}
-}
-
 func (f rawFile) Read(p []byte) (int, error) {
 	for {
 		n, err := syscall.Read(int(f), p)
@@ -57,6 +42,7 @@ func identityOf(st *syscall.Stat_t) identity {
 		size:  st.Size,
 		mtime: st.Mtim.Nano(),
 		ctim:  st.Ctim.Nano(),
+		nlink: uint64(st.Nlink),
 	}
 }
 
@@ -87,14 +73,6 @@ func modeOf(m uint32) fs.FileMode {
 		mode |= fs.ModeSticky
 	}
 	return mode
-}
-
-func statIdentity(fi fs.FileInfo) (identity, bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return identity{size: fi.Size(), mtime: fi.ModTime().UnixNano()}, false
-	}
-	return identityOf(st), true
 }
 
 func deviceNumbers(fi fs.FileInfo) (major, minor uint32, ok bool) {

@@ -43,27 +43,43 @@ type TreeResult struct {
 // ErrNotDirectory means a tree measurement was asked for something that is not a directory.
 var ErrNotDirectory = errors.New("not a directory")
 
-// Tree measures the directory tree rooted at root as one digest. It does not
-// follow symbolic links inside the tree: a link is recorded with its target.
-// Regular files are hashed in parallel with up to workers in flight.
+// Tree measures the directory tree rooted at root as one digest. A
+// symbolic link at root (or on the way to it) is followed, as [File] follows
+// one, under the same rule; links inside the tree are not followed: a link
+// is recorded with its target. Regular files are hashed in parallel with up
+// to workers in flight.
 func Tree(ctx context.Context, root string, workers int) (TreeResult, error) {
-	fi, err := os.Stat(root)
+	return TreeWith(ctx, root, Options{Workers: workers})
+}
+
+// TreeWith is [Tree] within the budgets of o, which apply to each file.
+func TreeWith(ctx context.Context, root string, o Options) (TreeResult, error) {
+	fi, err := os.Lstat(root)
 	if err != nil {
 		return TreeResult{}, fmt.Errorf("measure tree %s: %w", root, unwrapPathError(err))
+	}
+	walk := root
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		if walk, err = resolvedPath(root); err != nil {
+			return TreeResult{}, fmt.Errorf("measure tree %s: %w", root, err)
+		}
+		if fi, err = os.Lstat(walk); err != nil {
+			return TreeResult{}, fmt.Errorf("measure tree %s: %w", root, unwrapPathError(err))
+		}
 	}
 	if !fi.IsDir() {
 		return TreeResult{}, fmt.Errorf("measure tree %s: %w", root, ErrNotDirectory)
 	}
 	var entries []Entry
 	var files []int // indexes into entries of regular files
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(walk, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("measure tree %s: %w", root, unwrapPathError(err))
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		rel, err := filepath.Rel(root, p)
+		rel, err := filepath.Rel(walk, p)
 		if err != nil {
 			return err
 		}
@@ -117,9 +133,9 @@ func Tree(ctx context.Context, root string, workers int) (TreeResult, error) {
 	var total int64
 	errs := make([]error, len(files))
 	sizes := make([]int64, len(files))
-	forEach(ctx, len(files), workers, func(i int) {
+	forEach(ctx, len(files), o.Workers, func(i int) {
 		e := &entries[files[i]]
-		r, err := File(ctx, filepath.Join(root, filepath.FromSlash(e.Rel)))
+		r, err := FileWith(ctx, filepath.Join(walk, filepath.FromSlash(e.Rel)), o)
 		if err != nil {
 			errs[i] = err
 			return

@@ -22,6 +22,15 @@
 //   - an inotify queue overflow triggers a full rescan; running out of
 //     watches is logged with the sysctl to raise and leaves periodic rescans
 //     to do the watching;
+//   - a path that changed and cannot be measured (it keeps changing, is
+//     unreadable, over the policy's size or time budget, a FIFO or device
+//     where a file was, behind a refused symbolic link) or named in UTF-8
+//     gets an unmeasured record with the cause; it stays in the set of
+//     unrecorded changes ([Monitor.Unrecorded], STATUS=) and is retried
+//     with a backoff until its digest is recorded, as is a change whose
+//     record could not be appended;
+//   - a file deleted or replaced while it is read is dropped, and large
+//     files, trees and images take at most half of the change workers;
 //   - a periodic rescan also checks the log against the TPM;
 //   - SIGHUP reloads the policy (a bad one is refused and the old one kept);
 //   - when the context ends, measurements in flight are finished and

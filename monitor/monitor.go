@@ -5,20 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"sort"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/rimon-dev/rimon/eventlog"
-	"github.com/rimon-dev/rimon/measure"
-	"github.com/rimon-dev/rimon/ociimage"
 	"github.com/rimon-dev/rimon/policy"
 )
 
@@ -53,7 +48,9 @@ type Config struct {
 	Watchdog time.Duration
 	// Progress, when set, receives a progress line during long scans (a terminal).
 	Progress io.Writer
-	// Workers bounds parallel hashing; 0 means one per core.
+	// Workers bounds parallel hashing: files hashed at once by scans (0: one
+	// per core) and measurements of changes in flight (0: 4; at least 2),
+	// of which large files, trees and images take at most half.
 	Workers int
 	// Ready, when set, is closed once the initial measurement is recorded
 	// and the watches are in place.
@@ -77,6 +74,14 @@ func (k KnownSet) Add(r *eventlog.Record) {
 		return
 	}
 	e := r.Event()
+	if e.Kind == eventlog.KindUnmeasured {
+		p := e.Path
+		if esc := r.Content.Str("path_escaped"); p == "" && esc != "" {
+			p = unescapePath(esc)
+		}
+		k[p] = Known{Kind: e.Kind, Present: true}
+		return
+	}
 	k[e.Path] = Known{Kind: e.Kind, SHA256: e.SHA256, Present: e.Reason != eventlog.ReasonDeleted}
 }
 
@@ -98,6 +103,9 @@ type result struct {
 	size   uint64
 	extra  []eventlog.Field
 	absent bool
+	// notDir is set with an [measure.ErrNotRegular] err for a FIFO, socket
+	// or device: something that is not a directory where a file was.
+	notDir bool
 	err    error
 }
 
@@ -117,13 +125,23 @@ type Monitor struct {
 
 	pending  map[key]*pending
 	inflight map[key]uint64 // sequence number of the measurement in flight
+	cancel   map[key]context.CancelFunc
 	dirty    map[key]bool
 	applied  map[key]uint64
 	seq      uint64
 	fire     chan key
 	results  chan result
 	wg       sync.WaitGroup
-	sem      chan struct{}
+	sem      chan struct{} // measurements in flight
+	bigSem   chan struct{} // of which large files, trees and images
+
+	// unrec holds every path that changed and whose measurement failed,
+	// until a measurement of it is recorded; retry carries its retries.
+	unrec    map[key]*unrec
+	causes   map[string]string // the cause of each unmeasured record of this run
+	retry    chan key
+	mu       sync.Mutex   // guards unrecPub
+	unrecPub []Unrecorded // what Unrecorded returns
 
 	done       chan struct{} // closed when Run returns
 	rescanning bool
@@ -143,6 +161,8 @@ func New(cfg Config) (*Monitor, error) {
 	if workers <= 0 {
 		workers = 4
 	}
+	workers = max(workers, 2) // so that large work never holds every worker
+	big := workers / 2
 	known := map[string]Known{}
 	for k, v := range cfg.Known {
 		known[k] = v
@@ -150,8 +170,10 @@ func New(cfg Config) (*Monitor, error) {
 	return &Monitor{
 		cfg: cfg, pol: cfg.Policy, log: cfg.Logger,
 		watched: map[string]bool{}, known: known,
-		pending: map[key]*pending{}, inflight: map[key]uint64{}, dirty: map[key]bool{}, applied: map[key]uint64{},
+		pending: map[key]*pending{}, inflight: map[key]uint64{}, cancel: map[key]context.CancelFunc{},
+		dirty: map[key]bool{}, applied: map[key]uint64{}, unrec: map[key]*unrec{}, causes: map[string]string{}, retry: make(chan key, 64),
 		fire: make(chan key, 256), results: make(chan result, 64), sem: make(chan struct{}, workers),
+		bigSem:     make(chan struct{}, big),
 		rescanDone: make(chan []result, 1), done: make(chan struct{}),
 	}, nil
 }
@@ -219,6 +241,8 @@ func (m *Monitor) Run(ctx context.Context) error {
 			}
 		case k := <-m.fire:
 			m.fired(ctx, k)
+		case k := <-m.retry:
+			m.retried(ctx, k)
 		case r := <-m.results:
 			m.finished(ctx, r)
 		case rs := <-m.rescanDone:
@@ -254,6 +278,9 @@ func (m *Monitor) status() string {
 	if m.degraded {
 		s += "; watch limit reached: periodic rescans only"
 	}
+	if n, first := m.unrecordedSummary(); n > 0 {
+		s += fmt.Sprintf("; %d changes not recorded, retrying (%s)", n, first)
+	}
 	return s
 }
 
@@ -270,6 +297,9 @@ func (m *Monitor) notify(state string) {
 func (m *Monitor) shutdown(ctx context.Context) error {
 	for _, p := range m.pending {
 		p.timer.Stop()
+	}
+	for _, u := range m.unrec {
+		u.stopTimer()
 	}
 	done := make(chan struct{})
 	go func() { m.wg.Wait(); close(done) }()
@@ -291,562 +321,4 @@ func (m *Monitor) shutdown(ctx context.Context) error {
 			}
 		}
 	}
-}
-
-// ---- watches ----
-
-func (m *Monitor) installWatches() {
-	m.degraded = false // set again by watch if the limit is still in the way
-	for i := range m.pol.Rules {
-		r := &m.pol.Rules[i]
-		root, want := ruleRoot(r), func(string) bool { return true }
-		switch r.Kind {
-		case policy.Glob:
-			want = r.Pattern.CouldContain
-		case policy.Dir:
-			want = func(d string) bool { return d == r.Path || !m.pol.Excluded(r, d) }
-		}
-		fi, err := os.Stat(root)
-		switch {
-		case err == nil && fi.IsDir() && r.Kind != policy.File:
-			m.watchTree(root, want)
-		case err == nil:
-			m.watch(filepath.Dir(root))
-		default:
-			// Not there yet: watch the nearest directory that is, to see it appear.
-			m.watch(existingAncestor(root))
-		}
-	}
-}
-
-// ruleRoot is the directory (or file) a rule's watches start from.
-func ruleRoot(r *policy.Rule) string {
-	if r.Kind == policy.Glob {
-		return r.Pattern.StaticPrefix()
-	}
-	return r.Path
-}
-
-func existingAncestor(p string) string {
-	for {
-		p = filepath.Dir(p)
-		if fi, err := os.Stat(p); (err == nil && fi.IsDir()) || p == "/" {
-			return p
-		}
-	}
-}
-
-// watchTree watches root and every directory below it that want accepts.
-func (m *Monitor) watchTree(root string, want func(dir string) bool) {
-	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		if !d.IsDir() {
-			return nil
-		}
-		if !want(p) {
-			return filepath.SkipDir
-		}
-		if !m.watch(p) {
-			return filepath.SkipAll
-		}
-		return nil
-	})
-}
-
-// watch adds a watch on dir; it returns false when no more can be added.
-func (m *Monitor) watch(dir string) bool {
-	if m.watched[dir] {
-		return true
-	}
-	err := m.watcher.Add(dir)
-	switch {
-	case err == nil:
-		m.watched[dir] = true
-	case errors.Is(err, syscall.ENOSPC):
-		if !m.degraded {
-			m.degraded = true
-			limit, _ := os.ReadFile("/proc/sys/fs/inotify/max_user_watches")
-			m.log.Error("inotify watch limit reached: changes in unwatched directories are found by periodic rescans only",
-				"max_user_watches", string(trim(limit)), "fix", "sysctl -w fs.inotify.max_user_watches=1048576 (and in /etc/sysctl.d to keep it)",
-				"rescan", m.rescanInterval().String())
-			m.notify("STATUS=" + m.status())
-		}
-		return false
-	case errors.Is(err, fs.ErrNotExist):
-	default:
-		m.log.Warn("cannot watch directory", "dir", dir, "err", err)
-	}
-	return true
-}
-
-func trim(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
-// ---- events ----
-
-func (m *Monitor) handleEvent(ev fsnotify.Event) {
-	name := filepath.Clean(ev.Name)
-	if ev.Has(fsnotify.Create) {
-		if fi, err := os.Lstat(name); err == nil && fi.IsDir() {
-			m.newDirectory(name)
-			return
-		}
-	}
-	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
-		if m.watched[name] {
-			delete(m.watched, name)
-		}
-		// Whatever was known below a removed directory is gone too.
-		for p, k := range m.known {
-			if k.Present && p != name && policy.Under(p, name) {
-				if t, ok := m.pol.TargetFor(p); ok {
-					m.schedule(key{t.Kind, t.Path})
-				}
-			}
-		}
-	}
-	t, ok := m.pol.TargetFor(name)
-	if !ok {
-		return
-	}
-	if ev.Op == fsnotify.Chmod && t.Kind == policy.File {
-		return // permissions are not part of a file's measurement
-	}
-	if t.Kind == policy.File && m.pol.Symlinks == policy.Skip && t.Rule.Kind != policy.File {
-		if fi, err := os.Lstat(name); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
-			return
-		}
-	}
-	m.schedule(key{t.Kind, t.Path})
-}
-
-// newDirectory watches a directory that appeared and measures what is in it.
-func (m *Monitor) newDirectory(dir string) {
-	if t, ok := m.pol.TargetFor(dir); ok && t.Kind != policy.File {
-		m.schedule(key{t.Kind, t.Path}) // a tree or image changed
-	}
-	below, above := false, false
-	for i := range m.pol.Rules {
-		r := &m.pol.Rules[i]
-		root := ruleRoot(r)
-		if r.Kind == policy.File {
-			root = filepath.Dir(root)
-		}
-		above = above || (root != dir && policy.Under(root, dir))
-		switch r.Kind {
-		case policy.Dir, policy.Tree, policy.Image:
-			below = below || policy.Under(dir, r.Path)
-		case policy.Glob:
-			below = below || (policy.Under(dir, root) && r.Pattern.CouldContain(dir))
-		case policy.File:
-			below = below || dir == root
-		}
-	}
-	if above {
-		// A directory on the way to a rule's root: watch what now exists.
-		m.installWatches()
-	}
-	if !below && !above {
-		return
-	}
-	if below {
-		m.watchTree(dir, func(d string) bool { return true })
-	}
-	// Files created before the watch was in place.
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			if t, ok := m.pol.TargetFor(p); ok {
-				m.schedule(key{t.Kind, t.Path})
-			}
-		}
-		return nil
-	})
-}
-
-// schedule measures k once it has been quiet for the debounce time, or
-// after ten times that when it never goes quiet.
-func (m *Monitor) schedule(k key) {
-	now := time.Now()
-	p := m.pending[k]
-	if p != nil {
-		p.last = now
-		return
-	}
-	p = &pending{first: now, last: now}
-	m.pending[k] = p
-	p.timer = time.AfterFunc(m.pol.Debounce, func() { m.sendFire(k) })
-}
-
-func (m *Monitor) sendFire(k key) {
-	select {
-	case m.fire <- k:
-	case <-m.done:
-	}
-}
-
-func (m *Monitor) fired(ctx context.Context, k key) {
-	p := m.pending[k]
-	if p == nil {
-		return
-	}
-	now := time.Now()
-	quiet := now.Sub(p.last)
-	if quiet < m.pol.Debounce && now.Sub(p.first) < 10*m.pol.Debounce {
-		p.timer = time.AfterFunc(m.pol.Debounce-quiet, func() { m.sendFire(k) })
-		return
-	}
-	delete(m.pending, k)
-	if _, busy := m.inflight[k]; busy {
-		m.dirty[k] = true
-		return
-	}
-	m.start(ctx, k)
-}
-
-// start measures k in the background.
-func (m *Monitor) start(ctx context.Context, k key) {
-	m.seq++
-	seq := m.seq
-	m.inflight[k] = seq
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		m.sem <- struct{}{}
-		r := measureTarget(ctx, k)
-		<-m.sem
-		r.seq = seq
-		m.results <- r
-	}()
-}
-
-func (m *Monitor) finished(ctx context.Context, r result) {
-	delete(m.inflight, r.key)
-	m.apply(ctx, r, ReasonCreated)
-	if m.dirty[r.key] {
-		delete(m.dirty, r.key)
-		m.schedule(r.key)
-	}
-}
-
-// ---- measuring ----
-
-func measureTarget(ctx context.Context, k key) result {
-	r := result{key: k}
-	switch k.kind {
-	case policy.File:
-		res, err := measure.File(ctx, k.path)
-		if err != nil {
-			r.absent, r.err = isAbsent(err), err
-			return r
-		}
-		r.digest, r.size = res.Digest.String(), uint64(res.Size)
-	case policy.Tree:
-		res, err := measure.Tree(ctx, k.path, 0)
-		if err != nil {
-			r.absent, r.err = isAbsent(err), err
-			return r
-		}
-		r.digest, r.size = res.Digest.String(), uint64(len(res.Entries))
-	case policy.Image:
-		res, err := ociimage.Verify(ctx, k.path)
-		if err != nil {
-			r.absent, r.err = isAbsent(err), err
-			return r
-		}
-		r.digest, r.size = res.Digest, uint64(res.Blobs)
-		r.extra = res.Fields()
-	}
-	return r
-}
-
-func isAbsent(err error) bool {
-	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, measure.ErrNotRegular) || errors.Is(err, measure.ErrNotDirectory)
-}
-
-func kindOf(k policy.Kind) string {
-	switch k {
-	case policy.Tree:
-		return eventlog.KindTree
-	case policy.Image:
-		return eventlog.KindImage
-	}
-	return eventlog.KindFile
-}
-
-// apply records a result when it differs from what is known: deleted,
-// changed, or newReason for a path that was not present before.
-func (m *Monitor) apply(ctx context.Context, r result, newReason string) {
-	if r.seq < m.applied[r.key] {
-		return // an older measurement than one already applied
-	}
-	m.applied[r.key] = r.seq
-	if errors.Is(r.err, context.Canceled) {
-		return // stopped while measuring: nothing was recorded
-	}
-	if r.err != nil && !r.absent {
-		m.errors++
-		m.log.Error("measurement failed", "path", r.key.path, "kind", string(r.key.kind), "err", r.err)
-		return
-	}
-	prev, had := m.known[r.key.path]
-	ev := eventlog.Event{Kind: kindOf(r.key.kind), Path: r.key.path, SHA256: r.digest, Size: r.size, Extra: r.extra}
-	switch {
-	case r.absent:
-		if !had || !prev.Present {
-			return
-		}
-		ev.Reason, ev.SHA256, ev.Size, ev.Extra = eventlog.ReasonDeleted, "", 0, nil
-	case had && prev.Present && prev.SHA256 == r.digest && prev.Kind == ev.Kind:
-		return
-	case had && prev.Present:
-		ev.Reason = eventlog.ReasonChanged
-	default:
-		ev.Reason = newReason
-	}
-	rec, err := m.cfg.Recorder.Append(context.WithoutCancel(ctx), m.pol.PCR, ev)
-	if err != nil {
-		m.errors++
-		m.log.Error("record failed", "path", ev.Path, "reason", ev.Reason, "err", err)
-		var ee *eventlog.ExtendError
-		if !errors.As(err, &ee) {
-			return // nothing was written: try again on the next change or rescan
-		}
-	}
-	m.records++
-	m.lastChange = time.Now()
-	m.known[r.key.path] = Known{Kind: ev.Kind, SHA256: ev.SHA256, Present: !r.absent}
-	m.log.Info("measured", "recnum", rec.RecNum, "path", ev.Path, "kind", ev.Kind, "sha256", ev.SHA256, "reason", ev.Reason)
-}
-
-// ---- scans ----
-
-// Expand lists what the policy covers now, in path order: its files (the
-// file, glob and dir rules expanded), trees and images.
-func Expand(pol *policy.Policy) []policy.Target {
-	var out []policy.Target
-	for _, k := range expand(pol, nil) {
-		out = append(out, policy.Target{Kind: k.kind, Path: k.path})
-	}
-	return out
-}
-
-// targets lists what the policy covers now, plus the known paths it still
-// covers (so that deletions are found).
-func (m *Monitor) targets() []key { return expand(m.pol, m.known) }
-
-func expand(pol *policy.Policy, known map[string]Known) []key {
-	seen := map[key]bool{}
-	var out []key
-	add := func(k key) {
-		if !seen[k] {
-			seen[k] = true
-			out = append(out, k)
-		}
-	}
-	for i := range pol.Rules {
-		r := &pol.Rules[i]
-		switch r.Kind {
-		case policy.File:
-			add(key{policy.File, r.Path})
-		case policy.Tree, policy.Image:
-			add(key{r.Kind, r.Path})
-		case policy.Glob, policy.Dir:
-			root, want := r.Path, func(string) bool { return true }
-			if r.Kind == policy.Glob {
-				root, want = r.Pattern.StaticPrefix(), r.Pattern.CouldContain
-			}
-			filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-				if err != nil {
-					return nil
-				}
-				if d.IsDir() {
-					if p != root && (!want(p) || (r.Kind == policy.Dir && pol.Excluded(r, p))) {
-						return filepath.SkipDir
-					}
-					return nil
-				}
-				if d.Type()&fs.ModeSymlink != 0 && pol.Symlinks == policy.Skip {
-					return nil
-				}
-				if !d.Type().IsRegular() && d.Type()&fs.ModeSymlink == 0 {
-					return nil
-				}
-				if t, ok := pol.TargetFor(p); ok && t.Kind == policy.File {
-					add(key{policy.File, p})
-				}
-				return nil
-			})
-		}
-	}
-	for p, k := range known {
-		if !k.Present {
-			continue
-		}
-		if t, ok := pol.TargetFor(p); ok && t.Path == p {
-			add(key{t.Kind, p})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].path != out[j].path {
-			return out[i].path < out[j].path
-		}
-		return out[i].kind < out[j].kind
-	})
-	return out
-}
-
-// measureAll measures keys in parallel and returns the results in order.
-// It runs outside the main goroutine: it touches nothing of m but its
-// fixed configuration; seq is taken by the caller.
-func (m *Monitor) measureAll(ctx context.Context, keys []key, seq uint64, progress func(done int)) []result {
-	out := make([]result, len(keys))
-	var files []string
-	var fileIdx []int
-	for i, k := range keys {
-		if k.kind == policy.File {
-			files = append(files, k.path)
-			fileIdx = append(fileIdx, i)
-		}
-	}
-	// Files in chunks, so progress can be shown.
-	const chunk = 2048
-	done := 0
-	for start := 0; start < len(files); start += chunk {
-		end := min(start+chunk, len(files))
-		for j, o := range measure.Files(ctx, files[start:end], m.cfg.Workers) {
-			i := fileIdx[start+j]
-			r := result{key: keys[i], seq: seq}
-			if o.Err != nil {
-				r.absent, r.err = isAbsent(o.Err), o.Err
-			} else {
-				r.digest, r.size = o.Digest.String(), uint64(o.Size)
-			}
-			out[i] = r
-		}
-		done += end - start
-		if progress != nil {
-			progress(done)
-		}
-	}
-	for i, k := range keys {
-		if k.kind != policy.File {
-			out[i] = measureTarget(ctx, k)
-			out[i].seq = seq
-			done++
-		}
-	}
-	return out
-}
-
-func (m *Monitor) initialScan(ctx context.Context) error {
-	start := time.Now()
-	keys := m.targets()
-	m.log.Info("initial scan", "targets", len(keys))
-	last := time.Now()
-	progress := func(done int) {
-		if time.Since(last) < time.Second && done < len(keys) {
-			return
-		}
-		last = time.Now()
-		msg := fmt.Sprintf("initial scan: measured %d of %d", done, len(keys))
-		m.notify("STATUS=" + msg)
-		if m.cfg.Progress != nil {
-			fmt.Fprintf(m.cfg.Progress, "\r%s", msg)
-		}
-	}
-	m.seq++
-	results := m.measureAll(ctx, keys, m.seq, progress)
-	if m.cfg.Progress != nil && len(keys) > 0 {
-		fmt.Fprintln(m.cfg.Progress)
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	hashed := time.Since(start)
-	before := m.records
-	m.applyBatch(ctx, results, eventlog.ReasonInitial)
-	m.log.Info("initial scan done", "targets", len(keys), "records", m.records-before,
-		"hash_seconds", hashed.Seconds(), "record_seconds", time.Since(start).Seconds()-hashed.Seconds())
-	return nil
-}
-
-// applyBatch records scan results in order. A path with an event-driven
-// measurement pending or in flight is left to it.
-func (m *Monitor) applyBatch(ctx context.Context, rs []result, newReason string) {
-	for _, r := range rs {
-		if _, p := m.pending[r.key]; p {
-			continue
-		}
-		if _, f := m.inflight[r.key]; f {
-			continue
-		}
-		m.apply(ctx, r, newReason)
-	}
-	m.notify("STATUS=" + m.status())
-}
-
-func (m *Monitor) startRescan(ctx context.Context, why string) {
-	if m.rescanning {
-		return
-	}
-	m.rescanning = true
-	keys := m.targets()
-	m.log.Info("rescan", "why", why, "targets", len(keys))
-	m.seq++
-	seq := m.seq
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		rs := m.measureAll(ctx, keys, seq, nil)
-		select {
-		case m.rescanDone <- rs:
-		case <-ctx.Done():
-		}
-	}()
-	// Directories may have appeared that were never watched (overflow), or
-	// the watch limit may have been raised.
-	m.installWatches()
-}
-
-// ---- reload ----
-
-func (m *Monitor) reload(ctx context.Context) {
-	p, err := m.cfg.Reload()
-	if err != nil {
-		m.errors++
-		m.log.Error("policy reload rejected; keeping the old policy", "err", err)
-		return
-	}
-	if p.PCR != m.pol.PCR || p.Log != m.pol.Log || !sameBanks(p, m.pol) {
-		m.errors++
-		m.log.Error("policy reload rejected; keeping the old policy: pcr, banks and log can change only with a restart",
-			"source", p.Source)
-		return
-	}
-	m.pol = p
-	for _, pd := range m.pending {
-		pd.timer.Stop()
-	}
-	m.pending = map[key]*pending{}
-	m.installWatches()
-	m.log.Info("policy reloaded", "source", p.Source, "rules", len(p.Rules))
-	m.startRescan(ctx, "reload")
-}
-
-func sameBanks(a, b *policy.Policy) bool {
-	if len(a.Banks) != len(b.Banks) {
-		return false
-	}
-	for i := range a.Banks {
-		if a.Banks[i] != b.Banks[i] {
-			return false
-		}
-	}
-	return true
 }

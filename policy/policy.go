@@ -25,6 +25,12 @@ const (
 	DefaultPCR      = 23
 	DefaultDebounce = 200 * time.Millisecond
 	DefaultRescan   = 5 * time.Minute
+	// DefaultMaxFileSize is the largest file the agent reads (settings:
+	// max_file_size); a larger one is recorded as not measured (too_large).
+	DefaultMaxFileSize = 4 << 30
+	// DefaultMaxFileTime is how long the agent reads one file (settings:
+	// max_file_time) before it records it as not measured (timeout).
+	DefaultMaxFileTime = 2 * time.Minute
 )
 
 // Kind is the kind of a measurement rule.
@@ -46,7 +52,9 @@ type Symlinks string
 
 // Symlink modes.
 const (
-	// Follow measures what a link points to, under the link's path.
+	// Follow measures what a link points to, under the link's path, within
+	// the symbolic link rule of docs/THREAT-MODEL.md (a link not owned by
+	// root is followed only to what its owner could read).
 	Follow Symlinks = "follow"
 	// Skip ignores links met inside directories and globs (a file rule naming
 	// a link still measures its target).
@@ -75,8 +83,11 @@ type Policy struct {
 	Debounce time.Duration
 	Rescan   time.Duration
 	Symlinks Symlinks
-	Rules    []Rule
-	Exclude  []Pattern
+	// MaxFileSize and MaxFileTime bound the work on one file (never 0).
+	MaxFileSize int64
+	MaxFileTime time.Duration
+	Rules       []Rule
+	Exclude     []Pattern
 }
 
 // Error is a policy error with its place.
@@ -147,7 +158,7 @@ func Parse(name string, r io.Reader) (*Policy, error) {
 	}
 	p := &parser{file: name}
 	pol := &Policy{Source: name, PCR: DefaultPCR, Log: eventlog.DefaultPath, Debounce: DefaultDebounce,
-		Rescan: DefaultRescan, Symlinks: Follow}
+		Rescan: DefaultRescan, Symlinks: Follow, MaxFileSize: DefaultMaxFileSize, MaxFileTime: DefaultMaxFileTime}
 	if len(doc.Content) == 0 {
 		return nil, p.errf(doc, "", "the policy is empty: it needs a measure list")
 	}
@@ -310,6 +321,15 @@ func (p *parser) settings(n *yaml.Node, pol *Policy) error {
 		case "rescan":
 			pol.Rescan, err = p.duration(v, field, time.Second, 7*24*time.Hour)
 			return err
+		case "max_file_size":
+			pol.MaxFileSize, err = p.size(v, field, 1<<10, 1<<50)
+			return err
+		case "max_file_time":
+			pol.MaxFileTime, err = p.duration(v, field, time.Second, 24*time.Hour)
+			if err == nil && pol.MaxFileTime == 0 {
+				return p.errf(v, field, "0 would let one file hold a worker forever: give a duration such as 2m")
+			}
+			return err
 		case "symlinks":
 			s, err := p.str(v, field)
 			if err != nil {
@@ -320,10 +340,37 @@ func (p *parser) settings(n *yaml.Node, pol *Policy) error {
 			}
 			pol.Symlinks = Symlinks(s)
 		default:
-			return p.errf(v, field, "unknown setting (want pcr, banks, log, debounce, rescan or symlinks)")
+			return p.errf(v, field, "unknown setting (want pcr, banks, log, debounce, rescan, symlinks, max_file_size or max_file_time)")
 		}
 		return nil
 	})
+}
+
+// size reads a byte count: a whole number, or one with a unit B, KiB,
+// MiB, GiB or TiB (such as 4GiB).
+func (p *parser) size(n *yaml.Node, field string, min, max int64) (int64, error) {
+	s, err := p.str(n, field)
+	if err != nil {
+		return 0, err
+	}
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}} {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || v < 0 || v > max/mult {
+		return 0, p.errf(n, field, "want a size such as 4GiB, 512MiB or 1048576 (bytes) from %d to %d bytes, have %q", min, max, s)
+	}
+	if v*mult < min {
+		return 0, p.errf(n, field, "%d bytes is below the minimum of %d", v*mult, min)
+	}
+	return v * mult, nil
 }
 
 func (p *parser) absPath(n *yaml.Node, field string) (string, error) {

@@ -90,7 +90,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad_duration", "settings:\n  debounce: soon\nmeasure:\n  - file: /a\n", `p.yaml:2: settings.debounce: want a duration such as 200ms or 5m, have "soon"`},
 		{"duration_range", "settings:\n  debounce: 2h\nmeasure:\n  - file: /a\n", "p.yaml:2: settings.debounce: 2h0m0s is out of range 1ms to 1m0s"},
 		{"bad_symlinks", "settings:\n  symlinks: maybe\nmeasure:\n  - file: /a\n", `p.yaml:2: settings.symlinks: want follow or skip, have "maybe"`},
-		{"unknown_setting", "settings:\n  interval: 5m\nmeasure:\n  - file: /a\n", "p.yaml:2: settings.interval: unknown setting (want pcr, banks, log, debounce, rescan or symlinks)"},
+		{"unknown_setting", "settings:\n  interval: 5m\nmeasure:\n  - file: /a\n", "p.yaml:2: settings.interval: unknown setting (want pcr, banks, log, debounce, rescan, symlinks, max_file_size or max_file_time)"},
 		{"duplicate_key", "measure:\n  - file: /a\nmeasure:\n  - file: /b\n", "p.yaml:3: measure: appears twice"},
 		{"bad_version", "version: 2\nmeasure:\n  - file: /a\n", "p.yaml:1: version: only version 1 is known"},
 		{"second_document", "measure:\n  - file: /a\n---\nexclude: ['*']\n", "p.yaml:3: a second YAML document (after ---): the file must hold exactly one; merge them or remove the ---"},
@@ -262,5 +262,48 @@ func TestReferenceAzureSection(t *testing.T) {
 		if _, err := ParseReference("r.yaml", strings.NewReader(tc.yaml)); err == nil || err.Error() != tc.want {
 			t.Errorf("ParseReference(%q) = %v, want %s", tc.yaml, err, tc.want)
 		}
+	}
+}
+
+func TestFileBudgets(t *testing.T) {
+	p, err := Parse("p.yaml", strings.NewReader("measure:\n  - file: /a\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.MaxFileSize != 4<<30 || p.MaxFileTime != 2*time.Minute {
+		t.Errorf("default budgets = %d bytes, %v; want 4 GiB, 2m", p.MaxFileSize, p.MaxFileTime)
+	}
+	for _, tc := range []struct {
+		setting string
+		size    int64
+		time    time.Duration
+		err     string
+	}{
+		{"max_file_size: 512MiB", 512 << 20, 0, ""},
+		{"max_file_size: 1048576", 1 << 20, 0, ""},
+		{"max_file_size: 2 TiB", 2 << 40, 0, ""},
+		{"max_file_time: 10s", 0, 10 * time.Second, ""},
+		{"max_file_size: 0", 0, 0, "p.yaml:2: settings.max_file_size: 0 bytes is below the minimum of 1024"},
+		{"max_file_size: -1", 0, 0, `p.yaml:2: settings.max_file_size: want a size such as 4GiB, 512MiB or 1048576 (bytes) from 1024 to 1125899906842624 bytes, have "-1"`},
+		{"max_file_size: 9999999TiB", 0, 0, `p.yaml:2: settings.max_file_size: want a size such as 4GiB, 512MiB or 1048576 (bytes) from 1024 to 1125899906842624 bytes, have "9999999TiB"`},
+		{"max_file_size: 4GB", 0, 0, `p.yaml:2: settings.max_file_size: want a size such as 4GiB, 512MiB or 1048576 (bytes) from 1024 to 1125899906842624 bytes, have "4GB"`},
+		{"max_file_time: 0", 0, 0, "p.yaml:2: settings.max_file_time: 0 would let one file hold a worker forever: give a duration such as 2m"},
+		{"max_file_time: 48h", 0, 0, "p.yaml:2: settings.max_file_time: 48h0m0s is out of range 1s to 24h0m0s"},
+	} {
+		t.Run(tc.setting, func(t *testing.T) {
+			p, err := Parse("p.yaml", strings.NewReader("settings:\n  "+tc.setting+"\nmeasure:\n  - file: /a\n"))
+			if tc.err != "" {
+				if err == nil || err.Error() != tc.err {
+					t.Errorf("Parse error =\n  %v\nwant\n  %s", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (tc.size != 0 && p.MaxFileSize != tc.size) || (tc.time != 0 && p.MaxFileTime != tc.time) {
+				t.Errorf("budgets = %d bytes, %v; want %d, %v", p.MaxFileSize, p.MaxFileTime, tc.size, tc.time)
+			}
+		})
 	}
 }

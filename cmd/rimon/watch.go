@@ -172,7 +172,8 @@ func runWatchServe(ctx context.Context, g *globals, pol *policy.Policy, policyPa
 				return fmt.Errorf("--ak-out: %w", err)
 			}
 		}
-		ho := attest.HandlerOptions{TPM: t, LogPath: g.log, PCRs: []int{pol.PCR}, Banks: banks}
+		ho := attest.HandlerOptions{TPM: t, LogPath: g.log, PCRs: []int{pol.PCR}, Banks: banks,
+			Unrecorded: func() []attest.Unrecorded { return unrecorded(m) }}
 		hw, err := srv.azure.hardware(ctx, t) // the VCEK is fetched once; the report is read per request
 		if err != nil {
 			return err
@@ -217,6 +218,15 @@ func runWatchServe(ctx context.Context, g *globals, pol *policy.Policy, policyPa
 		logger.Info("log and TPM agree", "records", w.Records(), "pcr", pol.PCR, "bank", eventlog.BankName(b), "value", fmt.Sprintf("%x", st.Value(pol.PCR, b)))
 	}
 	return nil
+}
+
+// unrecorded is the agent's unrecorded set as the evidence header lists it.
+func unrecorded(m *monitor.Monitor) []attest.Unrecorded {
+	var out []attest.Unrecorded
+	for _, u := range m.Unrecorded() {
+		out = append(out, attest.Unrecorded{Path: u.Path, Cause: u.Cause, Since: eventlog.FormatTime(u.Since), Tries: u.Tries})
+	}
+	return out
 }
 
 // serveEvidence starts the evidence endpoint; stop shuts it down. Its
