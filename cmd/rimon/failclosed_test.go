@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,6 +28,8 @@ type agentProc struct {
 	log    string
 	stderr *lockedBuffer
 	done   chan error
+	url    string // where it serves evidence
+	ak     string // its AK, PEM
 }
 
 // startWatch runs rimon watch with policy on a private swtpm until it is
@@ -38,7 +41,9 @@ func startWatch(t *testing.T, dir, policy string, noDAC bool) *agentProc {
 	spec := testtpm.Swtpm(t)
 	polPath := writeFile(t, filepath.Join(dir, "policy.yaml"), policy)
 	a := &agentProc{t: t, log: filepath.Join(dir, "m.log"), stderr: &lockedBuffer{}, done: make(chan error, 1)}
-	args := []string{"watch", "--tpm", spec, "--policy", polPath, "--log", a.log}
+	a.ak = filepath.Join(dir, "ak.pem")
+	mustRimon(t, "provision", "--tpm", spec) // the AK the evidence endpoint quotes with
+	args := []string{"watch", "--tpm", spec, "--policy", polPath, "--log", a.log, "--listen", "127.0.0.1:0", "--ak-out", a.ak}
 	a.cmd = exec.Command(os.Args[0], args...)
 	if noDAC {
 		if os.Geteuid() != 0 {
@@ -59,7 +64,45 @@ func startWatch(t *testing.T, dir, policy string, noDAC bool) *agentProc {
 	go func() { a.done <- a.cmd.Wait() }()
 	t.Cleanup(a.stop)
 	a.waitFor("the agent to be ready", func() bool { return strings.Contains(a.stderr.String(), "msg=ready") })
+	m := regexp.MustCompile(`msg="serving evidence" url=(http://\S+)/v1/evidence`).FindStringSubmatch(a.stderr.String())
+	if m == nil {
+		t.Fatalf("the agent did not say where it serves evidence:\n%s", a.stderr.String())
+	}
+	a.url = m[1]
 	return a
+}
+
+// reference makes a reference from the agent's log as it is now.
+func (a *agentProc) reference() string {
+	a.t.Helper()
+	ref := filepath.Join(filepath.Dir(a.log), "reference.yaml")
+	writeFile(a.t, ref, mustRimon(a.t, "reference", "generate", "--from-log", a.log))
+	return ref
+}
+
+// attest runs rimon attest against the agent, as a verifier elsewhere would.
+func (a *agentProc) attest(ref string) result {
+	a.t.Helper()
+	return rimon(a.t, "attest", "--agent", a.url, "--ak", a.ak, "--reference", ref)
+}
+
+// attestTrusted checks that the agent is trusted before a trick is played,
+// so that the verdict after it shows what the trick changed.
+func (a *agentProc) attestTrusted(ref string) {
+	a.t.Helper()
+	if r := a.attest(ref); r.code != 0 {
+		a.t.Fatalf("before the trick: rimon attest exit %d, want 0 (TRUSTED)\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// attestNotTrusted checks that rimon attest against the agent is not
+// TRUSTED and says why (want, in its output).
+func (a *agentProc) attestNotTrusted(ref, want string) {
+	a.t.Helper()
+	r := a.attest(ref)
+	if r.code != 1 || !strings.Contains(r.stdout+r.stderr, want) {
+		a.t.Fatalf("after the trick: rimon attest exit %d, want 1 (UNTRUSTED) saying %q\n%s%s", r.code, want, r.stdout, r.stderr)
+	}
 }
 
 func (a *agentProc) stop() {
@@ -172,6 +215,8 @@ func TestNeverQuietBinary(t *testing.T) {
 	if c, ok := a.last(app); !ok || c.Str("kind") != "file" {
 		t.Fatalf("the binary was not measured at start: %v", c)
 	}
+	ref := a.reference()
+	a.attestTrusted(ref)
 	writeFile(t, app+".new", string(self)+"tampered")
 	if err := os.Rename(app+".new", app); err != nil {
 		t.Fatal(err)
@@ -199,6 +244,7 @@ func TestNeverQuietBinary(t *testing.T) {
 		c, _ := a.last(app)
 		return isUnmeasured(c, "unstable") && c.Str("reason") == "changed"
 	})
+	a.attestNotTrusted(ref, "not measured (unstable): "+app)
 }
 
 // TestNameNotUTF8Recorded: a file named evil\xff in a watched directory
@@ -207,12 +253,15 @@ func TestNameNotUTF8Recorded(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "bin", "ok"), "ok")
 	a := startWatch(t, dir, "measure:\n  - dir: "+filepath.Join(dir, "bin")+"\n", false)
+	ref := a.reference()
+	a.attestTrusted(ref)
 	writeFile(t, filepath.Join(dir, "bin", "evil\xff"), "evil")
 	want := eventlog.EscapePath(dir) + "/bin/evil%FF"
 	a.waitFor("an unmeasured record for evil\\xff", func() bool {
 		c, _ := a.last(want)
 		return isUnmeasured(c, "name_not_utf8") && c.Str("path_escaped") == want && c.Str("path") == ""
 	})
+	a.attestNotTrusted(ref, "not measured (name_not_utf8): ")
 }
 
 // TestSparseFilesDoNotStarve: four 1 TiB sparse files in a watched
@@ -222,6 +271,7 @@ func TestSparseFilesDoNotStarve(t *testing.T) {
 	dir := t.TempDir()
 	other := writeFile(t, filepath.Join(dir, "bin", "other"), "v1")
 	a := startWatch(t, dir, "measure:\n  - dir: "+filepath.Join(dir, "bin")+"\n", false)
+	ref := a.reference()
 	var sparse []string
 	for i := 0; i < 4; i++ {
 		p := filepath.Join(dir, "bin", fmt.Sprintf("sparse%d", i))
@@ -254,6 +304,7 @@ func TestSparseFilesDoNotStarve(t *testing.T) {
 		return c.Str("sha256") == sha256Hex("v2")
 	})
 	a.waitFor("the agent to stop reading deleted files", func() bool { return a.agentOpen(sparse) == 0 })
+	a.attestNotTrusted(ref, other)
 }
 
 // TestUnreadableRecorded: a watched file made unreadable (chmod 000) to
@@ -265,6 +316,8 @@ func TestUnreadableRecorded(t *testing.T) {
 	if c, ok := a.last(conf); !ok || c.Str("sha256") != sha256Hex("secret=1") {
 		t.Fatalf("the file was not measured at start: %v", c)
 	}
+	ref := a.reference()
+	a.attestTrusted(ref)
 	if err := os.Chmod(conf, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -272,12 +325,14 @@ func TestUnreadableRecorded(t *testing.T) {
 		c, _ := a.last(conf)
 		return isUnmeasured(c, "unreadable") && strings.Contains(c.Str("error"), "permission denied")
 	})
+	a.attestNotTrusted(ref, "not measured (unreadable): "+conf)
 	// Readable again: the digest is recorded, without waiting for a rescan.
 	os.Chmod(conf, 0o644)
 	a.waitFor("the digest once readable again", func() bool {
 		c, _ := a.last(conf)
 		return c.Str("kind") == "file" && c.Str("sha256") == sha256Hex("secret=1")
 	})
+	a.attestTrusted(ref)
 }
 
 func sha256Hex(s string) string {
