@@ -22,6 +22,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/rimon-dev/rimon/attest"
+	attestagent "github.com/rimon-dev/rimon/attest/agent"
 	"github.com/rimon-dev/rimon/attest/azure"
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/policy"
@@ -175,7 +176,7 @@ accepts.`,
 			if len(banks) == 0 {
 				banks = active
 			}
-			ev, err := attest.Collect(ctx, t, g.log, nonce, pcrs, banks)
+			ev, err := attestagent.Collect(ctx, t, g.log, nonce, pcrs, banks)
 			if err != nil {
 				return err
 			}

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-sev-guest/abi"
 	sevtest "github.com/google/go-sev-guest/testing"
 	"github.com/rimon-dev/rimon/attest"
+	attestagent "github.com/rimon-dev/rimon/attest/agent"
 	"github.com/rimon-dev/rimon/attest/azure"
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/internal/testtpm"
@@ -94,7 +95,7 @@ func TestAzureChainOnSimulator(t *testing.T) {
 	}
 	w.Close()
 	// What the attester does: quote under the log's lock, add the HCL report and the VCEK.
-	ev, err := attest.Collect(ctx, tp, log, []byte(testNonce), []int{23}, []cryptoHashT{sha256Hash})
+	ev, err := attestagent.Collect(ctx, tp, log, []byte(testNonce), []int{23}, []cryptoHashT{sha256Hash})
 	if err != nil {
 		t.Fatal(err)
 	}
