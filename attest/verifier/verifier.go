@@ -130,7 +130,8 @@ var quoteChecks = []string{attest.CheckSignature, attest.CheckMagic, attest.Chec
 // Verify checks evidence (see the package documentation for the order).
 // It returns the result with an error that is a [*CheckError] when the
 // evidence proves nothing, [ErrNoKey] or [ErrNoPrefix] when the options
-// do not allow a check, or the context's error.
+// do not allow a check, or the context's error when ctx ends before the
+// log is read (no verdict is made on part of a log).
 func Verify(ctx context.Context, ev Evidence, o Options) (*Result, error) {
 	res := &Result{}
 	if err := ctx.Err(); err != nil {
@@ -196,15 +197,17 @@ func Verify(ctx context.Context, ev Evidence, o Options) (*Result, error) {
 			Detail: fmt.Sprintf("records 0 to %d from the verifier's own copy, replayed with the rest", h.LogStart-1)})
 		log = io.MultiReader(bytes.NewReader(head), log)
 	}
-	if err := ctx.Err(); err != nil {
-		return res, err
-	}
+	log = ctxReader{ctx, log}
 	opts := attest.Options{
 		QuoteOptions: attest.QuoteOptions{AK: ak, Nonce: o.Nonce, PCRs: o.PCRs, Banks: o.Banks, AllowSHA1: o.AllowSHA1},
 		Reference:    o.Reference,
 		Unrecorded:   h.Unrecorded,
 	}
 	v, err := attest.Verify(h.Quote.Attest, h.Quote.Signature, values, log, opts)
+	if cerr := ctx.Err(); cerr != nil {
+		// Reading stopped early: what was read proves nothing about the rest.
+		return res, cerr
+	}
 	if err != nil {
 		var ce *attest.CheckError
 		if !errors.As(err, &ce) {
@@ -231,4 +234,17 @@ func Verify(ctx context.Context, ev Evidence, o Options) (*Result, error) {
 	}
 	res.Verdict = v
 	return res, nil
+}
+
+// ctxReader stops reading the log once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -196,6 +197,27 @@ func TestVerifyErrors(t *testing.T) {
 	if _, err := verifier.Verify(ctx, a.input(), verifier.Options{AK: a.ak, Nonce: nonce}); !errors.Is(err, context.Canceled) {
 		t.Errorf("canceled context: %v", err)
 	}
+	// Canceled while the log streams in: no verdict on the part read.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	in := a.input()
+	in.Log = &cancelAfter{r: in.Log, n: 200, cancel: cancel}
+	if res, err := verifier.Verify(ctx, in, verifier.Options{AK: a.ak, Nonce: nonce}); !errors.Is(err, context.Canceled) || res.Verdict != nil {
+		t.Errorf("canceled while reading the log: %v, verdict %+v", err, res.Verdict)
+	}
+}
+
+// cancelAfter reads at most n bytes at a time, and cancels once it has.
+type cancelAfter struct {
+	r      io.Reader
+	n      int
+	cancel func()
+}
+
+func (c *cancelAfter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p[:min(len(p), c.n)])
+	c.cancel()
+	return n, err
 }
 
 // TestNoTPM: the verifier links neither the tpm package nor the cgo TPM
