@@ -1,4 +1,4 @@
-package attest_test
+package agent_test
 
 import (
 	"context"
