@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/rimon-dev/rimon/attest"
+	"github.com/rimon-dev/rimon/attest/agent"
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 	"github.com/rimon-dev/rimon/policy"
@@ -71,7 +72,7 @@ func (m *machine) evidence(nonce []byte, banks ...crypto.Hash) *attest.Evidence 
 	if len(banks) == 0 {
 		banks = []crypto.Hash{crypto.SHA256}
 	}
-	ev, err := attest.Collect(context.Background(), m.tpm, m.log, nonce, []int{23}, banks)
+	ev, err := agent.Collect(context.Background(), m.tpm, m.log, nonce, []int{23}, banks)
 	if err != nil {
 		m.t.Fatal(err)
 	}
@@ -288,7 +289,7 @@ func BenchmarkEvidenceEndpoint(b *testing.B) {
 	for i := 0; i < 1000; i++ {
 		w.Append(ctx, 23, eventlog.Event{Kind: "file", Path: fmt.Sprintf("/bin/f%d", i), SHA256: digestOf(fmt.Sprint(i)), Reason: "initial"})
 	}
-	srv := httptest.NewServer(attest.Handler(attest.HandlerOptions{TPM: tp, LogPath: log, PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256}, Rate: 1e6, PerClient: 8}))
+	srv := httptest.NewServer(agent.Handler(agent.HandlerOptions{TPM: tp, LogPath: log, PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256}, Rate: 1e6, PerClient: 8}))
 	defer srv.Close()
 	b.SetParallelism(4) // 4 x GOMAXPROCS(2) = 8 clients
 	b.ResetTimer()

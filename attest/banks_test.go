@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/rimon-dev/rimon/attest"
+	"github.com/rimon-dev/rimon/attest/agent"
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 	"github.com/rimon-dev/rimon/policy"
@@ -95,7 +96,7 @@ func (m *rawMachine) verify(ref *policy.Reference, banks ...crypto.Hash) (*attes
 	if len(banks) == 0 {
 		banks = m.banks
 	}
-	ev, err := attest.Collect(context.Background(), m.tpm, m.log, nonce, []int{23}, banks)
+	ev, err := agent.Collect(context.Background(), m.tpm, m.log, nonce, []int{23}, banks)
 	if err != nil {
 		m.t.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func TestEveryQuotedBankMustReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, withValues := range []bool{true, false} {
-		ev, err := attest.Collect(context.Background(), m.tpm, m.log, nonce, []int{23}, []crypto.Hash{crypto.SHA1, crypto.SHA256})
+		ev, err := agent.Collect(context.Background(), m.tpm, m.log, nonce, []int{23}, []crypto.Hash{crypto.SHA1, crypto.SHA256})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -175,7 +176,7 @@ func TestDefaultBanks(t *testing.T) {
 		{quote: []crypto.Hash{s256}, ask: []crypto.Hash{s256, s512}, want: "sha512:23 is missing"},
 	} {
 		t.Run(fmt.Sprintf("%v_ask%v_sha1%v", bankNames(tc.quote), bankNames(tc.ask), tc.allowSHA1), func(t *testing.T) {
-			ev, err := attest.Collect(context.Background(), m.tpm, m.log, nonce, []int{23}, tc.quote)
+			ev, err := agent.Collect(context.Background(), m.tpm, m.log, nonce, []int{23}, tc.quote)
 			if err != nil {
 				t.Fatal(err)
 			}

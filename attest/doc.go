@@ -1,5 +1,11 @@
-// Package attest makes and checks evidence: a TPM quote of PCR 23, the
-// quoted PCR values and rimon's log.
+// Package attest holds what attester and verifier share: the evidence
+// format ([Evidence], [OpenEvidence]), the checks of a quote
+// ([VerifyQuote]) and of a log against it ([MatchLog], [Verify]), and the
+// client that fetches evidence from an agent ([OpenFetch]). The attester
+// side (taking a quote, serving evidence) is package attest/agent; the
+// verifier's entry point, which adds the Azure chain and a log prefix the
+// verifier holds, is package attest/verifier. This package does not use a
+// TPM: it never imports package tpm.
 //
 // # Trust
 //

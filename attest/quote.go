@@ -18,7 +18,6 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/rimon-dev/rimon/eventlog"
-	"github.com/rimon-dev/rimon/tpm"
 )
 
 // ErrInvalid marks evidence that fails a check: it proves nothing.
@@ -180,7 +179,7 @@ func selection(l tpm2.TPMLPCRSelection) ([]eventlog.PCRKey, error) {
 	var out []eventlog.PCRKey
 	seen := map[eventlog.PCRKey]bool{}
 	for _, s := range l.PCRSelections {
-		h, ok := tpm.HashOf(s.Hash)
+		h, ok := hashOf(s.Hash)
 		if !ok {
 			return nil, fmt.Errorf("bank 0x%x is not one rimon knows", uint16(s.Hash))
 		}
@@ -424,7 +423,7 @@ func verifyPlain(attest, sig []byte, ak crypto.PublicKey, allowSHA1 bool) (crypt
 }
 
 func sigHash(a tpm2.TPMIAlgHash, allowSHA1 bool) (crypto.Hash, error) {
-	h, ok := tpm.HashOf(a)
+	h, ok := hashOf(a)
 	if !ok {
 		return 0, fail(CheckSignature, "signature hash 0x%x is not supported", uint16(a))
 	}

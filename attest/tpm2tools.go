@@ -7,7 +7,6 @@ import (
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/rimon-dev/rimon/eventlog"
-	"github.com/rimon-dev/rimon/tpm"
 )
 
 // The PCR file of tpm2_quote -o and tpm2_checkquote -f in tpm2-tools 5.4
@@ -35,7 +34,7 @@ func MarshalPCRsFile(sel []eventlog.PCRKey, values map[eventlog.PCRKey][]byte) (
 	}
 	var banks []*bank
 	for _, k := range sel {
-		a, err := tpm.AlgID(k.Bank)
+		a, err := algID(k.Bank)
 		if err != nil {
 			return nil, err
 		}
@@ -98,7 +97,7 @@ func ParsePCRsFile(b []byte) (map[eventlog.PCRKey][]byte, error) {
 		o := 4 + i*8
 		alg := binary.LittleEndian.Uint16(b[o:])
 		size := b[o+2]
-		h, ok := tpm.HashOf(tpmAlg(alg))
+		h, ok := hashOf(tpmAlg(alg))
 		if !ok {
 			return nil, bad("selection %d: unknown hash 0x%x", i, alg)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/rimon-dev/rimon/attest"
+	"github.com/rimon-dev/rimon/attest/agent"
 	"github.com/rimon-dev/rimon/eventlog"
 )
 
@@ -115,7 +116,7 @@ func TestRecordsOnUnquotedPCRsAreNotTrusted(t *testing.T) {
 func TestTrailingRecordsExplained(t *testing.T) {
 	m := newRawMachine(t)
 	m.file("/bin/app", "v1")
-	ev, err := attest.Collect(context.Background(), m.tpm, m.log, nonce, []int{23}, m.banks)
+	ev, err := agent.Collect(context.Background(), m.tpm, m.log, nonce, []int{23}, m.banks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +151,7 @@ func TestTrailingRecordsExplained(t *testing.T) {
 func TestUnrecordedChanges(t *testing.T) {
 	m := newRawMachine(t)
 	m.file("/bin/app", "v1")
-	ev, err := attest.Collect(context.Background(), m.tpm, m.log, nonce, []int{23}, m.banks)
+	ev, err := agent.Collect(context.Background(), m.tpm, m.log, nonce, []int{23}, m.banks)
 	if err != nil {
 		t.Fatal(err)
 	}

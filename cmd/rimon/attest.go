@@ -22,8 +22,8 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/rimon-dev/rimon/attest"
-	"github.com/rimon-dev/rimon/attest/azure"
-	"github.com/rimon-dev/rimon/eventlog"
+	attestagent "github.com/rimon-dev/rimon/attest/agent"
+	"github.com/rimon-dev/rimon/attest/verifier"
 	"github.com/rimon-dev/rimon/policy"
 	"github.com/rimon-dev/rimon/tpm"
 	"github.com/spf13/cobra"
@@ -175,7 +175,7 @@ accepts.`,
 			if len(banks) == 0 {
 				banks = active
 			}
-			ev, err := attest.Collect(ctx, t, g.log, nonce, pcrs, banks)
+			ev, err := attestagent.Collect(ctx, t, g.log, nonce, pcrs, banks)
 			if err != nil {
 				return err
 			}
@@ -285,164 +285,152 @@ Exit codes: 0 trusted, 1 untrusted (evidence fine, content not approved),
 
 // runVerify verifies; when ev is set (rimon attest) the files are not read.
 func runVerify(g *globals, f verifyFlags, ev *attest.Evidence) error {
+	o, err := f.options(g, ev != nil)
+	if err != nil {
+		return err
+	}
+	in, closeIn, err := f.input(g, ev)
+	if err != nil {
+		return err
+	}
+	defer closeIn()
+	if in.Header.LogStart > 0 {
+		o.LogPrefix = f.prefix
+		if f.logPrefix != "" {
+			if o.LogPrefix, err = os.ReadFile(f.logPrefix); err != nil {
+				return err
+			}
+		}
+	}
+	res, err := verifier.Verify(context.Background(), in, o)
+	switch {
+	case errors.Is(err, verifier.ErrNoKey):
+		return usageErr("--ak is required unless the evidence carries an Azure SEV-SNP report that vouches for the AK")
+	case errors.Is(err, verifier.ErrNoPrefix):
+		return usageErr("the evidence starts at record %d: give the earlier records with --log-prefix", in.Header.LogStart)
+	case err != nil:
+		return g.invalid(f, err)
+	}
+	g.report(f.asJSON, res.Verdict)
+	if !res.Verdict.Trusted {
+		by := "the evidence's own records"
+		if o.Reference != nil {
+			by = o.Reference.Source
+		}
+		return &exitErr{code: exitCheck, err: fmt.Errorf("untrusted: %d measurements are not approved by %s", res.Verdict.FailureTotal, by)}
+	}
+	return nil
+}
+
+// options turns the flags into the verifier's options; streamed says the
+// evidence comes from an agent (rimon attest), not from files.
+func (f *verifyFlags) options(g *globals, streamed bool) (verifier.Options, error) {
+	var o verifier.Options
 	if f.nonce == "" {
-		return usageErr("--nonce is required: a verifier picks its nonce")
+		return o, usageErr("--nonce is required: a verifier picks its nonce")
 	}
 	nonce, err := hex.DecodeString(f.nonce)
 	if err != nil || len(nonce) == 0 {
-		return usageErr("--nonce: not hex")
+		return o, usageErr("--nonce: not hex")
 	}
 	tools := f.msg != "" || f.sig != "" || f.pcrsFile != "" || f.log != ""
-	if ev == nil && (f.evidence == "") == !tools {
-		return usageErr("give either --evidence, or --quote-msg, --quote-sig and --log")
+	if !streamed && (f.evidence == "") == !tools {
+		return o, usageErr("give either --evidence, or --quote-msg, --quote-sig and --log")
 	}
 	if tools && (f.msg == "" || f.sig == "" || f.log == "") {
-		return usageErr("--quote-msg, --quote-sig and --log go together")
+		return o, usageErr("--quote-msg, --quote-sig and --log go together")
 	}
-	pcrs, err := parsePCRList(f.pcrs)
-	if err != nil {
-		return err
+	o.Nonce, o.AllowSHA1 = nonce, f.allowSHA1
+	if o.PCRs, err = parsePCRList(f.pcrs); err != nil {
+		return o, err
 	}
-	banks, err := parseBanks(f.banks)
-	if err != nil {
-		return err
+	if o.Banks, err = parseBanks(f.banks); err != nil {
+		return o, err
 	}
-	var ak crypto.PublicKey
 	if f.ak != "" {
 		akPEM, err := os.ReadFile(f.ak)
 		if err != nil {
-			return usageErr("--ak: %v", err)
+			return o, usageErr("--ak: %v", err)
 		}
-		if ak, err = attest.ParsePublicKey(akPEM); err != nil {
-			return usageErr("--ak %s: %v", f.ak, err)
+		if o.AK, err = attest.ParsePublicKey(akPEM); err != nil {
+			return o, usageErr("--ak %s: %v", f.ak, err)
 		}
 	}
 	chainOpts, err := f.azure.chainOptions(g.stderr)
 	if err != nil {
-		return err
+		return o, err
 	}
-	opts := attest.Options{QuoteOptions: attest.QuoteOptions{AK: ak, Nonce: nonce, PCRs: pcrs, Banks: banks, AllowSHA1: f.allowSHA1}}
+	o.AzureRoots, o.Now = chainOpts.TrustedRoots, chainOpts.Now
 	if f.reference != "" {
-		ref, err := loadReference(f.reference)
-		if err != nil {
-			return err
+		if o.Reference, err = loadReference(f.reference); err != nil {
+			return o, err
 		}
-		opts.Reference = ref
 	}
-	var msg, sig []byte
-	var logR io.Reader
-	var values map[eventlog.PCRKey][]byte
+	return o, nil
+}
+
+// input opens the evidence: ev with its log streaming from f.logR (rimon
+// attest), the --evidence file, or tpm2-tools' files.
+func (f *verifyFlags) input(g *globals, ev *attest.Evidence) (in verifier.Evidence, closeIn func(), err error) {
+	closeIn = func() {}
 	switch {
 	case ev != nil:
-		logR = bytes.NewReader(ev.Log)
+		in = verifier.Evidence{Header: ev, Log: bytes.NewReader(ev.Log)}
 		if f.logR != nil {
-			logR = f.logR
+			in.Log = f.logR
 		}
+		return in, closeIn, nil
 	case f.evidence != "":
 		fh, err := os.Open(f.evidence)
 		if err != nil {
-			return err
+			return in, closeIn, err
 		}
-		defer fh.Close()
-		if ev, logR, err = attest.OpenEvidence(fh); err != nil {
-			return g.invalid(f, err)
+		if in.Header, in.Log, err = attest.OpenEvidence(fh); err != nil {
+			fh.Close()
+			return in, closeIn, g.invalid(*f, err)
 		}
-	default:
-		if msg, err = os.ReadFile(f.msg); err != nil {
-			return err
-		}
-		if sig, err = os.ReadFile(f.sig); err != nil {
-			return err
-		}
-		lf, err := os.Open(f.log)
-		if err != nil {
-			return err
-		}
-		defer lf.Close()
-		logR = lf
-		if f.pcrsFile != "" {
-			b, err := os.ReadFile(f.pcrsFile)
-			if err != nil {
-				return err
-			}
-			if values, err = attest.ParsePCRsFile(b); err != nil {
-				return g.invalid(f, err)
-			}
-		}
+		return in, func() { fh.Close() }, nil
 	}
-	var chain *azure.Chain
-	if ev != nil {
-		msg, sig = ev.Quote.Attest, ev.Quote.Signature
-		if values, err = ev.Values(); err != nil {
-			return g.invalid(f, err)
-		}
-		if ev.Azure != nil {
-			// The AK is vouched for by the SNP report, not by a pinned key.
-			if opts.Reference != nil {
-				chainOpts.Policy = snpPolicy(opts.Reference.SNP)
-			}
-			if chain, err = verifyChain(ev.Azure, chainOpts); err != nil {
-				return g.invalid(f, err)
-			}
-			if opts.AK != nil && !azure.SameKey(chain.AK, opts.AK) {
-				return g.invalid(f, errors.New("the pinned --ak is not the HCLAkPub of the SNP report"))
-			}
-			opts.AK = chain.AK
-		}
+	in.Header = &attest.Evidence{}
+	if in.Header.Quote.Attest, err = os.ReadFile(f.msg); err != nil {
+		return in, closeIn, err
 	}
-	if opts.AK == nil {
-		return usageErr("--ak is required unless the evidence carries an Azure SEV-SNP report that vouches for the AK")
+	if in.Header.Quote.Signature, err = os.ReadFile(f.sig); err != nil {
+		return in, closeIn, err
 	}
-	if ev != nil {
-		opts.Unrecorded = ev.Unrecorded
-	}
-	if ev != nil && ev.LogStart > 0 {
-		// The evidence holds the log from record LogStart on; the earlier records come
-		// from the verifier's own copy. Nothing is trusted: the whole log is replayed.
-		prefix := f.prefix
-		if f.logPrefix != "" {
-			if prefix, err = os.ReadFile(f.logPrefix); err != nil {
-				return err
-			}
-		}
-		if prefix == nil {
-			return usageErr("the evidence starts at record %d: give the earlier records with --log-prefix", ev.LogStart)
-		}
-		head, err := attest.FirstRecords(prefix, ev.LogStart)
-		if err != nil {
-			return g.invalid(f, fmt.Errorf("%w: log prefix: %v", attest.ErrInvalid, err))
-		}
-		logR = io.MultiReader(bytes.NewReader(head), logR)
-	}
-	res, err := attest.Verify(msg, sig, values, logR, opts)
+	lf, err := os.Open(f.log)
 	if err != nil {
-		return g.invalid(f, err)
+		return in, closeIn, err
 	}
-	if chain != nil {
-		var steps []attest.CheckResult
-		for _, s := range chain.Steps {
-			steps = append(steps, attest.CheckResult{Name: "azure", Detail: s})
+	in.Log, closeIn = lf, func() { lf.Close() }
+	in.NoValues = f.pcrsFile == ""
+	if f.pcrsFile != "" {
+		b, err := os.ReadFile(f.pcrsFile)
+		if err != nil {
+			closeIn()
+			return in, func() {}, err
 		}
-		res.Checks = append(steps, res.Checks...)
-	}
-	g.report(f.asJSON, res)
-	if !res.Trusted {
-		by := "the evidence's own records"
-		if opts.Reference != nil {
-			by = opts.Reference.Source
+		values, err := attest.ParsePCRsFile(b)
+		if err != nil {
+			closeIn()
+			return in, func() {}, g.invalid(*f, err)
 		}
-		return &exitErr{code: exitCheck, err: fmt.Errorf("untrusted: %d measurements are not approved by %s", res.FailureTotal, by)}
+		in.Header.SetValues(values)
 	}
-	return nil
+	return in, closeIn, nil
 }
 
 // invalid reports evidence that proves nothing: exit 2.
 func (g *globals) invalid(f verifyFlags, err error) error {
 	if f.asJSON {
-		var ce *attest.CheckError
-		check := "evidence"
-		if errors.As(err, &ce) {
+		check := verifier.CheckEvidence
+		var ce *verifier.CheckError
+		var qe *attest.CheckError
+		switch {
+		case errors.As(err, &ce):
 			check = ce.Check
+		case errors.As(err, &qe):
+			check = qe.Check
 		}
 		json.NewEncoder(g.stdout).Encode(map[string]any{"trusted": false, "invalid": true, "failed_check": check, "error": err.Error()})
 	}

@@ -2,22 +2,17 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
-	"github.com/google/go-sev-guest/kds"
 	"github.com/google/go-sev-guest/verify/trust"
 	"github.com/rimon-dev/rimon/attest"
 	"github.com/rimon-dev/rimon/attest/azure"
-	"github.com/rimon-dev/rimon/policy"
+	"github.com/rimon-dev/rimon/attest/verifier"
 	"github.com/rimon-dev/rimon/tpm"
 	"github.com/spf13/cobra"
 )
@@ -93,12 +88,8 @@ func (a *azureFlags) chainOptions(stderr interface{ Write([]byte) (int, error) }
 		if err != nil {
 			return o, usageErr("--insecure-trust-test-roots: %v", err)
 		}
-		line, ask, ark, err := productLineOfBundle(b)
+		line, root, err := verifier.TestRoots(b)
 		if err != nil {
-			return o, usageErr("--insecure-trust-test-roots %s: %v", f, err)
-		}
-		root := trust.AMDRootCertsProduct(line)
-		if err := root.Decode(ask.Raw, ark.Raw); err != nil {
 			return o, usageErr("--insecure-trust-test-roots %s: %v", f, err)
 		}
 		if o.TrustedRoots == nil {
@@ -108,66 +99,6 @@ func (a *azureFlags) chainOptions(stderr interface{ Write([]byte) (int, error) }
 		fmt.Fprintf(stderr, "rimon: WARNING: trusting test roots for %s from %s instead of AMD's: this verdict proves nothing about real hardware\n", line, f)
 	}
 	return o, nil
-}
-
-// productLineOfBundle returns the product line of a bundle holding an
-// ARK, whose subject is "ARK-<line>" for a line rimon knows, and its ASK
-// "SEV-<line>", signed by that ARK, in any order. Other certificates (AMD
-// ships the ASVK in the same file) are ignored.
-func productLineOfBundle(b []byte) (line string, ask, ark *x509.Certificate, err error) {
-	var certs []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return "", nil, nil, fmt.Errorf("certificate %d: %v", len(certs)+1, err)
-		}
-		certs = append(certs, c)
-	}
-	for _, c := range certs {
-		if strings.HasPrefix(c.Subject.CommonName, "ARK-") {
-			ark = c
-		}
-	}
-	if ark == nil {
-		return "", nil, nil, errors.New("no ARK certificate (CN ARK-<product line>) in the bundle")
-	}
-	line = strings.TrimPrefix(ark.Subject.CommonName, "ARK-")
-	switch line {
-	case azure.Milan, azure.Genoa, azure.Turin:
-	default:
-		return "", nil, nil, fmt.Errorf("ARK %q is of no product line rimon knows (Milan, Genoa, Turin)", ark.Subject.CommonName)
-	}
-	var names []string
-	for _, c := range certs {
-		if c != ark {
-			names = append(names, strconv.Quote(c.Subject.CommonName))
-		}
-		if c.Subject.CommonName == "SEV-"+line {
-			ask = c
-		}
-	}
-	if ask == nil {
-		return "", nil, nil, fmt.Errorf("no ASK SEV-%s for the ARK %s in the bundle (other certificates: %s)", line, ark.Subject.CommonName, strings.Join(names, ", "))
-	}
-	if err := ask.CheckSignatureFrom(ark); err != nil {
-		return "", nil, nil, fmt.Errorf("the ASK %s is not signed by the ARK %s: %v", ask.Subject.CommonName, ark.Subject.CommonName, err)
-	}
-	return line, ask, ark, nil
-}
-
-// verifyChain checks Azure hardware evidence and returns the AK it vouches for.
-func verifyChain(blob *attest.AzureBlob, o azure.Options) (*azure.Chain, error) {
-	r, err := azure.Parse(blob.HCLReport)
-	if err != nil {
-		return nil, err
-	}
-	o.VCEK = blob.VCEK
-	return azure.Verify(r, o)
 }
 
 func newAzureCmd(g *globals) *cobra.Command {
@@ -228,7 +159,7 @@ quote is signed by the report's HCLAkPub. Exit codes: 0 verified, 2 invalid,
 			if err != nil {
 				return err
 			}
-			chain, err := verifyChain(&attest.AzureBlob{HCLReport: rb, VCEK: vb}, o)
+			chain, err := verifier.VerifyAzure(&attest.AzureBlob{HCLReport: rb, VCEK: vb}, o)
 			if err != nil {
 				return &exitErr{code: exitError, err: err}
 			}
@@ -290,13 +221,4 @@ func (g *globals) printReport(r *azure.Report, asJSON bool) error {
 	fmt.Fprintf(g.stdout, "policy          0x%x\nVMPL            %d\nTCB             %s\nchip ID         %s\nmeasurement     %s\nreport data     %s\n",
 		info.Policy, info.VMPL, info.TCB, info.ChipID, info.Measurement, info.ReportData)
 	return nil
-}
-
-// snpPolicy turns the reference file's azure section into chain options.
-func snpPolicy(p policy.SNPPolicy) azure.Policy {
-	out := azure.Policy{AllowDebug: p.AllowDebug, AllowMigrationAgent: p.AllowMigrationAgent, VMPL: p.VMPL, Measurement: p.Measurement, VMUniqueID: p.VMUniqueID}
-	if p.MinimumTCB != nil {
-		out.MinimumTCB = &kds.TCBParts{BlSpl: p.MinimumTCB[0], TeeSpl: p.MinimumTCB[1], SnpSpl: p.MinimumTCB[2], UcodeSpl: p.MinimumTCB[3]}
-	}
-	return out
 }

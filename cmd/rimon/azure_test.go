@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -20,6 +21,7 @@ import (
 	"github.com/google/go-sev-guest/abi"
 	sevtest "github.com/google/go-sev-guest/testing"
 	"github.com/rimon-dev/rimon/attest"
+	attestagent "github.com/rimon-dev/rimon/attest/agent"
 	"github.com/rimon-dev/rimon/attest/azure"
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/internal/testtpm"
@@ -94,7 +96,7 @@ func TestAzureChainOnSimulator(t *testing.T) {
 	}
 	w.Close()
 	// What the attester does: quote under the log's lock, add the HCL report and the VCEK.
-	ev, err := attest.Collect(ctx, tp, log, []byte(testNonce), []int{23}, []cryptoHashT{sha256Hash})
+	ev, err := attestagent.Collect(ctx, tp, log, []byte(testNonce), []int{23}, []cryptoHashT{sha256Hash})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,6 +113,7 @@ func TestAzureChainOnSimulator(t *testing.T) {
 	if r.code != exitError || !strings.Contains(r.stderr, "SEV-SNP chain invalid") {
 		t.Errorf("with AMD's roots: exit %d, %s; want a refusal", r.code, r.stderr)
 	}
+	failedCheck(t, "AMD's roots", "azure: signature and certificate chain", "verify", "--evidence", evPath, "--nonce", hexs([]byte(testNonce)))
 	r = rimon(t, "verify", "--evidence", evPath, "--nonce", hexs([]byte(testNonce)), "--insecure-trust-test-roots", roots)
 	if r.code != 0 || !strings.Contains(r.stdout, "runtime claims: SHA-256 equals REPORT_DATA[0:32]") || !strings.Contains(r.stderr, "WARNING: trusting test roots") {
 		t.Errorf("with the test roots: exit %d\n%s%s", r.code, r.stdout, r.stderr)
@@ -120,6 +123,7 @@ func TestAzureChainOnSimulator(t *testing.T) {
 	if r.code != exitError || !strings.Contains(r.stderr, "not the HCLAkPub") {
 		t.Errorf("a pinned AK other than HCLAkPub: exit %d, %s", r.code, r.stderr)
 	}
+	failedCheck(t, "a pinned AK other than HCLAkPub", "azure: key binding", "verify", "--evidence", evPath, "--nonce", hexs([]byte(testNonce)), "--insecure-trust-test-roots", roots, "--ak", other)
 	// The report, rewritten with another AK in its claims, no longer matches its signature.
 	ev.Azure.HCLReport = append([]byte(nil), ev.Azure.HCLReport...)
 	i := strings.Index(string(ev.Azure.HCLReport), `"n":"`) + 6
@@ -132,6 +136,21 @@ func TestAzureChainOnSimulator(t *testing.T) {
 	os.WriteFile(evPath, b, 0o644)
 	if r := rimon(t, "verify", "--evidence", evPath, "--nonce", hexs([]byte(testNonce)), "--insecure-trust-test-roots", roots); r.code != exitError || !strings.Contains(r.stderr, "runtime claims") {
 		t.Errorf("altered claims: exit %d, %s", r.code, r.stderr)
+	}
+	failedCheck(t, "altered claims", "azure: runtime claims", "verify", "--evidence", evPath, "--nonce", hexs([]byte(testNonce)), "--insecure-trust-test-roots", roots)
+}
+
+// failedCheck runs rimon with --json on invalid evidence and wants exit 2
+// and the failed check named precisely.
+func failedCheck(t *testing.T, what, want string, args ...string) {
+	t.Helper()
+	r := rimon(t, append(args, "--json")...)
+	var out struct {
+		Invalid     bool   `json:"invalid"`
+		FailedCheck string `json:"failed_check"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || r.code != exitError || !out.Invalid || out.FailedCheck != want {
+		t.Errorf("%s --json: exit %d, failed_check %q (%v), want exit %d and %q\n%s%s", what, r.code, out.FailedCheck, err, exitError, want, r.stdout, r.stderr)
 	}
 }
 
@@ -239,34 +258,6 @@ func TestAzureVerifyEveryProductLine(t *testing.T) {
 		r := verify("Genoa", f)
 		if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("%s: exit %d, want %d with %q\n%s", tc.name, r.code, exitUsage, tc.want, r.stderr)
-		}
-	}
-}
-
-// TestAzureBundlesOfAMD: AMD's own ASK/ARK/ASVK files (as Trustee ships
-// them) are read as the bundle of their product line, in either order.
-func TestAzureBundlesOfAMD(t *testing.T) {
-	for _, line := range []string{"Milan", "Genoa", "Turin"} {
-		b, err := os.ReadFile("../../testdata/azure/trustee/" + strings.ToLower(line) + "_ask_ark_asvk.pem")
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, ask, ark, err := productLineOfBundle(b)
-		if err != nil || got != line || ask.Subject.CommonName != "SEV-"+line || ark.Subject.CommonName != "ARK-"+line {
-			t.Errorf("productLineOfBundle(%s) = %q, %v, %v, %v", line, got, ask.Subject, ark.Subject, err)
-		}
-		// ARK first, then the ASVK, then the ASK.
-		var blocks []*pem.Block
-		for rest := b; ; {
-			var blk *pem.Block
-			if blk, rest = pem.Decode(rest); blk == nil {
-				break
-			}
-			blocks = append(blocks, blk)
-		}
-		reordered := append(pem.EncodeToMemory(blocks[1]), append(pem.EncodeToMemory(blocks[2]), pem.EncodeToMemory(blocks[0])...)...)
-		if got, _, _, err := productLineOfBundle(reordered); got != line || err != nil {
-			t.Errorf("reordered %s bundle: %q, %v", line, got, err)
 		}
 	}
 }

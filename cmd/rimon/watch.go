@@ -14,6 +14,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rimon-dev/rimon/attest"
+	attestagent "github.com/rimon-dev/rimon/attest/agent"
 	"github.com/rimon-dev/rimon/attest/azure"
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/monitor"
@@ -172,7 +173,7 @@ func runWatchServe(ctx context.Context, g *globals, pol *policy.Policy, policyPa
 				return fmt.Errorf("--ak-out: %w", err)
 			}
 		}
-		ho := attest.HandlerOptions{TPM: t, LogPath: g.log, PCRs: []int{pol.PCR}, Banks: banks,
+		ho := attestagent.HandlerOptions{TPM: t, LogPath: g.log, PCRs: []int{pol.PCR}, Banks: banks,
 			Unrecorded: func() []attest.Unrecorded { return unrecorded(m) }}
 		hw, err := srv.azure.hardware(ctx, t) // the VCEK is fetched once; the report is read per request
 		if err != nil {
@@ -232,15 +233,15 @@ func unrecorded(m *monitor.Monitor) []attest.Unrecorded {
 // serveEvidence starts the evidence endpoint; stop shuts it down. Its
 // connections are capped well below the open-file limit (connBudget), so
 // that clients, idle or not, never take the descriptors measuring needs.
-func serveEvidence(ctx context.Context, logger *slog.Logger, f serveFlags, o attest.HandlerOptions) (stop func(), err error) {
+func serveEvidence(ctx context.Context, logger *slog.Logger, f serveFlags, o attestagent.HandlerOptions) (stop func(), err error) {
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return nil, fmt.Errorf("--listen %s: %w", f.listen, err)
 	}
 	maxConns, perClient := connBudget()
-	ln = attest.LimitListener(ln, maxConns, perClient)
+	ln = attestagent.LimitListener(ln, maxConns, perClient)
 	s := &http.Server{
-		Handler:           attest.Handler(o),
+		Handler:           attestagent.Handler(o),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		// The handler sets each evidence response's deadline from its size;

@@ -1,10 +1,11 @@
-package attest
+package agent
 
 import (
 	"context"
 	"crypto"
 	"encoding/hex"
 
+	"github.com/rimon-dev/rimon/attest"
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/tpm"
 )
@@ -12,16 +13,16 @@ import (
 // Collect takes a quote of pcrs in banks with the AK and reads their
 // values and the log, all under the log's shared lock, so that quote and
 // log belong together.
-func Collect(ctx context.Context, t *tpm.TPM, logPath string, nonce []byte, pcrs []int, banks []crypto.Hash) (*Evidence, error) {
+func Collect(ctx context.Context, t *tpm.TPM, logPath string, nonce []byte, pcrs []int, banks []crypto.Hash) (*attest.Evidence, error) {
 	ak, err := t.ReadAK(ctx)
 	if err != nil {
 		return nil, err
 	}
-	akPEM, err := PublicKeyPEM(ak.Key)
+	akPEM, err := attest.PublicKeyPEM(ak.Key)
 	if err != nil {
 		return nil, err
 	}
-	ev := &Evidence{Version: EvidenceVersion, Nonce: hex.EncodeToString(nonce), AKPublic: string(akPEM)}
+	ev := &attest.Evidence{Version: attest.EvidenceVersion, Nonce: hex.EncodeToString(nonce), AKPublic: string(akPEM)}
 	err = eventlog.WhileLocked(ctx, logPath, func(log []byte) error {
 		q, err := t.QuotePCRs(ctx, nonce, pcrs, banks)
 		if err != nil {
@@ -37,7 +38,7 @@ func Collect(ctx context.Context, t *tpm.TPM, logPath string, nonce []byte, pcrs
 				vals[eventlog.PCRKey{PCR: p, Bank: h}] = b
 			}
 		}
-		ev.Quote = QuoteBlob{Attest: q.Attest, Signature: q.Signature}
+		ev.Quote = attest.QuoteBlob{Attest: q.Attest, Signature: q.Signature}
 		ev.SetValues(vals)
 		ev.Log = log
 		return nil
@@ -46,20 +47,4 @@ func Collect(ctx context.Context, t *tpm.TPM, logPath string, nonce []byte, pcrs
 		return nil, err
 	}
 	return ev, nil
-}
-
-// Selection lists pcrs bank by bank, PCRs ascending: the order of a quote.
-func Selection(pcrs []int, banks []crypto.Hash) []eventlog.PCRKey {
-	var out []eventlog.PCRKey
-	for _, b := range banks {
-		for p := 0; p < 24; p++ {
-			for _, q := range pcrs {
-				if q == p {
-					out = append(out, eventlog.PCRKey{PCR: p, Bank: b})
-					break
-				}
-			}
-		}
-	}
-	return out
 }

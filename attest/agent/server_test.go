@@ -1,4 +1,4 @@
-package attest_test
+package agent_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/rimon-dev/rimon/attest"
+	"github.com/rimon-dev/rimon/attest/agent"
 )
 
 // loopbackClient makes requests from the loopback address src, so that the
@@ -36,7 +37,7 @@ func serve(t *testing.T, h http.Handler, maxConns, perClient int) string {
 	}
 	s := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 5 * time.Second}
-	go s.Serve(attest.LimitListener(ln, maxConns, perClient))
+	go s.Serve(agent.LimitListener(ln, maxConns, perClient))
 	t.Cleanup(func() { s.Close() })
 	return "http://" + ln.Addr().String()
 }
@@ -49,7 +50,7 @@ func serve(t *testing.T, h http.Handler, maxConns, perClient int) string {
 func TestFloodVerifierGetsThrough(t *testing.T) {
 	m := newMachine(t)
 	m.measure("/usr/bin/app", "v1")
-	url := serve(t, attest.Handler(attest.HandlerOptions{TPM: m.tpm, LogPath: m.log, PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256}}), 64, 8)
+	url := serve(t, agent.Handler(agent.HandlerOptions{TPM: m.tpm, LogPath: m.log, PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256}}), 64, 8)
 
 	ctx, stopFlood := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -116,7 +117,7 @@ func TestFloodVerifierGetsThrough(t *testing.T) {
 func TestHeadTakesNoQuote(t *testing.T) {
 	m := newMachine(t)
 	m.measure("/usr/bin/app", "v1")
-	srv := httptest.NewServer(attest.Handler(attest.HandlerOptions{TPM: m.tpm, LogPath: m.log, PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256}, Rate: 1}))
+	srv := httptest.NewServer(agent.Handler(agent.HandlerOptions{TPM: m.tpm, LogPath: m.log, PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256}, Rate: 1}))
 	defer srv.Close()
 	u := srv.URL + "/v1/evidence?nonce=" + hex.EncodeToString(nonce)
 	for i := 0; i < 20; i++ {
@@ -144,7 +145,7 @@ func TestHeadTakesNoQuote(t *testing.T) {
 // nonce or since twice, is refused with 400 rather than read leniently.
 func TestMalformedQueries(t *testing.T) {
 	m := newMachine(t)
-	srv := httptest.NewServer(attest.Handler(attest.HandlerOptions{TPM: m.tpm, LogPath: m.log, PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256}, Rate: 1000}))
+	srv := httptest.NewServer(agent.Handler(agent.HandlerOptions{TPM: m.tpm, LogPath: m.log, PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256}, Rate: 1000}))
 	defer srv.Close()
 	n := hex.EncodeToString(nonce)
 	for _, tc := range []struct{ name, query, want string }{
@@ -178,7 +179,7 @@ func TestUnrecordedHeader(t *testing.T) {
 	m := newMachine(t)
 	m.measure("/usr/bin/app", "v1")
 	want := []attest.Unrecorded{{Path: "/usr/bin/evil%FF", Cause: "name_not_utf8", Since: "2026-11-28T13:00:00Z", Tries: 3}}
-	srv := httptest.NewServer(attest.Handler(attest.HandlerOptions{TPM: m.tpm, LogPath: m.log, PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256},
+	srv := httptest.NewServer(agent.Handler(agent.HandlerOptions{TPM: m.tpm, LogPath: m.log, PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256},
 		Unrecorded: func() []attest.Unrecorded { return want }}))
 	defer srv.Close()
 	ev, err := attest.Fetch(context.Background(), srv.Client(), srv.URL, nonce)
@@ -199,7 +200,7 @@ func TestUnrecordedHeader(t *testing.T) {
 func TestWaitBoundedAndForgotten(t *testing.T) {
 	m := newMachine(t)
 	// At this rate the bucket never holds a whole token: every request waits.
-	srv := httptest.NewServer(attest.Handler(attest.HandlerOptions{TPM: m.tpm, LogPath: m.log, PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256},
+	srv := httptest.NewServer(agent.Handler(agent.HandlerOptions{TPM: m.tpm, LogPath: m.log, PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256},
 		Rate: 0.001, PerClient: 1, MaxWait: 20 * time.Millisecond}))
 	defer srv.Close()
 	for i := 0; i < 3; i++ {
@@ -221,7 +222,7 @@ func TestLimitListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := attest.LimitListener(inner, 3, 2)
+	ln := agent.LimitListener(inner, 3, 2)
 	defer ln.Close()
 	accepted := make(chan net.Conn, 10)
 	go func() {
@@ -282,7 +283,7 @@ func TestClientKey(t *testing.T) {
 		"[::1]:80":              "::/64",
 		"@":                     "@",
 	} {
-		if got := attest.ClientKey(in); got != want {
+		if got := agent.ClientKey(in); got != want {
 			t.Errorf("ClientKey(%q) = %q, want %q", in, got, want)
 		}
 	}

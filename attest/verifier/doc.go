@@ -1,0 +1,47 @@
+// Package verifier checks rimon evidence: it is the one place a verdict
+// is made, for `rimon verify`, `rimon attest` and any other front end.
+//
+// # Entry point
+//
+// [Verify] takes parsed evidence (the header, from [attest.OpenEvidence],
+// and a reader positioned at the log) and [Options] (what the verifier
+// asked for and what it trusts), and returns a [Result]: every check run,
+// by name, with its outcome and detail; the trusted prefix of the log and
+// the quoted PCR values it replays to; and the findings on that prefix.
+// Evidence that proves nothing is an error, always a [*CheckError] naming
+// the check that failed.
+//
+// # What is trusted
+//
+// Only what the verifier brings: the attestation key it pins
+// ([Options.AK]), or, on an Azure confidential VM, AMD's roots (or test
+// roots it is explicitly told to trust, [Options.AzureRoots]); its own
+// nonce; its reference values; and its own earlier copy of the log
+// ([Options.LogPrefix]). Everything in the evidence is checked before it
+// counts, in this order:
+//
+//  1. Azure evidence, when present: the VCEK against the roots of the
+//     chip's product line, the SNP report's signature and fields (against
+//     the reference's azure section), the runtime claims bound into
+//     REPORT_DATA; the AK is then the HCLAkPub of those claims, and a
+//     pinned AK must be that key ("azure: " steps, [CheckKeyBinding]);
+//  2. the quote: its signature with the AK (never the key the evidence
+//     carries), TPM_GENERATED magic and type, the nonce, the PCR
+//     selection, the PCR digest of the reported values (package attest);
+//  3. the log: the records the evidence leaves out (log_start) come from
+//     the verifier's own copy, and a prefix of the whole log must replay to
+//     every quoted PCR in every quoted bank, each record's digests
+//     recomputed from its content ([attest.MatchLog]);
+//  4. the reference values, unmeasured records and the evidence's
+//     unrecorded changes, against the trusted prefix only.
+//
+// Records after the trusted prefix are counted and never trusted. The
+// evidence's own AK, its unrecorded list and anything after the prefix
+// are the attester's word: reported, never relied on.
+//
+// # What it needs
+//
+// No TPM: the package does not import package tpm (nor the cgo TPM
+// simulator it links) and builds with CGO_ENABLED=0. The attester side is
+// package attest/agent.
+package verifier
