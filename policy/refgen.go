@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
-	"slices"
 	"path/filepath"
+	"slices"
 
 	"github.com/rimon-dev/rimon/eventlog"
 )
