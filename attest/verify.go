@@ -38,6 +38,9 @@ type Measured struct {
 const (
 	// KindUnmeasured is a record saying a path could not be measured.
 	KindUnmeasured = "unmeasured"
+	// KindTrailing is a finding about records after the prefix the quote
+	// covers: more than [Options.AllowTrailing] of them.
+	KindTrailing = "trailing"
 	// KindUnrecorded is a path the evidence header says changed but is
 	// not recorded yet.
 	KindUnrecorded = "unrecorded"
@@ -260,7 +263,7 @@ func (f Finding) String() string {
 	}
 	var s string
 	switch f.Kind {
-	case KindUnmeasured, KindUnrecorded:
+	case KindUnmeasured, KindUnrecorded, KindTrailing:
 		s = f.Problem
 		if path != "" {
 			s += ": " + path
@@ -636,6 +639,16 @@ type Options struct {
 	// a failure: a machine that says it could not record a change is not
 	// trusted.
 	Unrecorded []Unrecorded
+	// AllowTrailing is how many records after the prefix the quote covers
+	// the verdict tolerates before it is not trusted; zero means one (a
+	// crash between a record's write and its extend leaves one record that
+	// was never extended). More are the mark of a PCR that was reset or
+	// extended outside rimon, or of records added after the quote: the
+	// quote then vouches for less than the log claims, and a reset alone
+	// must not turn an untrusted machine into a trusted one. Evidence from
+	// a rimon agent is taken under the log's lock and has none; a quote
+	// taken apart from the log (tpm2_quote, then the log) may need more.
+	AllowTrailing int
 }
 
 // CheckResult is one passed check, for the report.
@@ -648,8 +661,9 @@ type CheckResult struct {
 type Result struct {
 	// Trusted is true when nothing fails: no measurement breaks the
 	// reference values, no path's latest record says it was not measured
-	// (unless the reference says "unmeasured: warn"), and the evidence
-	// lists no unrecorded change.
+	// (unless the reference says "unmeasured: warn"), the evidence lists
+	// no unrecorded change, and no more records trail the quote than
+	// [Options.AllowTrailing].
 	Trusted  bool              `json:"trusted"`
 	Checks   []CheckResult     `json:"checks"`
 	PCRs     map[string]string `json:"pcrs"`
@@ -723,6 +737,18 @@ func Verify(attest, sig []byte, values map[eventlog.PCRKey][]byte, log io.Reader
 		res.Unrecorded = opts.Unrecorded
 		res.FailureTotal += len(unrec)
 		res.Failures = appendCapped(unrec[:min(len(unrec), MaxFindings):min(len(unrec), MaxFindings)], res.Failures)
+	}
+	allow := opts.AllowTrailing
+	if allow <= 0 {
+		allow = 1
+	}
+	if res.Trailing > allow {
+		f := Finding{Measured: Measured{Index: m.Covered, Kind: KindTrailing},
+			Problem: fmt.Sprintf("%d records from record %d on are not covered by the quote (at most %d tolerated, --allow-trailing): "+
+				"the PCR was reset or extended outside rimon, or records were added after the quote; the quote vouches for %d of the log's %d records",
+				res.Trailing, m.Covered, allow, m.Covered, m.Records)}
+		res.FailureTotal++
+		res.Failures = appendCapped([]Finding{f}, res.Failures)
 	}
 	res.Trusted = res.FailureTotal == 0
 	return res, nil

@@ -111,8 +111,9 @@ func TestRecordsOnUnquotedPCRsAreNotTrusted(t *testing.T) {
 	}
 }
 
-// TestTrailingUnmeasuredIsNotTrusted: an unmeasured record after the quote
-// is neither trusted nor counted; the trailing records are explained.
+// TestTrailingRecordsExplained: an unmeasured record after the quote is
+// neither trusted nor counted; the trailing records are explained; more of
+// them than a crash leaves make the verdict untrusted.
 func TestTrailingRecordsExplained(t *testing.T) {
 	m := newRawMachine(t)
 	m.file("/bin/app", "v1")
@@ -123,7 +124,16 @@ func TestTrailingRecordsExplained(t *testing.T) {
 	m.unmeasured("path", "/bin/app", "unstable")
 	m.file("/bin/app", "v2")
 	ev.Log, _ = os.ReadFile(m.log)
+	// Two trailing records are one more than a crash explains: not trusted.
 	res, err := verify(ev, attest.Options{QuoteOptions: attest.QuoteOptions{AK: m.ak, Nonce: nonce}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Trusted || res.FailureTotal != 1 || res.Failures[0].Kind != attest.KindTrailing ||
+		!strings.Contains(res.Failures[0].Problem, "2 records from record 1 on are not covered by the quote") {
+		t.Fatalf("Verify = %+v; want untrusted for 2 trailing records", res)
+	}
+	res, err = verify(ev, attest.Options{QuoteOptions: attest.QuoteOptions{AK: m.ak, Nonce: nonce}, AllowTrailing: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

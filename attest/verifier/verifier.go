@@ -100,6 +100,8 @@ type Options struct {
 	LogPrefix []byte
 	// Now is the time to check certificates at; zero means time.Now.
 	Now time.Time
+	// AllowTrailing is as in [attest.Options]: zero means one.
+	AllowTrailing int
 }
 
 // Check is one check and its outcome.
@@ -199,9 +201,10 @@ func Verify(ctx context.Context, ev Evidence, o Options) (*Result, error) {
 	}
 	log = ctxReader{ctx, log}
 	opts := attest.Options{
-		QuoteOptions: attest.QuoteOptions{AK: ak, Nonce: o.Nonce, PCRs: o.PCRs, Banks: o.Banks, AllowSHA1: o.AllowSHA1},
-		Reference:    o.Reference,
-		Unrecorded:   h.Unrecorded,
+		QuoteOptions:  attest.QuoteOptions{AK: ak, Nonce: o.Nonce, PCRs: o.PCRs, Banks: o.Banks, AllowSHA1: o.AllowSHA1},
+		Reference:     o.Reference,
+		Unrecorded:    h.Unrecorded,
+		AllowTrailing: o.AllowTrailing,
 	}
 	v, err := attest.Verify(h.Quote.Attest, h.Quote.Signature, values, log, opts)
 	if cerr := ctx.Err(); cerr != nil {

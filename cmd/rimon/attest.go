@@ -238,6 +238,7 @@ type verifyFlags struct {
 	banks                                []string
 	msg, sig, pcrsFile, log              string
 	asJSON, allowSHA1                    bool
+	allowTrailing                        int
 }
 
 func newVerifyCmd(g *globals) *cobra.Command {
@@ -279,6 +280,7 @@ Exit codes: 0 trusted, 1 untrusted (evidence fine, content not approved),
 	fl.StringVar(&f.logPrefix, "log-prefix", "", "an earlier copy of the log, for evidence that starts at a later record (since=N)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
 	fl.BoolVar(&f.allowSHA1, "allow-sha1", false, "INSECURE: accept quotes that rely on SHA-1 alone")
+	fl.IntVar(&f.allowTrailing, "allow-trailing", 1, "records after the quote tolerated before the verdict is UNTRUSTED (more mean a reset or foreign PCR, or records added after the quote)")
 	f.azure.verifierFlags(c)
 	return c
 }
@@ -341,6 +343,10 @@ func (f *verifyFlags) options(g *globals, streamed bool) (verifier.Options, erro
 		return o, usageErr("--quote-msg, --quote-sig and --log go together")
 	}
 	o.Nonce, o.AllowSHA1 = nonce, f.allowSHA1
+	if f.allowTrailing < 1 {
+		return o, usageErr("--allow-trailing: want 1 or more (one record can trail the quote after a crash)")
+	}
+	o.AllowTrailing = f.allowTrailing
 	if o.PCRs, err = parsePCRList(f.pcrs); err != nil {
 		return o, err
 	}
@@ -350,10 +356,10 @@ func (f *verifyFlags) options(g *globals, streamed bool) (verifier.Options, erro
 	if f.ak != "" {
 		akPEM, err := os.ReadFile(f.ak)
 		if err != nil {
-			return o, usageErr("--ak: %v", err)
+			return o, fmt.Errorf("--ak: %w", err)
 		}
 		if o.AK, err = attest.ParsePublicKey(akPEM); err != nil {
-			return o, usageErr("--ak %s: %v", f.ak, err)
+			return o, fmt.Errorf("--ak %s: %w", f.ak, err)
 		}
 	}
 	chainOpts, err := f.azure.chainOptions(g.stderr)
@@ -586,6 +592,7 @@ gives, at most 10 s. Exit codes as for verify.`,
 	fl.StringArrayVar(&f.banks, "bank", []string{"sha256"}, "banks the quote must cover (repeatable)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
 	fl.BoolVar(&f.allowSHA1, "allow-sha1", false, "INSECURE: accept quotes that rely on SHA-1 alone")
+	fl.IntVar(&f.allowTrailing, "allow-trailing", 1, "records after the quote tolerated before the verdict is UNTRUSTED (more mean a reset or foreign PCR, or records added after the quote)")
 	return c
 }
 
@@ -735,10 +742,8 @@ func httpClient(caFile string) (*http.Client, error) {
 	return c, nil
 }
 
+// loadReference reads a reference file: a file that is missing or
+// malformed is bad input (exit 2), not a usage error.
 func loadReference(path string) (*policy.Reference, error) {
-	ref, err := policy.LoadReference(path)
-	if err != nil {
-		return nil, usageErr("%v", err)
-	}
-	return ref, nil
+	return policy.LoadReference(path)
 }
