@@ -290,6 +290,11 @@ func (p *parser) settings(n *yaml.Node, pol *Policy) error {
 			if pol.PCR < 0 || pol.PCR > 23 {
 				return p.errf(v, field, "%d is out of range 0-23", pol.PCR)
 			}
+			if pol.PCR >= 17 && pol.PCR <= 22 {
+				// TCG PC Client Platform TPM Profile: PCRs 17-22 are
+				// extended only from localities 2 to 4, never from 0.
+				return p.errf(v, field, "PCR %d cannot be extended at locality 0 (PCRs 17-22 are reserved for dynamic launch): use 23, or 0-16", pol.PCR)
+			}
 		case "banks":
 			if v.Kind != yaml.SequenceNode || len(v.Content) == 0 {
 				return p.errf(v, field, "want a list such as [sha256, sha384], have %s", describe(v))

@@ -84,6 +84,7 @@ func TestParseErrors(t *testing.T) {
 		{"dotdot_pattern", "measure:\n  - dir: /a\nexclude: ['/a/../b']\n", `p.yaml:3: exclude: bad pattern "/a/../b": . and .. are not allowed`},
 		{"exclude_on_file", "measure:\n  - file: /a\n    exclude: ['x']\n", "p.yaml:2: measure[0].exclude: exclude applies to glob, dir and tree entries only"},
 		{"pcr_range", "settings:\n  pcr: 24\nmeasure:\n  - file: /a\n", "p.yaml:2: settings.pcr: 24 is out of range 0-23"},
+		{"pcr_locality", "settings:\n  pcr: 17\nmeasure:\n  - file: /a\n", "p.yaml:2: settings.pcr: PCR 17 cannot be extended at locality 0 (PCRs 17-22 are reserved for dynamic launch): use 23, or 0-16"},
 		{"pcr_string", "settings:\n  pcr: twenty\nmeasure:\n  - file: /a\n", `p.yaml:2: settings.pcr: want a whole number, have "twenty"`},
 		{"bad_bank", "settings:\n  banks: [md5]\nmeasure:\n  - file: /a\n", `p.yaml:2: settings.banks: unknown PCR bank "md5" (rimon supports sha1, sha256, sha384, sha512)`},
 		{"dup_bank", "settings:\n  banks: [sha256, sha256]\nmeasure:\n  - file: /a\n", "p.yaml:2: settings.banks: sha256 appears twice"},
