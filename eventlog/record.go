@@ -162,29 +162,47 @@ func (c Content) Canonical() []byte {
 // Unbound reports whether a content field is informational: recorded, but
 // not part of the canonical encoding, and so not vouched for by the PCR.
 // These are "time" and "boot_id".
-func Unbound(key string) bool { return key == "time" || key == "boot_id" }
+func Unbound(key string) bool { return unbound(key) }
+
+// text is a string or its bytes: the canonical encoding is written from
+// parsed [Content] and, by replay, from fields still in the log's buffer.
+type text interface{ ~string | ~[]byte }
+
+func unbound[T text](key T) bool { return string(key) == "time" || string(key) == "boot_id" }
 
 // AppendCanonical appends the canonical encoding to b.
 func (c Content) AppendCanonical(b []byte) []byte {
 	b = append(b, CanonicalHeader...)
 	var num [20]byte
 	for _, f := range c {
-		if Unbound(f.Key) {
+		if unbound(f.Key) {
 			continue
 		}
-		b = binary.BigEndian.AppendUint32(b, uint32(len(f.Key)))
-		b = append(b, f.Key...)
-		v := f.Str
-		tag := byte('s')
 		if f.IsNum {
-			tag = 'n'
-			v = string(strconv.AppendUint(num[:0], f.Num, 10))
+			b = appendCanonicalField(b, f.Key, true, strconv.AppendUint(num[:0], f.Num, 10))
+		} else {
+			b = appendCanonicalField(b, f.Key, false, f.Str)
 		}
-		b = append(b, tag)
-		b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
-		b = append(b, v...)
 	}
 	return b
+}
+
+// appendCanonicalField appends one field of the canonical encoding:
+//
+//	uint32be(len(key)) key tag uint32be(len(value)) value
+//
+// with tag 'n' for an integer (value: its decimal digits) and 's' for a
+// string (value: its UTF-8 bytes). This is the only place that writes it.
+func appendCanonicalField[K, V text](b []byte, key K, isNum bool, val V) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(key)))
+	b = append(b, key...)
+	if isNum {
+		b = append(b, 'n')
+	} else {
+		b = append(b, 's')
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(val)))
+	return append(b, val...)
 }
 
 // Digests hashes the canonical encoding once per bank.
