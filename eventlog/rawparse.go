@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"crypto"
 	"encoding/binary"
-		"unicode/utf8"
+	"unicode/utf8"
 )
 
 // rawRecord is a record parsed without allocating: its strings are slices
