@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	// Register the hash functions the banks use.
@@ -364,6 +366,9 @@ func parseRecord(j []byte) (Record, error) {
 // slowParseRecord decodes any well-formed record and explains what is
 // wrong with the others.
 func slowParseRecord(j []byte) (Record, error) {
+	if err := checkStrings(j); err != nil {
+		return Record{}, err
+	}
 	var m map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(j))
 	if err := dec.Decode(&m); err != nil {
@@ -387,20 +392,21 @@ func slowParseRecord(j []byte) (Record, error) {
 	}
 	var r Record
 	if v, ok := m["recnum"]; ok {
-		if err := json.Unmarshal(v, &r.RecNum); err != nil {
-			return Record{}, fmt.Errorf(`field "recnum": want a non-negative integer, have %s`, v)
+		n, err := parsePlainUint(v)
+		if err != nil {
+			return Record{}, fmt.Errorf(`field "recnum": %w`, err)
 		}
-		r.HasRecNum = true
+		r.RecNum, r.HasRecNum = n, true
 	}
 	v, ok := m["pcr"]
 	if !ok {
 		return Record{}, errors.New(`field "pcr" is missing`)
 	}
-	var pcr int64
-	if err := json.Unmarshal(v, &pcr); err != nil {
-		return Record{}, fmt.Errorf(`field "pcr": want an integer, have %s`, v)
+	pcr, err := parsePlainUint(v)
+	if err != nil {
+		return Record{}, fmt.Errorf(`field "pcr": want an integer from 0 to 31 in plain decimal, have %s`, v)
 	}
-	if pcr < 0 || pcr > 31 {
+	if pcr > 31 {
 		return Record{}, fmt.Errorf(`field "pcr": %d is out of range 0-31`, pcr)
 	}
 	r.PCR = int(pcr)
@@ -418,9 +424,9 @@ func slowParseRecord(j []byte) (Record, error) {
 		if err != nil {
 			return Record{}, fmt.Errorf(`digests[%d]: %w`, i, err)
 		}
-		v, err := hex.DecodeString(d.Digest)
-		if err != nil || len(v) != h.Size() {
-			return Record{}, fmt.Errorf(`digests[%d]: %s digest must be %d hex characters`, i, d.HashAlg, 2*h.Size())
+		v := make([]byte, h.Size())
+		if !decodeLowerHex(v, d.Digest) {
+			return Record{}, fmt.Errorf(`digests[%d]: %s digest must be %d lowercase hex characters`, i, d.HashAlg, 2*h.Size())
 		}
 		if _, dup := r.Digest(h); dup {
 			return Record{}, fmt.Errorf(`digests[%d]: bank %s appears twice`, i, d.HashAlg)
@@ -449,6 +455,68 @@ func slowParseRecord(j []byte) (Record, error) {
 	}
 	r.Content = c
 	return r, nil
+}
+
+// parsePlainUint parses a JSON number that is a non-negative integer in
+// plain decimal (no sign, fraction, exponent or leading zero) up to 2^64-1.
+func parsePlainUint(v json.RawMessage) (uint64, error) {
+	n, err := strconv.ParseUint(string(v), 10, 64)
+	if err != nil || strconv.FormatUint(n, 10) != string(v) {
+		return 0, fmt.Errorf("want a non-negative integer in plain decimal up to %d, have %s", uint64(math.MaxUint64), v)
+	}
+	return n, nil
+}
+
+// checkStrings refuses a record whose JSON strings are not exactly Unicode
+// text: invalid UTF-8, or a \u escape of a surrogate that is not part of a
+// pair. encoding/json would read either as U+FFFD, so that two different
+// logs would read, and replay, the same.
+func checkStrings(j []byte) error {
+	if !utf8.Valid(j) {
+		for i := 0; i < len(j); {
+			r, n := utf8.DecodeRune(j[i:])
+			if r == utf8.RuneError && n <= 1 {
+				return fmt.Errorf("invalid UTF-8 at byte %d of the record", i)
+			}
+			i += n
+		}
+	}
+	inStr := false
+	for i := 0; i < len(j); i++ {
+		switch c := j[i]; {
+		case c == '"':
+			inStr = !inStr
+		case c == '\\' && inStr:
+			if i+1 < len(j) && j[i+1] == 'u' {
+				r, ok := hex4At(j, i+2)
+				switch {
+				case !ok:
+				case utf16.IsSurrogate(r) && r < 0xdc00:
+					r2, ok := rune(0), false
+					if i+7 < len(j) && j[i+6] == '\\' && j[i+7] == 'u' {
+						r2, ok = hex4At(j, i+8)
+					}
+					if !ok || r2 < 0xdc00 || r2 > 0xdfff {
+						return fmt.Errorf(`unpaired surrogate \u%04x at byte %d of the record`, r, i)
+					}
+					i += 6
+				case utf16.IsSurrogate(r):
+					return fmt.Errorf(`unpaired surrogate \u%04x at byte %d of the record`, r, i)
+				}
+			}
+			i++ // skip the escaped character
+		}
+	}
+	return nil
+}
+
+// hex4At reads four hex digits at j[i:].
+func hex4At(j []byte, i int) (rune, bool) {
+	if i+4 > len(j) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(j[i:i+4]), 16, 32)
+	return rune(n), err == nil
 }
 
 // parseContent decodes a flat object of strings and non-negative integers.
