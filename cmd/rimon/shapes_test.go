@@ -195,7 +195,9 @@ var shapes = []struct {
 		s.file(t, "tree/etc/conf", "x = 1\n")
 		s.measure(t, "--tree", filepath.Join(s.dir, "tree"))
 	}},
-	{"image", func(t *testing.T, s *shapeLog) { s.measure(t, "--image", dockerArchive(t, filepath.Join(s.dir, "web.tar"))) }},
+	{"image", func(t *testing.T, s *shapeLog) {
+		s.measure(t, "--image", dockerArchive(t, filepath.Join(s.dir, "web.tar")))
+	}},
 	{"deletion", func(t *testing.T, s *shapeLog) {
 		s.appendEvent(t, eventlog.Event{Kind: eventlog.KindFile, Path: filepath.Join(s.dir, "gone.conf"), Reason: eventlog.ReasonDeleted})
 	}},
