@@ -234,3 +234,37 @@ func TestNotRecomputableDigests(t *testing.T) {
 		t.Errorf("Replay(edited phase record) = %v, want ErrDigestMismatch", err)
 	}
 }
+
+// TestRecordSizeLimit: the 1 MiB limit counts a record's whole element,
+// from its 0x1E to its line feed included.
+func TestRecordSizeLimit(t *testing.T) {
+	sized := func(n int) []byte {
+		r := mkRecord(t, 0, "/x")
+		b, _ := r.Marshal()
+		pad := n - len(b) - len(`,"zz":""`)
+		c, err := NewContent(append(r.Content, Field{Key: "zz", Str: strings.Repeat("p", pad)})...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Content, r.Digests = c, c.Digests(allBanks)
+		b, _ = r.Marshal()
+		if len(b) != n {
+			t.Fatalf("built a record of %d bytes, want %d", len(b), n)
+		}
+		return b
+	}
+	if _, _, err := ReplayReader(bytes.NewReader(sized(MaxRecordSize)), allBanks); err != nil {
+		t.Errorf("a record of exactly %d bytes: %v", MaxRecordSize, err)
+	}
+	_, err := ReadAll(bytes.NewReader(sized(MaxRecordSize + 1)))
+	if err == nil || !strings.Contains(err.Error(), "longer than") {
+		t.Errorf("a record of %d bytes: %v, want refused", MaxRecordSize+1, err)
+	}
+}
+
+func TestUnknownTopLevelField(t *testing.T) {
+	log := "\x1e" + strings.Replace(validJSON, `"pcr":23,`, `"pcr":23,"event_type":"x",`, 1) + "\n"
+	if _, err := ReadAll(strings.NewReader(log)); err == nil || !strings.Contains(err.Error(), `unknown field "event_type"`) {
+		t.Errorf("ReadAll = %v, want the unknown field refused", err)
+	}
+}
