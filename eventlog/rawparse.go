@@ -315,30 +315,29 @@ func (p *fastParser) digestList(r *rawRecord) bool {
 }
 
 // decodeLowerHex decodes src, which must be lowercase hex of len(dst) bytes.
-func decodeLowerHex[T text](dst []byte, src T) bool {
+func decodeLowerHex(dst, src []byte) bool {
 	if len(src) != 2*len(dst) {
 		return false
 	}
+	var bad byte
 	for i := range dst {
-		hi, ok1 := lowerHexDigit(src[2*i])
-		lo, ok2 := lowerHexDigit(src[2*i+1])
-		if !ok1 || !ok2 {
-			return false
-		}
-		dst[i] = hi<<4 | lo
+		hi, lo := lowerHex[src[2*i]], lowerHex[src[2*i+1]]
+		bad |= hi | lo
+		dst[i] = hi<<4 | lo&0x0f
 	}
-	return true
+	return bad&0xf0 == 0
 }
 
-func lowerHexDigit(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10, true
+// lowerHex maps a lowercase hex digit to its value, anything else to 0xff.
+var lowerHex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
 	}
-	return 0, false
-}
+	for i, c := range "0123456789abcdef" {
+		t[c] = byte(i)
+	}
+	return t
+}()
 
 // appendCanonical appends the canonical encoding of the content to b.
 func (r *rawRecord) appendCanonical(b []byte) []byte {

@@ -274,7 +274,8 @@ func appendJSONString(b []byte, s string) []byte {
 
 // Record is one entry of the log: one extend of one PCR.
 type Record struct {
-	// RecNum counts records from 0. systemd's records have none (HasRecNum false).
+	// RecNum is the record's position in its log, counting every record from
+	// 0 ([CheckRecNum]). systemd's records have none (HasRecNum false).
 	RecNum    uint64
 	HasRecNum bool
 	PCR       int
@@ -425,7 +426,7 @@ func slowParseRecord(j []byte) (Record, error) {
 			return Record{}, fmt.Errorf(`digests[%d]: %w`, i, err)
 		}
 		v := make([]byte, h.Size())
-		if !decodeLowerHex(v, d.Digest) {
+		if !decodeLowerHex(v, []byte(d.Digest)) {
 			return Record{}, fmt.Errorf(`digests[%d]: %s digest must be %d lowercase hex characters`, i, d.HashAlg, 2*h.Size())
 		}
 		if _, dup := r.Digest(h); dup {

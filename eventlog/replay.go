@@ -219,12 +219,6 @@ type View struct {
 // IsRimon reports whether the record is one of rimon's.
 func (v *View) IsRimon() bool { return v.raw != nil || v.rec.ContentType == ContentTypeRimon }
 
-// Recomputed reports whether the record's digests were recomputed from its
-// content (false: [ErrNotRecomputable], its content is not vouched for).
-func (v *View) Recomputed() bool {
-	return v.raw != nil || !errors.Is(Verify(v.rec), ErrNotRecomputable)
-}
-
 // Str returns a string field of a rimon record's content ("" when absent).
 func (v *View) Str(key string) string {
 	if v.raw == nil {
