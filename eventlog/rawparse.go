@@ -320,10 +320,10 @@ func decodeLowerHex(dst, src []byte) bool {
 		return false
 	}
 	var bad byte
-	for i := range dst {
-		hi, lo := lowerHex[src[2*i]], lowerHex[src[2*i+1]]
+	for i, j := 0, 1; j < len(src); i, j = i+2, j+2 {
+		hi, lo := lowerHex[src[i]], lowerHex[src[j]]
 		bad |= hi | lo
-		dst[i] = hi<<4 | lo&0x0f
+		dst[i>>1] = hi<<4 | lo&0x0f
 	}
 	return bad&0xf0 == 0
 }
