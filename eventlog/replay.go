@@ -252,6 +252,7 @@ func ReplayVisit(r io.Reader, banks []crypto.Hash, visit func(i int, st *State, 
 	rd := NewReader(r, 0)
 	s := NewState(banks)
 	var raw rawRecord
+	var view View // one for the whole replay: a View per record would escape, one allocation each
 	for i := 0; ; i++ {
 		body, err := rd.nextBody()
 		if err == io.EOF {
@@ -263,7 +264,7 @@ func ReplayVisit(r io.Reader, banks []crypto.Hash, visit func(i int, st *State, 
 		if err != nil {
 			return nil, i, err
 		}
-		var view View
+		view = View{}
 		var recnum uint64
 		if parseRaw(body, &raw) {
 			recnum = raw.recnum
