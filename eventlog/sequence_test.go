@@ -220,8 +220,13 @@ func (g *seqGen) log(t testing.TB) []byte {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Spell the same record otherwise now and then: escaped solidus, escaped letters.
-		switch g.next() % 4 {
+		// Spell the same record otherwise now and then: escaped solidus, escaped
+		// letters, spaces, content_type after content.
+		switch g.next() % 5 {
+		case 4:
+			ct := appendJSONString([]byte(`,"content_type":`), rec.ContentType)
+			b = bytes.Replace(b, ct, nil, 1)
+			b = append(append(b[:len(b)-2], ct...), '}', '\n')
 		case 1:
 			b = bytes.ReplaceAll(b, []byte("/"), []byte(`\/`))
 		case 2:
@@ -258,10 +263,11 @@ func TestSeqGenCoversShapes(t *testing.T) {
 		{1, 0x07, 3},
 		{1, 0x00, 0xff, 0xff, 0x10, 0x00},
 		{1, 0x00, 0xff, 0xff, 0x00, 0x00, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 0, 1},
+		{1, 0x00, 0x00, 0x01, 0x00, 0x00, 0, 4},
 	} {
 		all.Write((&seqGen{b: seed}).log(t))
 	}
-	for _, want := range []string{`"content_type":"systemd"`, `"content_type":"rimon"`, `"size":0`, `"size":"`, `\/`} {
+	for _, want := range []string{`"content_type":"systemd"`, `"content_type":"rimon"`, `"size":0`, `"size":"`, `\/`, `},"content_type":"rimon"}`} {
 		if !strings.Contains(all.String(), want) {
 			t.Errorf("generated logs lack %s:\n%s", want, all.String())
 		}
