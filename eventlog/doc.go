@@ -13,7 +13,12 @@
 // Nothing read from a log is trusted by itself. [Replay] recomputes every
 // record's digests from its content before it uses them, so an edited path,
 // kind, reason or file digest breaks replay; only a PCR value read from a TPM
-// (or proved by a quote) can vouch for a replayed log.
+// (or proved by a quote) can vouch for a replayed log. A record whose digests
+// cannot be recomputed (a systemd volume-key HMAC, an unknown content type:
+// [ErrNotRecomputable]) is extended as it is, and its content vouches for
+// nothing. Readers refuse every text a lax JSON reader would rewrite
+// (invalid UTF-8, unpaired surrogates), so that two different logs never
+// replay to the same PCR value.
 //
 // # Durability
 //

@@ -1,7 +1,6 @@
 package eventlog
 
 import (
-	"encoding/hex"
 	"errors"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -15,88 +14,13 @@ var errSlow = errors.New("not in the fast parser's subset")
 
 // fastParseRecord parses a record in the common shape without reflection.
 func fastParseRecord(j []byte) (Record, error) {
-	p := fastParser{b: j}
-	var r Record
-	var seen [5]bool
-	var content []byte
-	var havePCR bool
-	p.ws()
-	if !p.eat('{') {
-		return r, errSlow
+	var raw rawRecord
+	if !scanRecord(j, &raw) {
+		return Record{}, errSlow
 	}
-	p.ws()
-	if p.eat('}') {
-		return r, errSlow
-	}
-	for {
-		key, ok := p.str()
-		if !ok || !p.colon() {
-			return r, errSlow
-		}
-		var idx int
-		switch key {
-		case "recnum":
-			idx = 0
-			n, ok := p.uint()
-			if !ok {
-				return r, errSlow
-			}
-			r.RecNum, r.HasRecNum = n, true
-		case "pcr":
-			idx = 1
-			n, ok := p.uint()
-			if !ok || n > 31 {
-				return r, errSlow
-			}
-			r.PCR, havePCR = int(n), true
-		case "digests":
-			idx = 2
-			if !p.digests(&r) {
-				return r, errSlow
-			}
-		case "content_type":
-			idx = 3
-			s, ok := p.key()
-			if !ok || s == "" {
-				return r, errSlow
-			}
-			r.ContentType = s
-		case "content":
-			idx = 4
-			start := p.i
-			if !p.skipFlatObject() {
-				return r, errSlow
-			}
-			content = j[start:p.i]
-		default:
-			return r, errSlow
-		}
-		if seen[idx] {
-			return r, errSlow
-		}
-		seen[idx] = true
-		p.ws()
-		if p.eat(',') {
-			p.ws()
-			continue
-		}
-		if !p.eat('}') {
-			return r, errSlow
-		}
-		break
-	}
-	p.ws()
-	if p.i != len(p.b) || !havePCR || len(r.Digests) == 0 || r.ContentType == "" || content == nil {
-		return r, errSlow
-	}
-	if r.ContentType == ContentTypeRimon {
-		c, ok := fastParseContent(content)
-		if !ok {
-			return r, errSlow
-		}
-		r.Content = c
-	} else {
-		r.RawContent = append([]byte(nil), content...)
+	r, ok := raw.record()
+	if !ok {
+		return Record{}, errSlow
 	}
 	return r, nil
 }
@@ -169,6 +93,14 @@ func (p *fastParser) key() (string, bool) {
 }
 
 var knownKeys = map[string]string{}
+
+// internKey returns a shared copy of the names rimon uses, a new string otherwise.
+func internKey(b []byte) string {
+	if k, ok := knownKeys[string(b)]; ok {
+		return k
+	}
+	return string(b)
+}
 
 func init() {
 	for _, k := range []string{"kind", "path", "sha256", "size", "reason", "time", "boot_id", ContentTypeRimon, ContentTypeSystemd} {
@@ -350,73 +282,6 @@ func (p *fastParser) hex4() (rune, bool) {
 	}
 	p.i += 4
 	return r, true
-}
-
-// digests parses [{"hashAlg":"…","digest":"…"}, …].
-func (p *fastParser) digests(r *Record) bool {
-	if !p.eat('[') {
-		return false
-	}
-	p.ws()
-	if p.eat(']') {
-		return true
-	}
-	for {
-		if !p.eat('{') {
-			return false
-		}
-		p.ws()
-		var alg, dig string
-		var haveAlg, haveDig bool
-		for {
-			k, ok := p.str()
-			if !ok || !p.colon() {
-				return false
-			}
-			v, ok := p.str()
-			if !ok {
-				return false
-			}
-			switch {
-			case k == "hashAlg" && !haveAlg:
-				alg, haveAlg = v, true
-			case k == "digest" && !haveDig:
-				dig, haveDig = v, true
-			default:
-				return false
-			}
-			p.ws()
-			if p.eat(',') {
-				p.ws()
-				continue
-			}
-			if !p.eat('}') {
-				return false
-			}
-			break
-		}
-		if !haveAlg || !haveDig {
-			return false
-		}
-		h, err := ParseBank(alg)
-		if err != nil {
-			return false
-		}
-		v, err := hex.DecodeString(dig)
-		if err != nil || len(v) != h.Size() {
-			return false
-		}
-		if _, dup := r.Digest(h); dup {
-			return false
-		}
-		r.Digests = append(r.Digests, Digest{Alg: h, Value: v})
-		p.ws()
-		if p.eat(',') {
-			p.ws()
-			continue
-		}
-		return p.eat(']')
-	}
 }
 
 // skipFlatObject skips an object whose values are strings or numbers.

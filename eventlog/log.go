@@ -377,9 +377,7 @@ func (w *Writer) Append(ctx context.Context, pcr int, ev Event) (Record, error) 
 	if _, err := w.catchUp(ctx, false); err != nil {
 		return Record{}, err
 	}
-	if w.last != nil {
-		rec.RecNum = w.last.RecNum + 1
-	}
+	rec.RecNum = uint64(w.count) // its position: recnum counts every record of the log
 	b, err := rec.Marshal()
 	if err != nil {
 		return Record{}, err

@@ -4,22 +4,25 @@ import (
 	"bytes"
 	"crypto"
 	"encoding/binary"
-	"encoding/hex"
 	"unicode/utf8"
 )
 
-// rawRecord is a record parsed without allocating: its content fields are
-// slices of the input. It serves replay, which needs only the PCR, the
-// digests and the canonical encoding of the content.
+// rawRecord is a record parsed without allocating: its strings are slices
+// of the input. Replay needs only the PCR, the digests and the canonical
+// encoding of the content; [rawRecord.record] turns it into a [Record].
 type rawRecord struct {
 	recnum    uint64
 	hasRecnum bool
 	pcr       int
 	ndig      int
 	digs      [4]rawDigest
-	rimon     bool
-	nfields   int
-	fields    [maxFields]rawField
+	ctype     []byte // content_type
+	content   []byte // the content object as written
+	// inPlace says that fields hold the content: a flat object in key
+	// order whose strings have no escapes.
+	inPlace bool
+	nfields int
+	fields  [maxFields]rawField
 }
 
 type rawDigest struct {
@@ -29,21 +32,23 @@ type rawDigest struct {
 }
 
 type rawField struct {
-	key, val []byte
+	key, val []byte // val: a string's bytes, or an integer's digits
+	num      uint64
 	isNum    bool
 }
 
-// parseRaw parses the plainest shape of a rimon record: the fields rimon
-// writes, content keys in order, no escapes in content strings. Anything
-// else returns false and goes to [parseRecord]. When it returns true,
-// parseRecord accepts the same bytes and yields the same PCR, record number,
-// digests and canonical encoding (FuzzRawParse checks this).
-func parseRaw(j []byte, r *rawRecord) bool {
-	r.hasRecnum, r.recnum, r.pcr, r.ndig, r.rimon, r.nfields = false, 0, 0, 0, false, 0
+// scanRecord parses the top level of a record in the plain shape rimon and
+// systemd write: the five known fields (in any order), digests whose
+// strings need no escapes, a flat content object. A rimon content in key
+// order without escapes is parsed in place (inPlace). Anything else
+// returns false and is left to [slowParseRecord]. Every field of r is
+// set anew, so nothing of the previous record survives.
+func scanRecord(j []byte, r *rawRecord) bool {
+	r.recnum, r.hasRecnum, r.pcr, r.ndig = 0, false, 0, 0
+	r.ctype, r.content, r.inPlace, r.nfields = nil, nil, false, 0
 	p := fastParser{b: j}
 	var seen [5]bool
 	var havePCR bool
-	var haveContent bool
 	p.ws()
 	if !p.eat('{') {
 		return false
@@ -72,22 +77,26 @@ func parseRaw(j []byte, r *rawRecord) bool {
 			r.pcr, havePCR = int(n), true
 		case "digests":
 			idx = 2
-			if !p.rawDigests(r) {
+			if !p.digestList(r) {
 				return false
 			}
 		case "content_type":
 			idx = 3
 			s, ok := p.plainStr()
-			if !ok || string(s) != ContentTypeRimon {
+			if !ok || len(s) == 0 {
 				return false
 			}
-			r.rimon = true
+			r.ctype = s
 		case "content":
 			idx = 4
-			if !r.parseContent(&p) {
-				return false
+			start := p.i
+			if r.inPlace = r.parseContent(&p); !r.inPlace {
+				r.nfields, p.i = 0, start
+				if !p.skipFlatObject() {
+					return false
+				}
 			}
-			haveContent = true
+			r.content = j[start:p.i]
 		default:
 			return false
 		}
@@ -106,10 +115,50 @@ func parseRaw(j []byte, r *rawRecord) bool {
 		break
 	}
 	p.ws()
-	return p.i == len(j) && havePCR && r.ndig > 0 && r.rimon && haveContent
+	return p.i == len(j) && havePCR && r.ndig > 0 && r.ctype != nil && r.content != nil
 }
 
-// parseContent parses the content object at p's position.
+// parseRaw parses a rimon record for replay without allocating. When it
+// returns true, [slowParseRecord] accepts the same bytes and yields the same
+// PCR, record number, digests and canonical encoding (FuzzReplaySequence
+// checks this over sequences of records, r being reused as replay does).
+func parseRaw(j []byte, r *rawRecord) bool {
+	return scanRecord(j, r) && r.inPlace && string(r.ctype) == ContentTypeRimon
+}
+
+// record converts r into a Record; false leaves the record to the general parser.
+func (r *rawRecord) record() (Record, bool) {
+	rec := Record{RecNum: r.recnum, HasRecNum: r.hasRecnum, PCR: r.pcr, ContentType: internKey(r.ctype),
+		Digests: make([]Digest, r.ndig)}
+	for i := range rec.Digests {
+		d := &r.digs[i]
+		rec.Digests[i] = Digest{Alg: d.alg, Value: bytes.Clone(d.val[:d.n])}
+	}
+	switch {
+	case rec.ContentType != ContentTypeRimon:
+		rec.RawContent = bytes.Clone(r.content)
+	case !r.inPlace:
+		c, ok := fastParseContent(r.content)
+		if !ok {
+			return Record{}, false
+		}
+		rec.Content = c
+	case r.nfields > 0:
+		rec.Content = make(Content, r.nfields)
+		for i, f := range r.fields[:r.nfields] {
+			if f.isNum {
+				rec.Content[i] = Field{Key: internKey(f.key), Num: f.num, IsNum: true}
+			} else {
+				rec.Content[i] = Field{Key: internKey(f.key), Str: string(f.val)}
+			}
+		}
+	}
+	return rec, true
+}
+
+// parseContent parses the content object at p's position in place. It
+// succeeds only for a flat object whose keys are valid, in ascending
+// order and unique, and whose strings have no escapes.
 func (r *rawRecord) parseContent(p *fastParser) bool {
 	if !p.eat('{') {
 		return false
@@ -122,7 +171,6 @@ func (r *rawRecord) parseContent(p *fastParser) bool {
 		if r.nfields == maxFields {
 			return false
 		}
-		f := &r.fields[r.nfields]
 		key, ok := p.plainStr()
 		if !ok || !p.colon() || checkKeyBytes(key) != nil {
 			return false
@@ -130,18 +178,19 @@ func (r *rawRecord) parseContent(p *fastParser) bool {
 		if r.nfields > 0 && bytes.Compare(r.fields[r.nfields-1].key, key) >= 0 {
 			return false // out of order or repeated: the general parser decides
 		}
-		f.key = key
 		if p.i < len(p.b) && p.b[p.i] == '"' {
-			if f.val, ok = p.plainStr(); !ok {
+			val, ok := p.plainStr()
+			if !ok {
 				return false
 			}
-			f.isNum = false
+			r.fields[r.nfields] = rawField{key: key, val: val}
 		} else {
 			start := p.i
-			if _, ok := p.uint(); !ok {
+			n, ok := p.uint()
+			if !ok {
 				return false
 			}
-			f.val, f.isNum = p.b[start:p.i], true
+			r.fields[r.nfields] = rawField{key: key, val: p.b[start:p.i], num: n, isNum: true}
 		}
 		r.nfields++
 		p.ws()
@@ -198,7 +247,10 @@ func plainASCII(s []byte) bool {
 	return true
 }
 
-func (p *fastParser) rawDigests(r *rawRecord) bool {
+// digestList parses [{"hashAlg":"…","digest":"…"}, …] (the two keys in
+// either order, strings without escapes, digests in lowercase hex) into r.
+// It is the one digests parser of the fast paths.
+func (p *fastParser) digestList(r *rawRecord) bool {
 	if !p.eat('[') {
 		return false
 	}
@@ -208,26 +260,31 @@ func (p *fastParser) rawDigests(r *rawRecord) bool {
 			return false
 		}
 		p.ws()
-		k1, ok := p.plainStr()
-		if !ok || string(k1) != "hashAlg" || !p.colon() {
-			return false
-		}
-		alg, ok := p.plainStr()
-		if !ok {
-			return false
-		}
-		p.ws()
-		if !p.eat(',') {
-			return false
-		}
-		p.ws()
-		k2, ok := p.plainStr()
-		if !ok || string(k2) != "digest" || !p.colon() {
-			return false
-		}
-		dig, ok := p.plainStr()
-		if !ok {
-			return false
+		var alg, dig []byte
+		for k := 0; k < 2; k++ {
+			if k == 1 {
+				p.ws()
+				if !p.eat(',') {
+					return false
+				}
+				p.ws()
+			}
+			name, ok := p.plainStr()
+			if !ok || !p.colon() {
+				return false
+			}
+			v, ok := p.plainStr()
+			if !ok {
+				return false
+			}
+			switch {
+			case string(name) == "hashAlg" && alg == nil:
+				alg = v
+			case string(name) == "digest" && dig == nil:
+				dig = v
+			default:
+				return false
+			}
 		}
 		p.ws()
 		if !p.eat('}') {
@@ -237,14 +294,14 @@ func (p *fastParser) rawDigests(r *rawRecord) bool {
 		if h == 0 || len(dig) != 2*h.Size() {
 			return false
 		}
-		d := &r.digs[r.ndig]
-		if _, err := hex.Decode(d.val[:], dig); err != nil {
-			return false
-		}
 		for i := 0; i < r.ndig; i++ {
 			if r.digs[i].alg == h {
 				return false
 			}
+		}
+		d := &r.digs[r.ndig]
+		if !decodeLowerHex(d.val[:h.Size()], dig) {
+			return false
 		}
 		d.alg, d.n = h, h.Size()
 		r.ndig++
@@ -257,22 +314,38 @@ func (p *fastParser) rawDigests(r *rawRecord) bool {
 	}
 }
 
+// decodeLowerHex decodes src, which must be lowercase hex of len(dst) bytes.
+func decodeLowerHex(dst, src []byte) bool {
+	if len(src) != 2*len(dst) {
+		return false
+	}
+	var bad byte
+	for i, j := 0, 1; j < len(src); i, j = i+2, j+2 {
+		hi, lo := lowerHex[src[i]], lowerHex[src[j]]
+		bad |= hi | lo
+		dst[i>>1] = hi<<4 | lo&0x0f
+	}
+	return bad&0xf0 == 0
+}
+
+// lowerHex maps a lowercase hex digit to its value, anything else to 0xff.
+var lowerHex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i, c := range "0123456789abcdef" {
+		t[c] = byte(i)
+	}
+	return t
+}()
+
 // appendCanonical appends the canonical encoding of the content to b.
 func (r *rawRecord) appendCanonical(b []byte) []byte {
 	b = append(b, CanonicalHeader...)
 	for _, f := range r.fields[:r.nfields] {
-		if k := f.key; string(k) == "time" || string(k) == "boot_id" { // Unbound
-			continue
+		if !unbound(f.key) {
+			b = appendCanonicalField(b, f.key, f.isNum, f.val)
 		}
-		b = appendU32(b, len(f.key))
-		b = append(b, f.key...)
-		if f.isNum {
-			b = append(b, 'n')
-		} else {
-			b = append(b, 's')
-		}
-		b = appendU32(b, len(f.val))
-		b = append(b, f.val...)
 	}
 	return b
 }
@@ -298,10 +371,6 @@ func bankOf(name []byte) crypto.Hash {
 		return crypto.SHA512
 	}
 	return 0
-}
-
-func appendU32(b []byte, n int) []byte {
-	return append(b, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 }
 
 func checkKeyBytes(k []byte) error {

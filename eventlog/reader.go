@@ -2,7 +2,6 @@ package eventlog
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -73,6 +72,10 @@ func (r *Reader) nextBody() ([]byte, error) {
 		return nil, io.EOF
 	}
 	if err == io.EOF {
+		if line[0] != 0x1e {
+			// A write cut short leaves a prefix of a record, which starts with 0x1E.
+			return nil, r.fail(fmt.Errorf("%d bytes at the end of the log are not a record: they do not start with the record separator 0x1E", len(line)))
+		}
 		return nil, r.fail(fmt.Errorf("%w (%d bytes without a final line feed)", ErrTorn, len(line)))
 	}
 	if err != nil {
@@ -82,7 +85,9 @@ func (r *Reader) nextBody() ([]byte, error) {
 	if len(body) == 0 || body[0] != 0x1e {
 		return nil, r.fail(errors.New("does not start with the record separator 0x1E"))
 	}
-	return bytes.TrimSpace(body[1:]), nil
+	// JSON whitespace around the object is the parsers' business; other
+	// Unicode spaces are not JSON and are refused with it.
+	return body[1:], nil
 }
 
 func (r *Reader) advance() {

@@ -138,13 +138,7 @@ func reconcileFrom(ctx context.Context, start *State, base int, prev *Record, re
 		matched = 0
 	}
 	for i := range records {
-		var err error
-		if i > 0 {
-			err = checkSequence(records, i)
-		} else if prev != nil {
-			err = checkSequence([]Record{*prev, records[0]}, 1)
-		}
-		if err != nil {
+		if err := CheckRecNum(&records[i], base+i); err != nil {
 			return nil, &ReplayError{Index: base + i, RecNum: records[i].RecNum, Err: err}
 		}
 		if err := st.Apply(&records[i]); err != nil {

@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	// Register the hash functions the banks use.
@@ -162,29 +164,47 @@ func (c Content) Canonical() []byte {
 // Unbound reports whether a content field is informational: recorded, but
 // not part of the canonical encoding, and so not vouched for by the PCR.
 // These are "time" and "boot_id".
-func Unbound(key string) bool { return key == "time" || key == "boot_id" }
+func Unbound(key string) bool { return unbound(key) }
+
+// text is a string or its bytes: the canonical encoding is written from
+// parsed [Content] and, by replay, from fields still in the log's buffer.
+type text interface{ ~string | ~[]byte }
+
+func unbound[T text](key T) bool { return string(key) == "time" || string(key) == "boot_id" }
 
 // AppendCanonical appends the canonical encoding to b.
 func (c Content) AppendCanonical(b []byte) []byte {
 	b = append(b, CanonicalHeader...)
 	var num [20]byte
 	for _, f := range c {
-		if Unbound(f.Key) {
+		if unbound(f.Key) {
 			continue
 		}
-		b = binary.BigEndian.AppendUint32(b, uint32(len(f.Key)))
-		b = append(b, f.Key...)
-		v := f.Str
-		tag := byte('s')
 		if f.IsNum {
-			tag = 'n'
-			v = string(strconv.AppendUint(num[:0], f.Num, 10))
+			b = appendCanonicalField(b, f.Key, true, strconv.AppendUint(num[:0], f.Num, 10))
+		} else {
+			b = appendCanonicalField(b, f.Key, false, f.Str)
 		}
-		b = append(b, tag)
-		b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
-		b = append(b, v...)
 	}
 	return b
+}
+
+// appendCanonicalField appends one field of the canonical encoding:
+//
+//	uint32be(len(key)) key tag uint32be(len(value)) value
+//
+// with tag 'n' for an integer (value: its decimal digits) and 's' for a
+// string (value: its UTF-8 bytes). This is the only place that writes it.
+func appendCanonicalField[K, V text](b []byte, key K, isNum bool, val V) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(key)))
+	b = append(b, key...)
+	if isNum {
+		b = append(b, 'n')
+	} else {
+		b = append(b, 's')
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(val)))
+	return append(b, val...)
 }
 
 // Digests hashes the canonical encoding once per bank.
@@ -254,7 +274,8 @@ func appendJSONString(b []byte, s string) []byte {
 
 // Record is one entry of the log: one extend of one PCR.
 type Record struct {
-	// RecNum counts records from 0. systemd's records have none (HasRecNum false).
+	// RecNum is the record's position in its log, counting every record from
+	// 0 ([CheckRecNum]). systemd's records have none (HasRecNum false).
 	RecNum    uint64
 	HasRecNum bool
 	PCR       int
@@ -346,6 +367,9 @@ func parseRecord(j []byte) (Record, error) {
 // slowParseRecord decodes any well-formed record and explains what is
 // wrong with the others.
 func slowParseRecord(j []byte) (Record, error) {
+	if err := checkStrings(j); err != nil {
+		return Record{}, err
+	}
 	var m map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(j))
 	if err := dec.Decode(&m); err != nil {
@@ -369,20 +393,21 @@ func slowParseRecord(j []byte) (Record, error) {
 	}
 	var r Record
 	if v, ok := m["recnum"]; ok {
-		if err := json.Unmarshal(v, &r.RecNum); err != nil {
-			return Record{}, fmt.Errorf(`field "recnum": want a non-negative integer, have %s`, v)
+		n, err := parsePlainUint(v)
+		if err != nil {
+			return Record{}, fmt.Errorf(`field "recnum": %w`, err)
 		}
-		r.HasRecNum = true
+		r.RecNum, r.HasRecNum = n, true
 	}
 	v, ok := m["pcr"]
 	if !ok {
 		return Record{}, errors.New(`field "pcr" is missing`)
 	}
-	var pcr int64
-	if err := json.Unmarshal(v, &pcr); err != nil {
-		return Record{}, fmt.Errorf(`field "pcr": want an integer, have %s`, v)
+	pcr, err := parsePlainUint(v)
+	if err != nil {
+		return Record{}, fmt.Errorf(`field "pcr": want an integer from 0 to 31 in plain decimal, have %s`, v)
 	}
-	if pcr < 0 || pcr > 31 {
+	if pcr > 31 {
 		return Record{}, fmt.Errorf(`field "pcr": %d is out of range 0-31`, pcr)
 	}
 	r.PCR = int(pcr)
@@ -400,9 +425,9 @@ func slowParseRecord(j []byte) (Record, error) {
 		if err != nil {
 			return Record{}, fmt.Errorf(`digests[%d]: %w`, i, err)
 		}
-		v, err := hex.DecodeString(d.Digest)
-		if err != nil || len(v) != h.Size() {
-			return Record{}, fmt.Errorf(`digests[%d]: %s digest must be %d hex characters`, i, d.HashAlg, 2*h.Size())
+		v := make([]byte, h.Size())
+		if !decodeLowerHex(v, []byte(d.Digest)) {
+			return Record{}, fmt.Errorf(`digests[%d]: %s digest must be %d lowercase hex characters`, i, d.HashAlg, 2*h.Size())
 		}
 		if _, dup := r.Digest(h); dup {
 			return Record{}, fmt.Errorf(`digests[%d]: bank %s appears twice`, i, d.HashAlg)
@@ -431,6 +456,68 @@ func slowParseRecord(j []byte) (Record, error) {
 	}
 	r.Content = c
 	return r, nil
+}
+
+// parsePlainUint parses a JSON number that is a non-negative integer in
+// plain decimal (no sign, fraction, exponent or leading zero) up to 2^64-1.
+func parsePlainUint(v json.RawMessage) (uint64, error) {
+	n, err := strconv.ParseUint(string(v), 10, 64)
+	if err != nil || strconv.FormatUint(n, 10) != string(v) {
+		return 0, fmt.Errorf("want a non-negative integer in plain decimal up to %d, have %s", uint64(math.MaxUint64), v)
+	}
+	return n, nil
+}
+
+// checkStrings refuses a record whose JSON strings are not exactly Unicode
+// text: invalid UTF-8, or a \u escape of a surrogate that is not part of a
+// pair. encoding/json would read either as U+FFFD, so that two different
+// logs would read, and replay, the same.
+func checkStrings(j []byte) error {
+	if !utf8.Valid(j) {
+		for i := 0; i < len(j); {
+			r, n := utf8.DecodeRune(j[i:])
+			if r == utf8.RuneError && n <= 1 {
+				return fmt.Errorf("invalid UTF-8 at byte %d of the record", i)
+			}
+			i += n
+		}
+	}
+	inStr := false
+	for i := 0; i < len(j); i++ {
+		switch c := j[i]; {
+		case c == '"':
+			inStr = !inStr
+		case c == '\\' && inStr:
+			if i+1 < len(j) && j[i+1] == 'u' {
+				r, ok := hex4At(j, i+2)
+				switch {
+				case !ok:
+				case utf16.IsSurrogate(r) && r < 0xdc00:
+					r2, ok := rune(0), false
+					if i+7 < len(j) && j[i+6] == '\\' && j[i+7] == 'u' {
+						r2, ok = hex4At(j, i+8)
+					}
+					if !ok || r2 < 0xdc00 || r2 > 0xdfff {
+						return fmt.Errorf(`unpaired surrogate \u%04x at byte %d of the record`, r, i)
+					}
+					i += 6
+				case utf16.IsSurrogate(r):
+					return fmt.Errorf(`unpaired surrogate \u%04x at byte %d of the record`, r, i)
+				}
+			}
+			i++ // skip the escaped character
+		}
+	}
+	return nil
+}
+
+// hex4At reads four hex digits at j[i:].
+func hex4At(j []byte, i int) (rune, bool) {
+	if i+4 > len(j) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(j[i:i+4]), 16, 32)
+	return rune(n), err == nil
 }
 
 // parseContent decodes a flat object of strings and non-negative integers.

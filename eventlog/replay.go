@@ -111,9 +111,10 @@ func (s *State) hasher(h crypto.Hash) hash.Hash {
 
 // Apply verifies rec and extends its digests into the state. A record that
 // has no digest for a tracked bank leaves that bank unchanged, as
-// TPM2_PCR_Extend does.
+// TPM2_PCR_Extend does. A record whose digests cannot be recomputed
+// ([ErrNotRecomputable]) is extended as it is.
 func (s *State) Apply(rec *Record) error {
-	if err := s.verify(rec); err != nil {
+	if err := s.verify(rec); err != nil && !errors.Is(err, ErrNotRecomputable) {
 		return err
 	}
 	for _, bank := range s.banks {
@@ -131,7 +132,8 @@ func (s *State) Apply(rec *Record) error {
 
 // Verify checks that every digest of rec is the hash of its content. rimon
 // records hash their canonical encoding; systemd records hash the string
-// they carry. Records of other content types cannot be checked and are refused.
+// they carry. For a record whose digests cannot be recomputed it returns an
+// error wrapping [ErrNotRecomputable]: such a record is not verified.
 func Verify(rec *Record) error { return NewState(nil).verify(rec) }
 
 func (s *State) verify(rec *Record) error {
@@ -141,13 +143,13 @@ func (s *State) verify(rec *Record) error {
 		s.buf = rec.Content.AppendCanonical(s.buf[:0])
 		data = s.buf
 	case ContentTypeSystemd:
-		str, ok := systemdString(rec.RawContent)
-		if !ok {
-			return errors.New(`systemd record without a "string" to verify`)
+		str, err := systemdString(rec.RawContent)
+		if err != nil {
+			return err
 		}
 		data = []byte(str)
 	default:
-		return fmt.Errorf("content_type %q cannot be verified", rec.ContentType)
+		return fmt.Errorf("%w (content_type %q)", ErrNotRecomputable, rec.ContentType)
 	}
 	for _, d := range rec.Digests {
 		h := s.hasher(d.Alg)
@@ -166,7 +168,7 @@ func (s *State) verify(rec *Record) error {
 func Replay(records []Record, banks []crypto.Hash) (*State, error) {
 	s := NewState(banks)
 	for i := range records {
-		if err := checkSequence(records, i); err != nil {
+		if err := CheckRecNum(&records[i], i); err != nil {
 			return nil, &ReplayError{Index: i, RecNum: records[i].RecNum, Err: err}
 		}
 		if err := s.Apply(&records[i]); err != nil {
@@ -176,16 +178,24 @@ func Replay(records []Record, banks []crypto.Hash) (*State, error) {
 	return s, nil
 }
 
-// ErrSequence means record numbers do not count up by one: a record was
-// removed, inserted or moved.
+// ErrSequence means a record's number is not its position in the log: a
+// record was removed, inserted or moved, or a rimon record has no number.
 var ErrSequence = errors.New("record numbers out of sequence")
 
-func checkSequence(records []Record, i int) error {
-	if i == 0 || !records[i].HasRecNum || !records[i-1].HasRecNum {
-		return nil
-	}
-	if want := records[i-1].RecNum + 1; records[i].RecNum != want {
-		return fmt.Errorf("%w: recnum %d follows %d (want %d)", ErrSequence, records[i].RecNum, records[i-1].RecNum, want)
+// CheckRecNum checks the record number of rec, found at position index of
+// its log (from 0): a record's recnum, when it has one, is its position,
+// counting every record of the log (systemd's, which have none, included);
+// a rimon record always has one.
+func CheckRecNum(rec *Record, index int) error {
+	return checkRecNum(rec.ContentType == ContentTypeRimon, rec.HasRecNum, rec.RecNum, index)
+}
+
+func checkRecNum(rimon, has bool, recnum uint64, index int) error {
+	switch {
+	case !has && rimon:
+		return fmt.Errorf("%w: rimon record at position %d has no recnum", ErrSequence, index)
+	case has && recnum != uint64(index):
+		return fmt.Errorf("%w: recnum %d at position %d (recnum counts every record of the log from 0)", ErrSequence, recnum, index)
 	}
 	return nil
 }
@@ -242,7 +252,7 @@ func ReplayVisit(r io.Reader, banks []crypto.Hash, visit func(i int, st *State, 
 	rd := NewReader(r, 0)
 	s := NewState(banks)
 	var raw rawRecord
-	var prev Record // only RecNum and HasRecNum are used
+	var view View // one for the whole replay: a View per record would escape, one allocation each
 	for i := 0; ; i++ {
 		body, err := rd.nextBody()
 		if err == io.EOF {
@@ -254,29 +264,31 @@ func ReplayVisit(r io.Reader, banks []crypto.Hash, visit func(i int, st *State, 
 		if err != nil {
 			return nil, i, err
 		}
-		var cur Record
-		var view View
+		view = View{}
+		var recnum uint64
 		if parseRaw(body, &raw) {
-			cur.RecNum, cur.HasRecNum = raw.recnum, raw.hasRecnum
-			err = s.applyRaw(&raw)
+			recnum = raw.recnum
+			err = checkRecNum(true, raw.hasRecnum, raw.recnum, i)
+			if err == nil {
+				err = s.applyRaw(&raw)
+			}
 			view.raw = &raw
 		} else {
 			rec, perr := parseRecord(body)
 			if perr != nil {
 				return nil, i, rd.fail(perr)
 			}
-			cur = rec
-			err = s.Apply(&rec)
+			recnum = rec.RecNum
+			err = CheckRecNum(&rec, i)
+			if err == nil {
+				err = s.Apply(&rec)
+			}
 			view.rec = &rec
 		}
-		if err == nil && i > 0 {
-			err = checkSequence([]Record{prev, cur}, 1)
-		}
 		if err != nil {
-			return nil, i, &ReplayError{Index: i, RecNum: cur.RecNum, Err: err}
+			return nil, i, &ReplayError{Index: i, RecNum: recnum, Err: err}
 		}
 		rd.advance()
-		prev = Record{RecNum: cur.RecNum, HasRecNum: cur.HasRecNum}
 		if visit != nil && !visit(i, s, &view) {
 			return s, i + 1, nil
 		}

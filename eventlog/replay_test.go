@@ -103,8 +103,8 @@ func TestSequenceChecks(t *testing.T) {
 func TestReplayOrderMatters(t *testing.T) {
 	recs := logOf(t, 2)
 	a := replayValue(t, recs)
-	recs[0].HasRecNum, recs[1].HasRecNum = false, false
 	recs[0], recs[1] = recs[1], recs[0]
+	recs[0].RecNum, recs[1].RecNum = 0, 1
 	if b := replayValue(t, recs); bytes.Equal(a, b) {
 		t.Error("swapping two records did not change the replayed PCR")
 	}
@@ -136,9 +136,16 @@ func TestInitialValues(t *testing.T) {
 
 func TestUnverifiableContentType(t *testing.T) {
 	r := mkRecord(t, 0, "/x")
-	r.ContentType = "other"
-	if _, err := Replay([]Record{r}, allBanks); err == nil || !strings.Contains(err.Error(), "cannot be verified") {
-		t.Errorf("Replay(content_type other) = %v, want a refusal", err)
+	r.ContentType, r.RawContent = "other", []byte(`{"any":"thing"}`)
+	if err := Verify(&r); !errors.Is(err, ErrNotRecomputable) || !strings.Contains(err.Error(), `content_type "other"`) {
+		t.Errorf("Verify(content_type other) = %v, want ErrNotRecomputable", err)
+	}
+	st, err := Replay([]Record{r}, allBanks)
+	if err != nil {
+		t.Fatalf("Replay(content_type other) = %v, want its digests extended", err)
+	}
+	if bytes.Equal(st.Value(23, crypto.SHA256), InitialValue(23, crypto.SHA256)) {
+		t.Error("the record's digest was not extended")
 	}
 }
 

@@ -45,9 +45,30 @@ type jsonRecord struct {
 	Digests     []jsonDigest    `json:"digests"`
 	ContentType string          `json:"content_type"`
 	Content     json.RawMessage `json:"content"`
-	// Verified says whether the digests are the hash of the content.
-	Verified bool   `json:"verified"`
-	Problem  string `json:"problem,omitempty"`
+	// Verified says whether the digests were recomputed from the content
+	// and agree with it.
+	Verified bool `json:"verified"`
+	// Recomputable is false for a record whose digests cannot be recomputed
+	// (a systemd volume-key record, an unknown content type): its digests
+	// are taken as extended, its content is not vouched for.
+	Recomputable bool   `json:"recomputable"`
+	Problem      string `json:"problem,omitempty"`
+}
+
+// recordProblem says what is wrong with the record at position i of its
+// log; notRecomputable marks a record whose digests cannot be checked.
+func recordProblem(i int, r *eventlog.Record) (problem string, notRecomputable bool) {
+	if err := eventlog.CheckRecNum(r, i); err != nil {
+		return err.Error(), false
+	}
+	err := eventlog.Verify(r)
+	if errors.Is(err, eventlog.ErrNotRecomputable) {
+		return "", true
+	}
+	if err != nil {
+		return err.Error(), false
+	}
+	return "", false
 }
 
 func newLogShowCmd(g *globals) *cobra.Command {
@@ -56,7 +77,10 @@ func newLogShowCmd(g *globals) *cobra.Command {
 		Use:   "show [--json]",
 		Short: "List the log's records",
 		Long: `show lists every record: number, PCR, kind, reason, time, SHA-256 and path.
-A record whose digests are not the hash of its content is marked EDITED.
+A record whose digests are not the hash of its content, or whose number is not
+its position in the log, is marked EDITED. A record whose digests cannot be
+recomputed (a systemd volume-key record is an HMAC with the disk's key; an
+unknown content type) is shown as an extended digest, not recomputable.
 It reads rimon's logs and systemd's /run/log/systemd/tpm2-measure.log.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -68,16 +92,16 @@ It reads rimon's logs and systemd's /run/log/systemd/tpm2-measure.log.`,
 				out := make([]jsonRecord, 0, len(recs))
 				for i := range recs {
 					r := &recs[i]
-					jr := jsonRecord{PCR: r.PCR, ContentType: r.ContentType, Content: r.ContentJSON(), Verified: true}
+					jr := jsonRecord{PCR: r.PCR, ContentType: r.ContentType, Content: r.ContentJSON()}
 					if r.HasRecNum {
 						jr.RecNum = &r.RecNum
 					}
 					for _, d := range r.Digests {
 						jr.Digests = append(jr.Digests, jsonDigest{eventlog.BankName(d.Alg), hex.EncodeToString(d.Value)})
 					}
-					if err := eventlog.Verify(r); err != nil {
-						jr.Verified, jr.Problem = false, err.Error()
-					}
+					problem, notRecomputable := recordProblem(i, r)
+					jr.Recomputable, jr.Problem = !notRecomputable, problem
+					jr.Verified = problem == "" && !notRecomputable
 					out = append(out, jr)
 				}
 				enc := json.NewEncoder(g.stdout)
@@ -100,8 +124,11 @@ func showLine(i int, r *eventlog.Record) string {
 		num = fmt.Sprintf("%d", r.RecNum)
 	}
 	mark := ""
-	if err := eventlog.Verify(r); err != nil {
-		mark = "  EDITED: " + err.Error()
+	switch problem, notRecomputable := recordProblem(i, r); {
+	case notRecomputable:
+		mark = "  (extended digest, not recomputable: content not vouched for)"
+	case problem != "":
+		mark = "  EDITED: " + problem
 	}
 	if r.ContentType == eventlog.ContentTypeRimon {
 		e := r.Event()
@@ -156,7 +183,10 @@ func newLogCheckCmd(g *globals) *cobra.Command {
 		Long: `check replays the log and compares it with the TPM in every active bank.
 It exits 0 when they agree and 1, with the PCR, bank and both values, when they
 do not. Records written but never extended (a crash between the two) are
-reported; --repair extends them, as every measuring command does on start.`,
+reported; --repair extends them, as every measuring command does on start.
+With --tpm sim (the in-process simulator, empty in every process) it extends
+every record into the simulator and checks that it then agrees with the
+replay, in every bank and every PCR the log names.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkPCR(pcr); err != nil {
@@ -168,6 +198,9 @@ reported; --repair extends them, as every measuring command does on start.`,
 				return err
 			}
 			defer t.Close()
+			if t.Ephemeral() && !repair {
+				return g.checkOnSimulator(cmd, t, banks, pcr)
+			}
 			if repair {
 				w, err := g.openWriter(ctx, t, banks, pcr)
 				if err != nil {
@@ -206,6 +239,23 @@ reported; --repair extends them, as every measuring command does on start.`,
 	c.Flags().IntVar(&pcr, "pcr", 23, "PCR rimon extends (compared even when no record names it)")
 	c.Flags().BoolVar(&repair, "repair", false, "extend records that were written but never extended")
 	return c
+}
+
+// checkOnSimulator checks a log against the in-process simulator, which
+// starts empty in every process: it extends every record into it and
+// checks that the simulator then agrees with the replay of the log. It
+// changes nothing on disk.
+func (g *globals) checkOnSimulator(cmd *cobra.Command, t eventlog.PCRs, banks []crypto.Hash, pcr int) error {
+	recs, err := g.snapshot(cmd)
+	if err != nil {
+		return err
+	}
+	res, err := eventlog.Reconcile(cmd.Context(), recs, t, eventlog.ReconcileOptions{Banks: banks, PCRs: []int{pcr}, Rebuild: true})
+	if err != nil {
+		return asCheckFailure(fmt.Errorf("log %s: %w", g.log, err))
+	}
+	fmt.Fprintf(g.stderr, "rimon: the simulator starts empty: extended the %d records of %s into it\n", len(res.Repaired), g.log)
+	return g.printAgreement(res.Records, res.State, banks, pcr)
 }
 
 // asCheckFailure turns a disagreement between log and TPM into exit code 1.

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Known-answer vectors for docs/FORMAT.md, computed from that page alone.
 
-This is an independent implementation of the canonical encoding, the replay
-and the tree digest in Python's standard library. Run it from this directory;
-it rewrites events.json, replay.log, replay.json and tree.json.
+This is an independent implementation of the canonical encoding, the replay,
+the reading rules of the log and the tree digest in Python's standard
+library. Run it from this directory; it rewrites events.json, replay.log,
+replay.json, tree.json, mixed.log, mixed.json and cases.json.
 """
 import hashlib
+import hmac
 import json
+import re
 import struct
 
 BANKS = ["sha1", "sha256", "sha384", "sha512"]
@@ -47,7 +50,36 @@ EVENTS = [
      "reason": "launch:myapp.service", "time": "2026-11-26T17:52:00.5Z", "boot_id": BOOT},
     {"kind": "file", "path": "/tmp/odd name\nwith newline", "sha256": "ab" * 32, "size": 1,
      "reason": "changed", "time": "2026-11-26T17:53:00Z", "boot_id": BOOT, "zz_extra": "future field", "a_num": 7},
+    {"kind": "file", "path": "/etc/myapp/new.d/extra.conf", "sha256": hashlib.sha256(b"x=1\n").hexdigest(), "size": 4,
+     "reason": "created", "time": "2026-11-26T17:54:00Z", "boot_id": BOOT},
+    {"kind": "unmeasured", "path": "/var/lib/myapp/state.db", "reason": "changed", "cause": "unstable",
+     "error": "changed during each of 3 reads", "time": "2026-11-26T17:55:00Z", "boot_id": BOOT},
+    {"kind": "unmeasured", "path_escaped": None, "reason": "initial", "cause": "name_not_utf8",
+     "error": "file name is not valid UTF-8", "time": "2026-11-26T17:56:00Z", "boot_id": BOOT},
 ]
+
+
+def escape_path(b):
+    """path_escaped: % and every byte not part of valid UTF-8 as %XX, the rest as is."""
+    out, i = [], 0
+    while i < len(b):
+        for n in (4, 3, 2, 1):
+            try:
+                ch = b[i:i + n].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            if len(ch) == 1 and ch != "%":
+                out.append(ch)
+                i += n
+                break
+        else:
+            out.append("%%%02X" % b[i])
+            i += 1
+    return "".join(out)
+
+
+EVENTS[-1]["path_escaped"] = escape_path(b"/srv/data/caf\xe9% \xc3\xa9.txt")
+assert EVENTS[-1]["path_escaped"] == "/srv/data/caf%E9%25 \u00e9.txt"
 
 
 def events():
@@ -66,6 +98,237 @@ def replay_log():
                "content_type": "rimon", "content": e}
         lines.append(b"\x1e" + json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
     return b"".join(lines), {"pcr": 23, "values": {b: v.hex() for b, v in pcr.items()}}
+
+
+# A reader of the log written from docs/FORMAT.md, sections 1, 2 and 4.
+
+class Refused(Exception):
+    pass
+
+
+MAX_RECORD = 1 << 20
+TOP = {"recnum", "pcr", "digests", "content_type", "content"}
+SIZES = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
+SYSTEMD_HASHED = {None, "phase", "filesystem", "machine-id", "product-id", "keyslot",
+                  "nvpcr-init", "nvpcr-separator", "dm-verity"}
+PLAIN_INT = re.compile(r"0|[1-9][0-9]*\Z")
+KEY = re.compile(r"[a-z0-9_]{1,64}\Z")
+
+
+def plain_int(s):
+    if not PLAIN_INT.match(s) or int(s) > 2**64 - 1:
+        raise Refused("integer not in plain decimal up to 2^64-1: " + s)
+    return int(s)
+
+
+def no_float(s):
+    raise Refused("not an integer: " + s)
+
+
+def no_constant(s):
+    raise Refused("not JSON: " + s)
+
+
+def unique(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise Refused("a field name appears twice")
+    return dict(pairs)
+
+
+def check_text(v):
+    """Python's json reads an unpaired surrogate escape as a lone surrogate."""
+    if isinstance(v, str):
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in v):
+            raise Refused("unpaired surrogate")
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            check_text(k)
+            check_text(x)
+    elif isinstance(v, list):
+        for x in v:
+            check_text(x)
+
+
+def parse_record(body):
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Refused("invalid UTF-8")
+    try:
+        rec = json.loads(text, object_pairs_hook=unique, parse_int=plain_int,
+                         parse_float=no_float, parse_constant=no_constant)
+    except ValueError as e:  # json.JSONDecodeError
+        raise Refused("invalid JSON: %s" % e)
+    check_text(rec)
+    if not isinstance(rec, dict) or set(rec) - TOP:
+        raise Refused("not an object of the known fields")
+    if "recnum" in rec and not isinstance(rec["recnum"], int):
+        raise Refused("recnum")
+    if not isinstance(rec.get("pcr"), int) or rec["pcr"] > 31:
+        raise Refused("pcr")
+    ds = rec.get("digests")
+    if not isinstance(ds, list) or not ds:
+        raise Refused("digests missing or empty")
+    seen = {}
+    for d in ds:
+        if not isinstance(d, dict) or set(d) != {"hashAlg", "digest"}:
+            raise Refused("digest entry")
+        alg, dig = d["hashAlg"], d["digest"]
+        if alg not in SIZES or alg in seen:
+            raise Refused("bank")
+        if not isinstance(dig, str) or not re.fullmatch("[0-9a-f]{%d}" % (2 * SIZES[alg]), dig):
+            raise Refused("digest not lowercase hex of its size")
+        seen[alg] = bytes.fromhex(dig)
+    ct = rec.get("content_type")
+    if not isinstance(ct, str) or not ct or "content" not in rec:
+        raise Refused("content_type or content")
+    if ct == "rimon":
+        c = rec["content"]
+        if not isinstance(c, dict) or len(c) > 64:
+            raise Refused("content")
+        for k, v in c.items():
+            if not KEY.match(k) or not isinstance(v, (str, int)) or isinstance(v, bool):
+                raise Refused("content field " + k)
+    return rec, seen
+
+
+def measured_data(rec):
+    """The bytes the digests hash, or None when they cannot be recomputed."""
+    ct, c = rec["content_type"], rec["content"]
+    if ct == "rimon":
+        return canonical(c)
+    if ct == "systemd" and isinstance(c, dict):
+        if c.get("eventType") in SYSTEMD_HASHED and isinstance(c.get("string"), str):
+            return c["string"].encode("utf-8")
+    return None
+
+
+def read_log(data):
+    """Replays a whole log; returns {(pcr, bank): value} or raises Refused."""
+    pcrs = {}
+    lines = data.split(b"\n")
+    tail = lines.pop()  # after the last line feed
+    if tail and tail[:1] != b"\x1e":
+        raise Refused("trailing bytes that are not a record")
+    for i, line in enumerate(lines):
+        if len(line) + 1 > MAX_RECORD:
+            raise Refused("record over 1 MiB")
+        if line[:1] != b"\x1e":
+            raise Refused("no record separator")
+        rec, ds = parse_record(line[1:])
+        if "recnum" in rec and rec["recnum"] != i or "recnum" not in rec and rec["content_type"] == "rimon":
+            raise Refused("record %d: recnum" % i)
+        m = measured_data(rec)
+        if m is not None:
+            for alg, dig in ds.items():
+                if hashlib.new(alg, m).digest() != dig:
+                    raise Refused("record %d: %s digest does not match" % (i, alg))
+        for alg, dig in ds.items():
+            k = (rec["pcr"], alg)
+            cur = pcrs.get(k, bytes([0xFF if 17 <= rec["pcr"] <= 22 else 0] * SIZES[alg]))
+            pcrs[k] = hashlib.new(alg, cur + dig).digest()
+    return pcrs
+
+
+def record(recnum, pcr, content_type, content, digests):
+    rec = {}
+    if recnum is not None:
+        rec["recnum"] = recnum
+    rec.update({"pcr": pcr, "digests": [{"hashAlg": b, "digest": d.hex()} for b, d in digests.items()],
+                "content_type": content_type, "content": content})
+    return b"\x1e" + json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def rimon_record(recnum, content, banks=BANKS):
+    c = canonical(content)
+    return record(recnum, 23, "rimon", content, {b: hashlib.new(b, c).digest() for b in banks})
+
+
+def systemd_record(pcr, string, event_type, key=None):
+    content = {"string": string, "bootId": "7a1c2e9b0d4f4e6a8b3c5d7e9f0a1b2c", "timestamp": 5284713, "eventType": event_type}
+    if key is None:
+        ds = {b: hashlib.new(b, string.encode()).digest() for b in BANKS}
+    else:  # systemd-cryptsetup: HMAC(volume key, string)
+        ds = {b: hmac.new(key, string.encode(), b).digest() for b in BANKS}
+    return record(None, pcr, "systemd", content, ds)
+
+
+def mixed_log():
+    """systemd's records and rimon's in one file, numbered by position."""
+    log = b"".join([
+        systemd_record(11, "enter-initrd", "phase"),
+        systemd_record(15, "machine-id:6c7b4a3f2e1d4c0b9a8f7e6d5c4b3a21", "machine-id"),
+        systemd_record(15, "cryptsetup:root:1e023a55-60f9-4b6b-9b80-67438dc5f065", "volume-key", key=b"volume key"),
+        rimon_record(3, EVENTS[0]),
+        systemd_record(11, "leave-initrd", "phase"),
+        rimon_record(5, EVENTS[5]),
+        rimon_record(6, EVENTS[6]),
+        rimon_record(7, EVENTS[4]),
+        record(None, 16, "ima-ng", {"path": "/bin/sh"}, {"sha256": bytes(range(32))}),
+    ])
+    values = read_log(log)
+    return log, {"values": {"%d/%s" % k: v.hex() for k, v in sorted(values.items())}}
+
+
+def cases():
+    """Logs the reader above accepts (with their PCR values) or refuses."""
+    ok = rimon_record(0, EVENTS[0])
+    e = dict(EVENTS[0])
+    out = []
+
+    def add(name, log, pad=0):
+        # A run of pad bytes "p" is stored as "@PAD@" and the count, to keep the file small.
+        stored = log.replace(b"p" * pad, b"@PAD@") if pad else log
+        c = {"name": name, "log_hex": stored.hex()}
+        if pad:
+            c["pad"] = pad
+        try:
+            vals = read_log(log)
+            c.update(ok=True, values={"%d/%s" % k: v.hex() for k, v in sorted(vals.items())})
+        except Refused as why:
+            c.update(ok=False, why=str(why))
+        out.append(c)
+
+    def with_path(p, raw=None):
+        d = dict(e, path=p)
+        rec = rimon_record(0, d)
+        return rec if raw is None else rec.replace(json.dumps(p, ensure_ascii=False).encode(), raw)
+
+    add("plain", ok)
+    add("escaped_letter", with_path("/usr/bin/myapp", b'"/usr/bin/my\\u0061pp"'))
+    add("escaped_solidus", with_path("/usr/bin/myapp", b'"\\/usr\\/bin\\/myapp"'))
+    add("surrogate_pair", with_path("/tmp/\U0001F600", b'"/tmp/\\ud83d\\ude00"'))
+    add("lone_low_surrogate", with_path("/tmp/\ufffd", b'"/tmp/\\udc80"'))
+    add("lone_high_surrogate", with_path("/tmp/\ufffdx", b'"/tmp/\\ud83dx"'))
+    add("two_high_surrogates", with_path("/tmp/\ufffd\ufffd", b'"/tmp/\\ud83d\\ud83d"'))
+    add("invalid_utf8", with_path("/tmp/\ufffd", b'"/tmp/\xff"'))
+    add("surrogate_as_utf8_bytes", with_path("/tmp/\ufffd", b'"/tmp/\xed\xb2\x80"'))
+    add("u_plus_fffd", with_path("/tmp/\ufffd"))
+    add("uppercase_digest", re.sub(rb'"digest":"([0-9a-f]+)"', lambda m: b'"digest":"' + m.group(1).upper() + b'"', ok, count=1))
+    add("empty_digests", record(0, 23, "rimon", e, {}))
+    add("unknown_top_level_field", ok.replace(b'"pcr":23,', b'"pcr":23,"event":1,'))
+    add("negative_zero_pcr", ok.replace(b'"pcr":23', b'"pcr":-0'))
+    add("pcr_with_exponent", ok.replace(b'"pcr":23', b'"pcr":2.3e1'))
+    add("largest_integer", rimon_record(0, dict(e, size=2**64 - 1)))
+    add("integer_too_large", rimon_record(0, dict(e, size=2**64 - 1)).replace(b"18446744073709551615", b"18446744073709551616"))
+    add("rimon_without_recnum", rimon_record(None, e))
+    add("first_rimon_record_is_1", rimon_record(1, e))
+    add("rimon_1_after_systemd", systemd_record(11, "enter-initrd", "phase") + rimon_record(1, e))
+    add("rimon_0_after_systemd", systemd_record(11, "enter-initrd", "phase") + rimon_record(0, e))
+    add("systemd_edited", systemd_record(11, "enter-initrd", "phase").replace(b"enter", b"leave"))
+    add("volume_key", systemd_record(15, "cryptsetup:root:uuid", "volume-key", key=b"k"))
+    add("torn_tail", ok + ok[:40].replace(b'"recnum":0', b'"recnum":1'))
+    add("trailing_bytes_without_separator", ok + b'{"pcr":23}')
+    add("empty_line", ok + b"\n")
+    add("non_json_space", ok.replace(b"}\n", "}\u00a0".encode() + b"\n"))
+    pad = MAX_RECORD - len(rimon_record(0, dict(e, zz="")))
+    add("exactly_1_mib", rimon_record(0, dict(e, zz="p" * pad)), pad)
+    add("over_1_mib", rimon_record(0, dict(e, zz="p" * (pad + 1))), pad + 1)
+    for c in out:
+        if c["name"] == "torn_tail":  # a torn tail is left out, not refused
+            assert c["ok"]
+    return out
 
 
 # A tree, as the Go test builds it on disk: (rel, type, perm, value-or-content)
@@ -113,6 +376,15 @@ if __name__ == "__main__":
         f.write(log)
     with open("replay.json", "w") as f:
         json.dump(expected, f, indent=1)
+        f.write("\n")
+    log, expected = mixed_log()
+    with open("mixed.log", "wb") as f:
+        f.write(log)
+    with open("mixed.json", "w") as f:
+        json.dump(expected, f, indent=1)
+        f.write("\n")
+    with open("cases.json", "w") as f:
+        json.dump(cases(), f, indent=1)
         f.write("\n")
     with open("tree.json", "w") as f:
         json.dump(tree(), f, indent=1)
