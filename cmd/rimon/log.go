@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/rimon-dev/rimon/eventlog"
@@ -136,7 +137,14 @@ func showLine(i int, r *eventlog.Record) string {
 		if sum == "" {
 			sum = "-"
 		}
-		return fmt.Sprintf("%s pcr%d %s %s %s %s %q%s", num, r.PCR, e.Kind, e.Reason, e.Time, sum, e.Path, mark)
+		path := strconv.Quote(e.Path)
+		if esc := r.Content.Str("path_escaped"); e.Path == "" && esc != "" {
+			path = "escaped:" + strconv.Quote(esc) // a name that is not UTF-8, percent-escaped
+		}
+		if cause := r.Content.Str("cause"); e.Kind == eventlog.KindUnmeasured && cause != "" {
+			sum = "-(" + cause + ")"
+		}
+		return fmt.Sprintf("%s pcr%d %s %s %s %s %s%s", num, r.PCR, e.Kind, e.Reason, e.Time, sum, path, mark)
 	}
 	return fmt.Sprintf("%s pcr%d %s %s%s", num, r.PCR, r.ContentType, strings.TrimSpace(string(r.ContentJSON())), mark)
 }
@@ -214,10 +222,6 @@ replay, in every bank and every PCR the log names.`,
 				return err
 			}
 			res, err := eventlog.Check(ctx, g.log, t, banks, pcr, boot)
-			var div *eventlog.DivergenceError
-			if t.Ephemeral() && errors.As(err, &div) && div.Reset {
-				return checkErr(fmt.Errorf("log %s: PCR %d of the simulator is at its reset value: the simulator starts empty in every process, so only the process that measures can check it (--repair replays the log into it)", g.log, pcr))
-			}
 			if err != nil {
 				return asCheckFailure(err)
 			}
@@ -226,9 +230,7 @@ replay, in every bank and every PCR the log names.`,
 			}
 			if len(res.Pending) > 0 {
 				hint := "rimon log check --repair extends them"
-				if t.Ephemeral() {
-					hint = "the simulator starts empty in every process, so it can only be checked by the process that measures"
-				} else if res.Pending[0] == 0 {
+				if res.Pending[0] == 0 {
 					hint += " (the PCR is at its reset value: if rimon did not crash on its first record, the PCR was reset instead)"
 				}
 				return checkErr(fmt.Errorf("log %s: record(s) %v were written but not extended into the TPM: %s", g.log, res.Pending, hint))

@@ -28,6 +28,7 @@ type shapeLog struct {
 	spec, dir, log string
 	records        int // records written
 	notRecomputed  int // of which digests cannot be recomputed
+	unmeasured     int // of which say a path could not be measured
 	pcrs           map[int]bool
 }
 
@@ -142,8 +143,9 @@ func (s *shapeLog) systemd(t *testing.T, pcr int, str, eventType string) {
 
 // unmeasured appends an unmeasured record; pathField is "path" or
 // "path_escaped" (BRIEF contract, docs/FORMAT.md).
-func (s *shapeLog) unmeasured(t *testing.T, pathField, path, reason, cause, errText string) {
+func (s *shapeLog) addUnmeasured(t *testing.T, pathField, path, reason, cause, errText string) {
 	t.Helper()
+	s.unmeasured++
 	boot, err := eventlog.CurrentBootID()
 	if err != nil {
 		t.Fatal(err)
@@ -212,8 +214,8 @@ var shapes = []struct {
 		s.measure(t, s.file(t, "after-systemd", "x"))
 	}},
 	{"unmeasured", func(t *testing.T, s *shapeLog) {
-		s.unmeasured(t, "path", filepath.Join(s.dir, "secret"), "changed", "unreadable", "open: permission denied")
-		s.unmeasured(t, "path_escaped", "/srv/data/caf%E9%25.txt", "initial", "name_not_utf8", "name is not valid UTF-8")
+		s.addUnmeasured(t, "path", filepath.Join(s.dir, "secret"), "changed", "unreadable", "open: permission denied")
+		s.addUnmeasured(t, "path_escaped", "/srv/data/caf%E9%25.txt", "initial", "name_not_utf8", "name is not valid UTF-8")
 	}},
 }
 
@@ -295,8 +297,12 @@ func checkEveryReader(t *testing.T, s *shapeLog) {
 	sel := strings.Join(pcrs, ",")
 	mustRimon(t, "quote", "--tpm", s.spec, "--log", s.log, "--nonce", testNonce, "--pcrs", sel, "--bank", "sha256", "--out", ev)
 	r := rimon(t, "verify", "--evidence", ev, "--nonce", testNonce, "--ak", ak, "--pcrs", sel, "--json")
-	if r.code != 0 {
-		t.Fatalf("verify: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	// A path that could not be measured is never approved: UNTRUSTED.
+	if want := map[bool]int{false: 0, true: exitCheck}[s.unmeasured > 0]; r.code != want {
+		t.Fatalf("verify: exit %d, want %d (%d unmeasured records)\n%s%s", r.code, want, s.unmeasured, r.stdout, r.stderr)
+	}
+	if s.unmeasured > 0 && !strings.Contains(r.stdout, "not measured (") {
+		t.Errorf("verify: the unmeasured records are not reported\n%s", r.stdout)
 	}
 	var res map[string]any
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
