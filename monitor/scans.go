@@ -3,9 +3,6 @@ package monitor
 import (
 	"context"
 	"fmt"
-	"io/fs"
-	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/rimon-dev/rimon/eventlog"
@@ -13,78 +10,19 @@ import (
 	"github.com/rimon-dev/rimon/policy"
 )
 
-// Expand lists what the policy covers now, in path order: its files (the
-// file, glob and dir rules expanded), trees and images.
-func Expand(pol *policy.Policy) []policy.Target {
-	var out []policy.Target
-	for _, k := range expand(pol, nil) {
-		out = append(out, policy.Target{Kind: k.kind, Path: k.path})
-	}
-	return out
-}
-
 // targets lists what the policy covers now, plus the known paths it still
 // covers (so that deletions are found).
-func (m *Monitor) targets() []key { return expand(m.pol, m.known) }
-
-func expand(pol *policy.Policy, known map[string]Known) []key {
-	seen := map[key]bool{}
+func (m *Monitor) targets() []key {
+	var keep []string
+	for p, k := range m.known {
+		if k.Present {
+			keep = append(keep, p)
+		}
+	}
 	var out []key
-	add := func(k key) {
-		if !seen[k] {
-			seen[k] = true
-			out = append(out, k)
-		}
+	for _, t := range policy.Expand(m.pol, keep...) {
+		out = append(out, key{t.Kind, t.Path})
 	}
-	for i := range pol.Rules {
-		r := &pol.Rules[i]
-		switch r.Kind {
-		case policy.File:
-			add(key{policy.File, r.Path})
-		case policy.Tree, policy.Image:
-			add(key{r.Kind, r.Path})
-		case policy.Glob, policy.Dir:
-			root, want := r.Path, func(string) bool { return true }
-			if r.Kind == policy.Glob {
-				root, want = r.Pattern.StaticPrefix(), r.Pattern.CouldContain
-			}
-			filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-				if err != nil {
-					return nil
-				}
-				if d.IsDir() {
-					if p != root && (!want(p) || (r.Kind == policy.Dir && pol.Excluded(r, p))) {
-						return filepath.SkipDir
-					}
-					return nil
-				}
-				if d.Type()&fs.ModeSymlink != 0 && pol.Symlinks == policy.Skip {
-					return nil
-				}
-				if !d.Type().IsRegular() && d.Type()&fs.ModeSymlink == 0 {
-					return nil
-				}
-				if t, ok := pol.TargetFor(p); ok && t.Kind == policy.File {
-					add(key{policy.File, p})
-				}
-				return nil
-			})
-		}
-	}
-	for p, k := range known {
-		if !k.Present {
-			continue
-		}
-		if t, ok := pol.TargetFor(p); ok && t.Path == p {
-			add(key{t.Kind, p})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].path != out[j].path {
-			return out[i].path < out[j].path
-		}
-		return out[i].kind < out[j].kind
-	})
 	return out
 }
 
