@@ -7,6 +7,7 @@ import (
 
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/measure"
+	"github.com/rimon-dev/rimon/measure/target"
 	"github.com/rimon-dev/rimon/policy"
 )
 
@@ -30,44 +31,21 @@ func (m *Monitor) targets() []key {
 // It runs outside the main goroutine: it touches nothing of m but its
 // fixed configuration; seq and the budget opts are taken by the caller.
 func (m *Monitor) measureAll(ctx context.Context, keys []key, seq uint64, opts measure.Options, progress func(done int)) []result {
+	ts := make([]target.Target, len(keys))
+	for i, k := range keys {
+		ts[i] = target.Target{Kind: kindOf(k.kind), Path: k.path}
+	}
+	opts.Workers = m.cfg.Workers
 	out := make([]result, len(keys))
-	var files []string
-	var fileIdx []int
-	for i, k := range keys {
-		if k.kind == policy.File {
-			files = append(files, k.path)
-			fileIdx = append(fileIdx, i)
+	for i, o := range target.All(ctx, ts, target.Options{Budget: opts}, progress) {
+		r := result{key: keys[i], seq: seq}
+		if o.Err != nil {
+			r.err = o.Err
+			r.absent, r.notDir = classify(o.Path, o.Err)
+		} else {
+			r.digest, r.size, r.extra = o.Digest, o.Size, o.Extra
 		}
-	}
-	// Files in chunks, so progress can be shown.
-	const chunk = 2048
-	done := 0
-	for start := 0; start < len(files); start += chunk {
-		end := min(start+chunk, len(files))
-		fo := opts
-		fo.Workers = m.cfg.Workers
-		for j, o := range measure.FilesWith(ctx, files[start:end], fo) {
-			i := fileIdx[start+j]
-			r := result{key: keys[i], seq: seq}
-			if o.Err != nil {
-				r.err = o.Err
-				r.absent, r.notDir = classify(o.Path, o.Err)
-			} else {
-				r.digest, r.size = o.Digest.String(), uint64(o.Size)
-			}
-			out[i] = r
-		}
-		done += end - start
-		if progress != nil {
-			progress(done)
-		}
-	}
-	for i, k := range keys {
-		if k.kind != policy.File {
-			out[i] = measureTarget(ctx, k, opts)
-			out[i].seq = seq
-			done++
-		}
+		out[i] = r
 	}
 	return out
 }
