@@ -48,9 +48,13 @@ type Config struct {
 	Watchdog time.Duration
 	// Progress, when set, receives a progress line during long scans (a terminal).
 	Progress io.Writer
-	// Workers bounds parallel hashing: files hashed at once by scans (0: one
-	// per core) and measurements of changes in flight (0: 4; at least 2),
-	// of which large files, trees and images take at most half.
+	// Workers bounds parallel hashing, with two rules. A scan (the initial
+	// one, and each rescan) hashes up to Workers files at once, a tree's
+	// files included; 0 means one per core. Measurements of changes run up
+	// to Workers at once, at least 2 and 0 meaning [DefaultChangeWorkers]
+	// (not one per core: each change measured is one file, tree or image),
+	// of which large files, trees and images take at most half; a tree
+	// measured after a change hashes its files on every core.
 	Workers int
 	// Ready, when set, is closed once the initial measurement is recorded
 	// and the watches are in place.
@@ -152,17 +156,27 @@ type Monitor struct {
 	lastChange      time.Time
 }
 
+// DefaultChangeWorkers is how many measurements of changes run at once
+// when [Config.Workers] is 0.
+const DefaultChangeWorkers = 4
+
+// changeWorkers is how many measurements of changes run at once, and how
+// many of them large files, trees and images may take, for
+// [Config.Workers] n.
+func changeWorkers(n int) (workers, big int) {
+	if n <= 0 {
+		n = DefaultChangeWorkers
+	}
+	n = max(n, 2) // so that large work never holds every worker
+	return n, n / 2
+}
+
 // New checks cfg and returns a Monitor.
 func New(cfg Config) (*Monitor, error) {
 	if cfg.Policy == nil || cfg.Recorder == nil || cfg.Logger == nil {
 		return nil, errors.New("monitor: Policy, Recorder and Logger are required")
 	}
-	workers := cfg.Workers
-	if workers <= 0 {
-		workers = 4
-	}
-	workers = max(workers, 2) // so that large work never holds every worker
-	big := workers / 2
+	workers, big := changeWorkers(cfg.Workers)
 	known := map[string]Known{}
 	for k, v := range cfg.Known {
 		known[k] = v

@@ -432,3 +432,21 @@ func TestPeriodicCheckReportsDivergence(t *testing.T) {
 		return strings.Contains(h.logs.String(), "log and TPM disagree") && strings.Contains(h.logs.String(), "TPM has 11")
 	})
 }
+
+// TestWorkers checks the rule Config.Workers documents for measurements of
+// changes: 0 means DefaultChangeWorkers, at least 2, half for large work.
+func TestWorkers(t *testing.T) {
+	pol := loadPolicy(t, t.TempDir(), "measure:\n  - file: $DIR/a\n")
+	for _, tc := range []struct{ n, workers, big int }{
+		{0, DefaultChangeWorkers, DefaultChangeWorkers / 2}, {-1, 4, 2}, {1, 2, 1}, {2, 2, 1}, {3, 3, 1}, {8, 8, 4},
+	} {
+		m, err := New(Config{Policy: pol, Recorder: &memRecorder{}, Logger: slogTo(io.Discard), Workers: tc.n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cap(m.sem) != tc.workers || cap(m.bigSem) != tc.big {
+			t.Errorf("Workers %d: %d measurements of changes at once, %d large; want %d and %d",
+				tc.n, cap(m.sem), cap(m.bigSem), tc.workers, tc.big)
+		}
+	}
+}
