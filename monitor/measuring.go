@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"time"
 	"unicode/utf8"
 
 	"github.com/rimon-dev/rimon/eventlog"
@@ -148,7 +147,7 @@ func (m *Monitor) record(ctx context.Context, ev eventlog.Event) error {
 		}
 	}
 	m.records++
-	m.lastChange = time.Now()
+	m.lastChange = m.clock.Now()
 	m.log.Info("measured", "recnum", rec.RecNum, "path", ev.Path, "kind", ev.Kind, "sha256", ev.SHA256, "reason", ev.Reason)
 	return nil
 }

@@ -59,6 +59,8 @@ type Config struct {
 	// Ready, when set, is closed once the initial measurement is recorded
 	// and the watches are in place.
 	Ready chan<- struct{}
+	// Clock is the time the monitor runs on; nil is the system clock.
+	Clock Clock
 }
 
 // Known is the last recorded measurement of a path.
@@ -115,7 +117,7 @@ type result struct {
 
 type pending struct {
 	first, last time.Time
-	timer       *time.Timer
+	timer       Timer
 }
 
 // Monitor is the agent. Create it with [New] and start it with [Monitor.Run].
@@ -123,6 +125,7 @@ type Monitor struct {
 	cfg     Config
 	pol     *policy.Policy
 	log     *slog.Logger
+	clock   Clock
 	watcher *fsnotify.Watcher
 	watched map[string]bool
 	known   map[string]Known
@@ -177,12 +180,16 @@ func New(cfg Config) (*Monitor, error) {
 		return nil, errors.New("monitor: Policy, Recorder and Logger are required")
 	}
 	workers, big := changeWorkers(cfg.Workers)
+	clock := cfg.Clock
+	if clock == nil {
+		clock = systemClock{}
+	}
 	known := map[string]Known{}
 	for k, v := range cfg.Known {
 		known[k] = v
 	}
 	return &Monitor{
-		cfg: cfg, pol: cfg.Policy, log: cfg.Logger,
+		cfg: cfg, pol: cfg.Policy, log: cfg.Logger, clock: clock,
 		watched: map[string]bool{}, known: known,
 		pending: map[key]*pending{}, inflight: map[key]uint64{}, cancel: map[key]context.CancelFunc{},
 		dirty: map[key]bool{}, applied: map[key]uint64{}, unrec: map[key]*unrec{}, causes: map[string]string{}, retry: make(chan key, 64),
@@ -221,17 +228,17 @@ func (m *Monitor) Run(ctx context.Context) error {
 
 	var rescanC <-chan time.Time
 	if iv := m.rescanInterval(); iv > 0 {
-		t := time.NewTicker(iv)
+		t := m.clock.NewTicker(iv)
 		defer t.Stop()
-		rescanC = t.C
+		rescanC = t.C()
 	}
 	var dogC <-chan time.Time
 	if m.cfg.Watchdog > 0 {
-		t := time.NewTicker(m.cfg.Watchdog / 2)
+		t := m.clock.NewTicker(m.cfg.Watchdog / 2)
 		defer t.Stop()
-		dogC = t.C
+		dogC = t.C()
 	}
-	statusT := time.NewTicker(10 * time.Second)
+	statusT := m.clock.NewTicker(10 * time.Second)
 	defer statusT.Stop()
 
 	for {
@@ -273,7 +280,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 			m.reload(ctx)
 		case <-dogC:
 			m.notify("WATCHDOG=1")
-		case <-statusT.C:
+		case <-statusT.C():
 			m.notify("STATUS=" + m.status())
 		}
 	}

@@ -51,15 +51,15 @@ func (m *Monitor) measureAll(ctx context.Context, keys []key, seq uint64, opts m
 }
 
 func (m *Monitor) initialScan(ctx context.Context) error {
-	start := time.Now()
+	start := m.clock.Now()
 	keys := m.targets()
 	m.log.Info("initial scan", "targets", len(keys))
-	last := time.Now()
+	last := start
 	progress := func(done int) {
-		if time.Since(last) < time.Second && done < len(keys) {
+		if m.clock.Now().Sub(last) < time.Second && done < len(keys) {
 			return
 		}
-		last = time.Now()
+		last = m.clock.Now()
 		msg := fmt.Sprintf("initial scan: measured %d of %d", done, len(keys))
 		m.notify("STATUS=" + msg)
 		if m.cfg.Progress != nil {
@@ -74,11 +74,11 @@ func (m *Monitor) initialScan(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	hashed := time.Since(start)
+	hashed := m.clock.Now().Sub(start)
 	before := m.records
 	m.applyBatch(ctx, results, eventlog.ReasonInitial)
 	m.log.Info("initial scan done", "targets", len(keys), "records", m.records-before,
-		"hash_seconds", hashed.Seconds(), "record_seconds", time.Since(start).Seconds()-hashed.Seconds())
+		"hash_seconds", hashed.Seconds(), "record_seconds", m.clock.Now().Sub(start).Seconds()-hashed.Seconds())
 	return nil
 }
 
