@@ -157,6 +157,11 @@ type Monitor struct {
 
 	records, errors int
 	lastChange      time.Time
+
+	// probe runs a function on Run's goroutine, and onLoop (when set)
+	// after each event Run handles: tests see the state through them.
+	probe  chan func()
+	onLoop func()
 }
 
 // DefaultChangeWorkers is how many measurements of changes run at once
@@ -195,7 +200,7 @@ func New(cfg Config) (*Monitor, error) {
 		dirty: map[key]bool{}, applied: map[key]uint64{}, unrec: map[key]*unrec{}, causes: map[string]string{}, retry: make(chan key, 64),
 		fire: make(chan key, 256), results: make(chan result, 64), sem: make(chan struct{}, workers),
 		bigSem:     make(chan struct{}, big),
-		rescanDone: make(chan []result, 1), done: make(chan struct{}),
+		rescanDone: make(chan []result, 1), done: make(chan struct{}), probe: make(chan func()),
 	}, nil
 }
 
@@ -282,6 +287,12 @@ func (m *Monitor) Run(ctx context.Context) error {
 			m.notify("WATCHDOG=1")
 		case <-statusT.C():
 			m.notify("STATUS=" + m.status())
+		case f := <-m.probe:
+			f()
+			continue
+		}
+		if m.onLoop != nil {
+			m.onLoop()
 		}
 	}
 }
