@@ -3,7 +3,9 @@
 // content changes.
 //
 // It is the only package of rimon that owns goroutines, fsnotify watches,
-// signals and a logger.
+// signals and a logger. What a change is measured with is package
+// measure/target, what the policy covers is [policy.Expand], and the time
+// it runs on is a [Clock] ([Config.Clock]), so that tests control it.
 //
 // # How it works
 //

@@ -5,7 +5,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/rimon-dev/rimon/policy"
@@ -100,7 +99,7 @@ func (m *Monitor) newDirectory(dir string) {
 // schedule measures k once it has been quiet for the debounce time, or
 // after ten times that when it never goes quiet.
 func (m *Monitor) schedule(k key) {
-	now := time.Now()
+	now := m.clock.Now()
 	p := m.pending[k]
 	if p != nil {
 		p.last = now
@@ -108,7 +107,7 @@ func (m *Monitor) schedule(k key) {
 	}
 	p = &pending{first: now, last: now}
 	m.pending[k] = p
-	p.timer = time.AfterFunc(m.pol.Debounce, func() { m.sendFire(k) })
+	p.timer = m.clock.AfterFunc(m.pol.Debounce, func() { m.sendFire(k) })
 }
 
 func (m *Monitor) sendFire(k key) {
@@ -123,10 +122,10 @@ func (m *Monitor) fired(ctx context.Context, k key) {
 	if p == nil {
 		return
 	}
-	now := time.Now()
+	now := m.clock.Now()
 	quiet := now.Sub(p.last)
 	if quiet < m.pol.Debounce && now.Sub(p.first) < 10*m.pol.Debounce {
-		p.timer = time.AfterFunc(m.pol.Debounce-quiet, func() { m.sendFire(k) })
+		p.timer = m.clock.AfterFunc(m.pol.Debounce-quiet, func() { m.sendFire(k) })
 		return
 	}
 	delete(m.pending, k)

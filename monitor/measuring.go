@@ -5,12 +5,11 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"time"
 	"unicode/utf8"
 
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/measure"
-	"github.com/rimon-dev/rimon/ociimage"
+	"github.com/rimon-dev/rimon/measure/target"
 	"github.com/rimon-dev/rimon/policy"
 )
 
@@ -21,7 +20,6 @@ func (m *Monitor) budget() measure.Options {
 
 func measureTarget(ctx context.Context, k key, opts measure.Options) result {
 	r := result{key: k}
-	var err error
 	if k.kind == policy.File && !utf8.ValidString(k.path) {
 		// It cannot be recorded under its name: do not read it, only see
 		// whether it is there.
@@ -32,24 +30,8 @@ func measureTarget(ctx context.Context, k key, opts measure.Options) result {
 		}
 		return r
 	}
-	switch k.kind {
-	case policy.File:
-		var res measure.Result
-		if res, err = measure.FileWith(ctx, k.path, opts); err == nil {
-			r.digest, r.size = res.Digest.String(), uint64(res.Size)
-		}
-	case policy.Tree:
-		var res measure.TreeResult
-		if res, err = measure.TreeWith(ctx, k.path, opts); err == nil {
-			r.digest, r.size = res.Digest.String(), uint64(len(res.Entries))
-		}
-	case policy.Image:
-		var res ociimage.Result
-		if res, err = ociimage.Verify(ctx, k.path); err == nil {
-			r.digest, r.size = res.Digest, uint64(res.Blobs)
-			r.extra = res.Fields()
-		}
-	}
+	res, err := target.Measure(ctx, kindOf(k.kind), k.path, target.Options{Budget: opts})
+	r.digest, r.size, r.extra = res.Digest, res.Size, res.Extra
 	if err != nil {
 		r.err = err
 		r.absent, r.notDir = classify(k.path, err)
@@ -165,7 +147,7 @@ func (m *Monitor) record(ctx context.Context, ev eventlog.Event) error {
 		}
 	}
 	m.records++
-	m.lastChange = time.Now()
+	m.lastChange = m.clock.Now()
 	m.log.Info("measured", "recnum", rec.RecNum, "path", ev.Path, "kind", ev.Kind, "sha256", ev.SHA256, "reason", ev.Reason)
 	return nil
 }

@@ -48,13 +48,19 @@ type Config struct {
 	Watchdog time.Duration
 	// Progress, when set, receives a progress line during long scans (a terminal).
 	Progress io.Writer
-	// Workers bounds parallel hashing: files hashed at once by scans (0: one
-	// per core) and measurements of changes in flight (0: 4; at least 2),
-	// of which large files, trees and images take at most half.
+	// Workers bounds parallel hashing, with two rules. A scan (the initial
+	// one, and each rescan) hashes up to Workers files at once, a tree's
+	// files included; 0 means one per core. Measurements of changes run up
+	// to Workers at once, at least 2 and 0 meaning [DefaultChangeWorkers]
+	// (not one per core: each change measured is one file, tree or image),
+	// of which large files, trees and images take at most half; a tree
+	// measured after a change hashes its files on every core.
 	Workers int
 	// Ready, when set, is closed once the initial measurement is recorded
 	// and the watches are in place.
 	Ready chan<- struct{}
+	// Clock is the time the monitor runs on; nil is the system clock.
+	Clock Clock
 }
 
 // Known is the last recorded measurement of a path.
@@ -111,7 +117,7 @@ type result struct {
 
 type pending struct {
 	first, last time.Time
-	timer       *time.Timer
+	timer       Timer
 }
 
 // Monitor is the agent. Create it with [New] and start it with [Monitor.Run].
@@ -119,6 +125,7 @@ type Monitor struct {
 	cfg     Config
 	pol     *policy.Policy
 	log     *slog.Logger
+	clock   Clock
 	watcher *fsnotify.Watcher
 	watched map[string]bool
 	known   map[string]Known
@@ -150,6 +157,26 @@ type Monitor struct {
 
 	records, errors int
 	lastChange      time.Time
+
+	// probe runs a function on Run's goroutine, and onLoop (when set)
+	// after each event Run handles: tests see the state through them.
+	probe  chan func()
+	onLoop func()
+}
+
+// DefaultChangeWorkers is how many measurements of changes run at once
+// when [Config.Workers] is 0.
+const DefaultChangeWorkers = 4
+
+// changeWorkers is how many measurements of changes run at once, and how
+// many of them large files, trees and images may take, for
+// [Config.Workers] n.
+func changeWorkers(n int) (workers, big int) {
+	if n <= 0 {
+		n = DefaultChangeWorkers
+	}
+	n = max(n, 2) // so that large work never holds every worker
+	return n, n / 2
 }
 
 // New checks cfg and returns a Monitor.
@@ -157,24 +184,23 @@ func New(cfg Config) (*Monitor, error) {
 	if cfg.Policy == nil || cfg.Recorder == nil || cfg.Logger == nil {
 		return nil, errors.New("monitor: Policy, Recorder and Logger are required")
 	}
-	workers := cfg.Workers
-	if workers <= 0 {
-		workers = 4
+	workers, big := changeWorkers(cfg.Workers)
+	clock := cfg.Clock
+	if clock == nil {
+		clock = systemClock{}
 	}
-	workers = max(workers, 2) // so that large work never holds every worker
-	big := workers / 2
 	known := map[string]Known{}
 	for k, v := range cfg.Known {
 		known[k] = v
 	}
 	return &Monitor{
-		cfg: cfg, pol: cfg.Policy, log: cfg.Logger,
+		cfg: cfg, pol: cfg.Policy, log: cfg.Logger, clock: clock,
 		watched: map[string]bool{}, known: known,
 		pending: map[key]*pending{}, inflight: map[key]uint64{}, cancel: map[key]context.CancelFunc{},
 		dirty: map[key]bool{}, applied: map[key]uint64{}, unrec: map[key]*unrec{}, causes: map[string]string{}, retry: make(chan key, 64),
 		fire: make(chan key, 256), results: make(chan result, 64), sem: make(chan struct{}, workers),
 		bigSem:     make(chan struct{}, big),
-		rescanDone: make(chan []result, 1), done: make(chan struct{}),
+		rescanDone: make(chan []result, 1), done: make(chan struct{}), probe: make(chan func()),
 	}, nil
 }
 
@@ -207,17 +233,17 @@ func (m *Monitor) Run(ctx context.Context) error {
 
 	var rescanC <-chan time.Time
 	if iv := m.rescanInterval(); iv > 0 {
-		t := time.NewTicker(iv)
+		t := m.clock.NewTicker(iv)
 		defer t.Stop()
-		rescanC = t.C
+		rescanC = t.C()
 	}
 	var dogC <-chan time.Time
 	if m.cfg.Watchdog > 0 {
-		t := time.NewTicker(m.cfg.Watchdog / 2)
+		t := m.clock.NewTicker(m.cfg.Watchdog / 2)
 		defer t.Stop()
-		dogC = t.C
+		dogC = t.C()
 	}
-	statusT := time.NewTicker(10 * time.Second)
+	statusT := m.clock.NewTicker(10 * time.Second)
 	defer statusT.Stop()
 
 	for {
@@ -259,8 +285,14 @@ func (m *Monitor) Run(ctx context.Context) error {
 			m.reload(ctx)
 		case <-dogC:
 			m.notify("WATCHDOG=1")
-		case <-statusT.C:
+		case <-statusT.C():
 			m.notify("STATUS=" + m.status())
+		case f := <-m.probe:
+			f()
+			continue
+		}
+		if m.onLoop != nil {
+			m.onLoop()
 		}
 	}
 }

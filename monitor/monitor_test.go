@@ -25,13 +25,19 @@ type memRecorder struct {
 	mu        sync.Mutex
 	events    []eventlog.Event
 	verifyErr error
+	// changed, when set, is called after each record.
+	changed func()
 }
 
 func (r *memRecorder) Append(ctx context.Context, pcr int, ev eventlog.Event) (eventlog.Record, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.events = append(r.events, ev)
-	return eventlog.Record{RecNum: uint64(len(r.events) - 1)}, nil
+	n, changed := len(r.events), r.changed
+	r.mu.Unlock()
+	if changed != nil {
+		changed()
+	}
+	return eventlog.Record{RecNum: uint64(n - 1)}, nil
 }
 
 func (r *memRecorder) Verify(ctx context.Context) error {
@@ -61,16 +67,23 @@ func (r *memRecorder) last(path string) (eventlog.Event, int) {
 
 func sum(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 
-// syncBuffer collects the monitor's log.
+// syncBuffer collects the monitor's log or its sd_notify states.
 type syncBuffer struct {
 	mu sync.Mutex
 	b  strings.Builder
+	// changed, when set, is called after each write.
+	changed func()
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
+	n, err := s.b.Write(p)
+	changed := s.changed
+	s.mu.Unlock()
+	if changed != nil {
+		changed()
+	}
+	return n, err
 }
 
 func (s *syncBuffer) String() string {
@@ -79,14 +92,26 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// harness runs a Monitor with its real inotify watcher on a fake clock.
+// Time moves only when the test moves it: waitFor makes each pending call
+// (debounce, retry) when nothing else can make progress, and tick makes a
+// ticker (rescan) tick. No test waits on the wall clock but for the
+// deadline that fails it.
 type harness struct {
-	logs   syncBuffer
-	t      *testing.T
-	dir    string
-	rec    *memRecorder
-	cancel context.CancelFunc
-	done   chan error
+	logs     syncBuffer
+	notes    syncBuffer // sd_notify states
+	t        *testing.T
+	dir      string
+	rec      *memRecorder
+	m        *Monitor
+	clock    *fakeClock
+	activity chan struct{} // a record, a log line, a timer, an event handled
+	cancel   context.CancelFunc
+	done     chan error
 }
+
+// deadline bounds every wait of these tests (wall clock).
+const deadline = 20 * time.Second
 
 func loadPolicy(t *testing.T, dir, yaml string) *policy.Policy {
 	t.Helper()
@@ -100,12 +125,26 @@ func loadPolicy(t *testing.T, dir, yaml string) *policy.Policy {
 
 func start(t *testing.T, dir string, pol *policy.Policy) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: dir, rec: &memRecorder{}, done: make(chan error, 1)}
+	return startWith(t, dir, Config{Policy: pol}, &memRecorder{})
+}
+
+// startWith runs a Monitor of cfg, whose Recorder is rec unless set, its
+// Logger, Notify, Ready and Clock the harness's.
+func startWith(t *testing.T, dir string, cfg Config, rec *memRecorder) *harness {
+	t.Helper()
+	h := &harness{t: t, dir: dir, rec: rec, done: make(chan error, 1), clock: newFakeClock(), activity: make(chan struct{}, 1)}
+	rec.changed, h.logs.changed, h.notes.changed, h.clock.changed = h.poke, h.poke, h.poke, h.poke
+	if cfg.Recorder == nil {
+		cfg.Recorder = rec
+	}
 	ready := make(chan struct{})
-	m, err := New(Config{Policy: pol, Recorder: h.rec, Logger: slog.New(slog.NewTextHandler(&h.logs, nil)), Ready: ready})
+	cfg.Logger, cfg.Notify, cfg.Ready, cfg.Clock = slogTo(&h.logs), notifyTo{&h.notes}, ready, h.clock
+	m, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.m = m
+	m.onLoop = h.poke
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- m.Run(ctx) }()
@@ -113,11 +152,18 @@ func start(t *testing.T, dir string, pol *policy.Policy) *harness {
 	case <-ready:
 	case err := <-h.done:
 		t.Fatalf("monitor stopped before ready: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("monitor not ready after 20s")
+	case <-time.After(deadline):
+		t.Fatalf("monitor not ready after %v", deadline)
 	}
 	t.Cleanup(h.stop)
 	return h
+}
+
+func (h *harness) poke() {
+	select {
+	case h.activity <- struct{}{}:
+	default:
+	}
 }
 
 func (h *harness) stop() {
@@ -131,21 +177,72 @@ func (h *harness) stop() {
 	}
 }
 
-// waitFor polls until cond holds; events arrive asynchronously.
+// waitFor waits until cond holds. Whenever it does not, and a call of the
+// clock is pending (a debounce, a retry), the clock moves to it; else the
+// wait lasts until something happens: a record, a log line, a timer set,
+// an event handled.
 func (h *harness) waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s; records: %+v", what, h.rec.snapshot())
+	h.waitPolling(t, what, 0, cond)
 }
 
-// settle waits long enough for any pending measurement to be recorded.
-func (h *harness) settle() { time.Sleep(400 * time.Millisecond) }
+// waitPolling is waitFor for a cond whose change nothing announces (the
+// kernel's table of open files): it looks again every poll as well.
+func (h *harness) waitPolling(t *testing.T, what string, poll time.Duration, cond func() bool) {
+	t.Helper()
+	end := time.NewTimer(deadline)
+	defer end.Stop()
+	var again <-chan time.Time
+	if poll > 0 {
+		tk := time.NewTicker(poll)
+		defer tk.Stop()
+		again = tk.C
+	}
+	for !cond() {
+		if h.clock.fireNext() {
+			continue
+		}
+		select {
+		case <-h.activity:
+		case <-again:
+		case <-end.C:
+			t.Fatalf("timed out waiting for %s; records: %+v", what, h.rec.snapshot())
+		}
+	}
+}
+
+// idle reports whether the monitor has nothing to measure: no change
+// waiting for its debounce or being measured, no rescan running.
+func (h *harness) idle() bool {
+	res := make(chan bool, 1)
+	select {
+	case h.m.probe <- func() {
+		m := h.m
+		res <- len(m.pending) == 0 && len(m.inflight) == 0 && !m.rescanning && len(m.fire) == 0 && len(m.results) == 0
+	}:
+		return <-res
+	case <-h.m.done:
+		return true
+	}
+}
+
+// sync writes a file the policy covers and waits until it is recorded and
+// the monitor is idle: inotify delivers events in order, so every change
+// made before is handled by then.
+func (h *harness) sync(t *testing.T, path string) {
+	t.Helper()
+	content := fmt.Sprintf("sync %d", time.Now().UnixNano())
+	write(t, path, content)
+	h.waitFor(t, "the sync file "+path, func() bool { e, _ := h.rec.last(path); return e.SHA256 == sum([]byte(content)) })
+	h.waitFor(t, "the monitor to be idle", h.idle)
+}
+
+// tick waits until a ticker of period d runs, then moves the clock by d.
+func (h *harness) tick(t *testing.T, d time.Duration) {
+	t.Helper()
+	h.waitFor(t, fmt.Sprintf("a ticker of %v", d), func() bool { return h.clock.hasTicker(d) })
+	h.clock.Advance(d)
+}
 
 func write(t *testing.T, p, content string) {
 	t.Helper()
@@ -211,14 +308,15 @@ func TestWatchScenarios(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The clock stands still while the chunks are written: they all
+		// come within the debounce time (TestDebounce times the rule).
 		for i := 0; i < 10; i++ {
 			fmt.Fprintf(f, "chunk %d\n", i)
-			time.Sleep(10 * time.Millisecond) // quicker than the debounce
 		}
 		f.Close()
 		data, _ := os.ReadFile(dir + "/bin/app")
 		h.waitFor(t, "final content", func() bool { e, _ := h.rec.last(dir + "/bin/app"); return e.SHA256 == sum(data) })
-		h.settle()
+		h.sync(t, dir+"/conf.d/sync-chunks.conf")
 		if n := count(dir+"/bin/app") - before; n != 1 {
 			t.Errorf("%d records for one write in ten chunks, want 1", n)
 		}
@@ -233,7 +331,7 @@ func TestWatchScenarios(t *testing.T) {
 	t.Run("chmod_only", func(t *testing.T) {
 		before := count(dir + "/etc/app.conf")
 		os.Chmod(dir+"/etc/app.conf", 0o600)
-		h.settle()
+		h.sync(t, dir+"/conf.d/sync-chmod.conf")
 		if count(dir+"/etc/app.conf") != before {
 			t.Error("a chmod made a new record")
 		}
@@ -260,8 +358,8 @@ func TestWatchScenarios(t *testing.T) {
 		write(t, dir+"/bin/.app.swp", "excluded globally")
 		write(t, dir+"/bin/cache/blob", "excluded directory")
 		write(t, dir+"/elsewhere", "not covered")
-		h.settle()
-		if got := h.rec.snapshot()[n:]; len(got) != 0 {
+		h.sync(t, dir+"/conf.d/sync-ignored.conf")
+		if got := h.rec.snapshot()[n:]; len(got) != 1 || got[0].Path != dir+"/conf.d/sync-ignored.conf" {
 			t.Errorf("ignored paths made records: %+v", got)
 		}
 	})
@@ -361,6 +459,7 @@ func TestWatchLimitFallsBackToRescans(t *testing.T) {
 		t.Errorf("the log does not explain the watch limit:\n%s", h.logs.String())
 	}
 	write(t, dir+"/bin/sub/tool", "v2")
+	h.tick(t, time.Second)
 	h.waitFor(t, "a rescan to find the change", func() bool {
 		e, _ := h.rec.last(dir + "/bin/sub/tool")
 		return e.SHA256 == sum([]byte("v2"))
@@ -428,7 +527,26 @@ func TestPeriodicCheckReportsDivergence(t *testing.T) {
 	h.rec.mu.Lock()
 	h.rec.verifyErr = errors.New("PCR 23 sha256: TPM has 11..., replay gives 22...")
 	h.rec.mu.Unlock()
+	h.tick(t, time.Second)
 	h.waitFor(t, "the divergence in the log", func() bool {
 		return strings.Contains(h.logs.String(), "log and TPM disagree") && strings.Contains(h.logs.String(), "TPM has 11")
 	})
+}
+
+// TestWorkers checks the rule Config.Workers documents for measurements of
+// changes: 0 means DefaultChangeWorkers, at least 2, half for large work.
+func TestWorkers(t *testing.T) {
+	pol := loadPolicy(t, t.TempDir(), "measure:\n  - file: $DIR/a\n")
+	for _, tc := range []struct{ n, workers, big int }{
+		{0, DefaultChangeWorkers, DefaultChangeWorkers / 2}, {-1, 4, 2}, {1, 2, 1}, {2, 2, 1}, {3, 3, 1}, {8, 8, 4},
+	} {
+		m, err := New(Config{Policy: pol, Recorder: &memRecorder{}, Logger: slogTo(io.Discard), Workers: tc.n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cap(m.sem) != tc.workers || cap(m.bigSem) != tc.big {
+			t.Errorf("Workers %d: %d measurements of changes at once, %d large; want %d and %d",
+				tc.n, cap(m.sem), cap(m.bigSem), tc.workers, tc.big)
+		}
+	}
 }

@@ -3,88 +3,27 @@ package monitor
 import (
 	"context"
 	"fmt"
-	"io/fs"
-	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/measure"
+	"github.com/rimon-dev/rimon/measure/target"
 	"github.com/rimon-dev/rimon/policy"
 )
 
-// Expand lists what the policy covers now, in path order: its files (the
-// file, glob and dir rules expanded), trees and images.
-func Expand(pol *policy.Policy) []policy.Target {
-	var out []policy.Target
-	for _, k := range expand(pol, nil) {
-		out = append(out, policy.Target{Kind: k.kind, Path: k.path})
-	}
-	return out
-}
-
 // targets lists what the policy covers now, plus the known paths it still
 // covers (so that deletions are found).
-func (m *Monitor) targets() []key { return expand(m.pol, m.known) }
-
-func expand(pol *policy.Policy, known map[string]Known) []key {
-	seen := map[key]bool{}
+func (m *Monitor) targets() []key {
+	var keep []string
+	for p, k := range m.known {
+		if k.Present {
+			keep = append(keep, p)
+		}
+	}
 	var out []key
-	add := func(k key) {
-		if !seen[k] {
-			seen[k] = true
-			out = append(out, k)
-		}
+	for _, t := range policy.Expand(m.pol, keep...) {
+		out = append(out, key{t.Kind, t.Path})
 	}
-	for i := range pol.Rules {
-		r := &pol.Rules[i]
-		switch r.Kind {
-		case policy.File:
-			add(key{policy.File, r.Path})
-		case policy.Tree, policy.Image:
-			add(key{r.Kind, r.Path})
-		case policy.Glob, policy.Dir:
-			root, want := r.Path, func(string) bool { return true }
-			if r.Kind == policy.Glob {
-				root, want = r.Pattern.StaticPrefix(), r.Pattern.CouldContain
-			}
-			filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-				if err != nil {
-					return nil
-				}
-				if d.IsDir() {
-					if p != root && (!want(p) || (r.Kind == policy.Dir && pol.Excluded(r, p))) {
-						return filepath.SkipDir
-					}
-					return nil
-				}
-				if d.Type()&fs.ModeSymlink != 0 && pol.Symlinks == policy.Skip {
-					return nil
-				}
-				if !d.Type().IsRegular() && d.Type()&fs.ModeSymlink == 0 {
-					return nil
-				}
-				if t, ok := pol.TargetFor(p); ok && t.Kind == policy.File {
-					add(key{policy.File, p})
-				}
-				return nil
-			})
-		}
-	}
-	for p, k := range known {
-		if !k.Present {
-			continue
-		}
-		if t, ok := pol.TargetFor(p); ok && t.Path == p {
-			add(key{t.Kind, p})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].path != out[j].path {
-			return out[i].path < out[j].path
-		}
-		return out[i].kind < out[j].kind
-	})
 	return out
 }
 
@@ -92,58 +31,35 @@ func expand(pol *policy.Policy, known map[string]Known) []key {
 // It runs outside the main goroutine: it touches nothing of m but its
 // fixed configuration; seq and the budget opts are taken by the caller.
 func (m *Monitor) measureAll(ctx context.Context, keys []key, seq uint64, opts measure.Options, progress func(done int)) []result {
+	ts := make([]target.Target, len(keys))
+	for i, k := range keys {
+		ts[i] = target.Target{Kind: kindOf(k.kind), Path: k.path}
+	}
+	opts.Workers = m.cfg.Workers
 	out := make([]result, len(keys))
-	var files []string
-	var fileIdx []int
-	for i, k := range keys {
-		if k.kind == policy.File {
-			files = append(files, k.path)
-			fileIdx = append(fileIdx, i)
+	for i, o := range target.All(ctx, ts, target.Options{Budget: opts}, progress) {
+		r := result{key: keys[i], seq: seq}
+		if o.Err != nil {
+			r.err = o.Err
+			r.absent, r.notDir = classify(o.Path, o.Err)
+		} else {
+			r.digest, r.size, r.extra = o.Digest, o.Size, o.Extra
 		}
-	}
-	// Files in chunks, so progress can be shown.
-	const chunk = 2048
-	done := 0
-	for start := 0; start < len(files); start += chunk {
-		end := min(start+chunk, len(files))
-		fo := opts
-		fo.Workers = m.cfg.Workers
-		for j, o := range measure.FilesWith(ctx, files[start:end], fo) {
-			i := fileIdx[start+j]
-			r := result{key: keys[i], seq: seq}
-			if o.Err != nil {
-				r.err = o.Err
-				r.absent, r.notDir = classify(o.Path, o.Err)
-			} else {
-				r.digest, r.size = o.Digest.String(), uint64(o.Size)
-			}
-			out[i] = r
-		}
-		done += end - start
-		if progress != nil {
-			progress(done)
-		}
-	}
-	for i, k := range keys {
-		if k.kind != policy.File {
-			out[i] = measureTarget(ctx, k, opts)
-			out[i].seq = seq
-			done++
-		}
+		out[i] = r
 	}
 	return out
 }
 
 func (m *Monitor) initialScan(ctx context.Context) error {
-	start := time.Now()
+	start := m.clock.Now()
 	keys := m.targets()
 	m.log.Info("initial scan", "targets", len(keys))
-	last := time.Now()
+	last := start
 	progress := func(done int) {
-		if time.Since(last) < time.Second && done < len(keys) {
+		if m.clock.Now().Sub(last) < time.Second && done < len(keys) {
 			return
 		}
-		last = time.Now()
+		last = m.clock.Now()
 		msg := fmt.Sprintf("initial scan: measured %d of %d", done, len(keys))
 		m.notify("STATUS=" + msg)
 		if m.cfg.Progress != nil {
@@ -158,11 +74,11 @@ func (m *Monitor) initialScan(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	hashed := time.Since(start)
+	hashed := m.clock.Now().Sub(start)
 	before := m.records
 	m.applyBatch(ctx, results, eventlog.ReasonInitial)
 	m.log.Info("initial scan done", "targets", len(keys), "records", m.records-before,
-		"hash_seconds", hashed.Seconds(), "record_seconds", time.Since(start).Seconds()-hashed.Seconds())
+		"hash_seconds", hashed.Seconds(), "record_seconds", m.clock.Now().Sub(start).Seconds()-hashed.Seconds())
 	return nil
 }
 

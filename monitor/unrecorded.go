@@ -60,7 +60,7 @@ type unrec struct {
 	// recorded is set once an unmeasured record says why the path is
 	// not measured: the log then tells the truth, retries go on.
 	recorded bool
-	timer    *time.Timer
+	timer    Timer
 }
 
 func (u *unrec) stopTimer() {
@@ -74,7 +74,7 @@ func (u *unrec) stopTimer() {
 func (m *Monitor) unrecorded(k key) *unrec {
 	u := m.unrec[k]
 	if u == nil {
-		u = &unrec{since: time.Now()}
+		u = &unrec{since: m.clock.Now()}
 		m.unrec[k] = u
 	}
 	return u
@@ -184,7 +184,7 @@ func (m *Monitor) retryLater(k key, u *unrec) {
 		limit = max(maxRetry, 10*m.pol.MaxFileTime)
 	}
 	d = min(d, limit)
-	u.timer = time.AfterFunc(d, func() {
+	u.timer = m.clock.AfterFunc(d, func() {
 		select {
 		case m.retry <- k:
 		case <-m.done:

@@ -3,6 +3,7 @@ package monitor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -140,54 +141,38 @@ func (r *flakyRecorder) Append(ctx context.Context, pcr int, ev eventlog.Event) 
 
 // TestFailedAppendIsRetried: a change whose record cannot be written is
 // never forgotten: it is listed as unrecorded, retried without waiting for
-// a rescan, and recorded once the log takes it.
+// a rescan, with a backoff that doubles, and recorded once the log takes it.
 func TestFailedAppendIsRetried(t *testing.T) {
 	dir := t.TempDir()
 	write(t, dir+"/bin/app", "v1")
 	rec := &flakyRecorder{}
 	pol := loadPolicy(t, dir, "settings:\n  debounce: 20ms\nmeasure:\n  - dir: $DIR/bin\n")
-	ready := make(chan struct{})
-	var logs syncBuffer
-	var notes syncBuffer
-	m, err := New(Config{Policy: pol, Recorder: rec, Logger: slogTo(&logs), Ready: ready, Notify: notifyTo{&notes}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	<-ready
+	h := startWith(t, dir, Config{Policy: pol, Recorder: rec}, &rec.memRecorder)
 	rec.mu.Lock()
 	rec.fails = 3
 	rec.mu.Unlock()
 	write(t, dir+"/bin/app", "v2")
-	deadline := time.Now().Add(10 * time.Second)
 	var seen []Unrecorded
-	for time.Now().Before(deadline) && len(seen) == 0 {
-		seen = m.Unrecorded()
-		time.Sleep(time.Millisecond)
-	}
+	h.waitFor(t, "the change listed as unrecorded", func() bool { seen = h.m.Unrecorded(); return len(seen) > 0 })
 	if len(seen) != 1 || seen[0].Path != dir+"/bin/app" || seen[0].Cause != CauseError || seen[0].Tries < 1 {
 		t.Errorf("Unrecorded() = %+v, want the app with cause error", seen)
 	}
-	if want := "1 changes not recorded, retrying (error: " + dir + "/bin/app)"; !strings.Contains(notes.String(), want) {
-		t.Errorf("STATUS= does not say %q:\n%s", want, notes.String())
+	if want := "1 changes not recorded, retrying (error: " + dir + "/bin/app)"; !strings.Contains(h.notes.String(), want) {
+		t.Errorf("STATUS= does not say %q:\n%s", want, h.notes.String())
 	}
-	for time.Now().Before(deadline) {
-		if e, _ := rec.last(dir + "/bin/app"); e.SHA256 == sum([]byte("v2")) {
-			break
+	h.waitFor(t, "the change recorded after the log recovered", func() bool {
+		e, _ := rec.last(dir + "/bin/app")
+		return e.SHA256 == sum([]byte("v2"))
+	})
+	h.waitFor(t, "the unrecorded list emptied", func() bool { return len(h.m.Unrecorded()) == 0 })
+	var retries []time.Duration
+	for _, d := range h.clock.callDelays() {
+		if d != pol.Debounce {
+			retries = append(retries, d)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	if e, _ := rec.last(dir + "/bin/app"); e.SHA256 != sum([]byte("v2")) {
-		t.Fatalf("the change was not recorded after the log recovered; last record %+v\n%s", e, logs.String())
-	}
-	for time.Now().Before(deadline) && len(m.Unrecorded()) > 0 {
-		time.Sleep(time.Millisecond)
-	}
-	if u := m.Unrecorded(); len(u) != 0 {
-		t.Errorf("Unrecorded() = %+v after the record", u)
+	if want := []time.Duration{firstRetry, 2 * firstRetry, 4 * firstRetry}; fmt.Sprint(retries) != fmt.Sprint(want) {
+		t.Errorf("retried after %v, want %v", retries, want)
 	}
 }
 
@@ -209,13 +194,13 @@ func TestLargeFilesDoNotStarve(t *testing.T) {
 		f.Close()
 		bigs = append(bigs, p)
 	}
-	h.waitFor(t, "the large files being read", func() bool { return openCount(bigs) >= 1 })
+	h.waitPolling(t, "the large files being read", 10*time.Millisecond, func() bool { return openCount(bigs) >= 1 })
 	write(t, dir+"/bin/small", "v2")
 	h.waitFor(t, "the small change", func() bool { e, _ := h.rec.last(dir + "/bin/small"); return e.SHA256 == sum([]byte("v2")) })
 	for _, p := range bigs {
 		os.Remove(p)
 	}
-	h.waitFor(t, "the reads of deleted files to stop", func() bool { return openCount(bigs) == 0 })
+	h.waitPolling(t, "the reads of deleted files to stop", 10*time.Millisecond, func() bool { return openCount(bigs) == 0 })
 }
 
 // openCount counts this process's descriptors open on any of paths

@@ -209,7 +209,7 @@ func TestSimulatorPCREqualsReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range ms {
-		if _, err := w.Append(ctx, 23, eventlog.Event{Kind: m.kind, Path: m.path, SHA256: m.digest, Size: m.size, Reason: "initial"}); err != nil {
+		if _, err := w.Append(ctx, 23, m.Event("initial")); err != nil {
 			t.Fatal(err)
 		}
 	}

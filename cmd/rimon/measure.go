@@ -12,6 +12,7 @@ import (
 
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/measure"
+	"github.com/rimon-dev/rimon/measure/target"
 	"github.com/rimon-dev/rimon/ociimage"
 	"github.com/rimon-dev/rimon/sdunit"
 	"github.com/spf13/cobra"
@@ -115,73 +116,61 @@ func checkReason(r string) error {
 	return nil
 }
 
-// measured is one path's measurement, file or tree.
-type measured struct {
-	path   string // absolute
-	kind   string
-	digest string // lowercase hex
-	size   uint64
-	extra  []eventlog.Field
-}
-
-// measureAll measures every path; on any failure it returns all failures and no results.
-func measureAll(ctx context.Context, args []string, f measureFlags) ([]measured, error) {
-	tree, jobs := f.tree, f.jobs
-	out := make([]measured, len(args))
-	var errs []error
-	var files []int
+// measureAll measures every path by its kind (the flags say which); on any
+// failure it returns all failures and no results.
+func measureAll(ctx context.Context, args []string, f measureFlags) ([]target.Result, error) {
+	errs := make([]error, len(args)) // found before measuring
+	ts := make([]target.Target, 0, len(args))
+	idx := make([]int, len(args)) // of each measured path in ts, or -1
 	for i, a := range args {
+		idx[i] = -1
 		abs, err := filepath.Abs(a)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", a, err))
+			errs[i] = fmt.Errorf("%s: %w", a, err)
 			continue
 		}
-		out[i].path = abs
 		if !utf8.ValidString(abs) {
-			errs = append(errs, fmt.Errorf("measure %q: the path is not valid UTF-8, which the log cannot record", a))
+			errs[i] = fmt.Errorf("measure %q: the path is not valid UTF-8, which the log cannot record", a)
 			continue
 		}
+		kind := target.File
 		fi, err := os.Stat(abs)
 		switch {
 		case err == nil && f.image:
-			r, err := ociimage.VerifyWith(ctx, abs, f.sel)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			out[i] = measured{path: abs, kind: eventlog.KindImage, digest: r.Digest, size: uint64(r.Blobs), extra: r.Fields()}
+			kind = target.Image
 		case err != nil:
-			errs = append(errs, fmt.Errorf("measure %s: %w", a, unwrapPath(err)))
-		case fi.IsDir() && !tree:
-			errs = append(errs, fmt.Errorf("measure %s: is a directory (use --tree to measure it as one tree digest)", a))
-		case fi.IsDir():
-			r, err := measure.Tree(ctx, abs, jobs)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			out[i] = measured{path: abs, kind: eventlog.KindTree, digest: r.Digest.String(), size: uint64(len(r.Entries))}
-		default:
-			out[i].kind = eventlog.KindFile
-			files = append(files, i)
-		}
-	}
-	paths := make([]string, len(files))
-	for j, i := range files {
-		paths[j] = out[i].path
-	}
-	for j, o := range measure.Files(ctx, paths, jobs) {
-		if o.Err != nil {
-			errs = append(errs, o.Err)
+			errs[i] = fmt.Errorf("measure %s: %w", a, unwrapPath(err))
 			continue
+		case fi.IsDir() && !f.tree:
+			errs[i] = fmt.Errorf("measure %s: is a directory (use --tree to measure it as one tree digest)", a)
+			continue
+		case fi.IsDir():
+			kind = target.Tree
 		}
-		i := files[j]
-		out[i].digest, out[i].size = o.Digest.String(), uint64(o.Size)
+		idx[i] = len(ts)
+		ts = append(ts, target.Target{Kind: kind, Path: abs})
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	outs := target.All(ctx, ts, target.Options{Budget: measure.Options{Workers: f.jobs}, Image: f.sel}, nil)
+	// The failures in the order of the arguments, those of files last.
+	var all []error
+	for i := range args {
+		if errs[i] != nil {
+			all = append(all, errs[i])
+		} else if o := outs[idx[i]]; o.Err != nil && o.Kind != target.File {
+			all = append(all, o.Err)
+		}
 	}
-	return out, nil
+	res := make([]target.Result, len(ts))
+	for j, o := range outs {
+		if o.Err != nil && o.Kind == target.File {
+			all = append(all, o.Err)
+		}
+		res[j] = o.Result
+	}
+	if len(all) > 0 {
+		return nil, errors.Join(all...)
+	}
+	return res, nil
 }
 
 func unwrapPath(err error) error {
@@ -248,13 +237,11 @@ func runMeasure(ctx context.Context, g *globals, f measureFlags, args []string) 
 	}
 	defer w.Close()
 	for _, m := range ms {
-		rec, err := w.Append(ctx, f.pcr, eventlog.Event{
-			Kind: m.kind, Path: m.path, SHA256: m.digest, Size: m.size, Reason: f.reason, Extra: m.extra,
-		})
+		rec, err := w.Append(ctx, f.pcr, m.Event(f.reason))
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(g.stdout, "%d %d %s %s %s %s\n", rec.RecNum, rec.PCR, m.kind, m.digest, f.reason, m.path)
+		fmt.Fprintf(g.stdout, "%d %d %s %s %s %s\n", rec.RecNum, rec.PCR, m.Kind, m.Digest, f.reason, m.Path)
 	}
 	return nil
 }

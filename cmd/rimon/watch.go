@@ -341,7 +341,7 @@ per target, KIND PATH.`,
 			}
 			fmt.Fprintf(g.stdout, "# policy %s: pcr %d, banks %s, log %s, debounce %v, rescan %v, symlinks %s\n",
 				pol.Source, pol.PCR, banks, pol.Log, pol.Debounce, pol.Rescan, pol.Symlinks)
-			ts := monitor.Expand(pol)
+			ts := policy.Expand(pol)
 			for _, t := range ts {
 				fmt.Fprintf(g.stdout, "%s %s\n", t.Kind, t.Path)
 			}
