@@ -200,6 +200,11 @@ replay, in every bank and every PCR the log names.`,
 			if err := checkPCR(pcr); err != nil {
 				return err
 			}
+			if _, err := os.Stat(g.log); err != nil {
+				// A log that is not there is a wrong path, not a log that
+				// disagrees with the TPM.
+				return fmt.Errorf("log %s: %w", g.log, unwrapPath(err))
+			}
 			ctx := cmd.Context()
 			t, banks, err := g.openTPM(ctx, pcr)
 			if err != nil {

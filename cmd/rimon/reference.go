@@ -28,6 +28,9 @@ it approves what is there, good or bad.`,
 				return usageErr("give one of --from-log and --from-dir")
 			}
 			if fromLog != "" {
+				if _, err := os.Stat(fromLog); err != nil {
+					return fmt.Errorf("log %s: %w", fromLog, unwrapPath(err))
+				}
 				recs, _, err := eventlog.Snapshot(cmd.Context(), fromLog)
 				if err != nil {
 					return err
