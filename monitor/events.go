@@ -12,6 +12,13 @@ import (
 
 func (m *Monitor) handleEvent(ev fsnotify.Event) {
 	name := filepath.Clean(ev.Name)
+	for _, k := range m.linked[name] {
+		// The target of a covered symbolic link changed.
+		if cancel := m.cancel[k]; cancel != nil && ev.Has(fsnotify.Remove|fsnotify.Rename|fsnotify.Create) {
+			cancel()
+		}
+		m.schedule(k)
+	}
 	if ev.Has(fsnotify.Create) {
 		if fi, err := os.Lstat(name); err == nil && fi.IsDir() {
 			m.newDirectory(name)

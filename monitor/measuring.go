@@ -116,6 +116,7 @@ func (m *Monitor) apply(ctx context.Context, r result, newReason string) {
 		}
 		ev.Reason, ev.SHA256, ev.Size, ev.Extra = eventlog.ReasonDeleted, "", 0, nil
 	case present && prev.SHA256 == r.digest && prev.Kind == ev.Kind:
+		m.watchLinkTarget(r.key) // known from an earlier run of the agent
 		m.settled(r.key)
 		return
 	default:
@@ -131,6 +132,9 @@ func (m *Monitor) apply(ctx context.Context, r result, newReason string) {
 	}
 	m.known[r.key.path] = Known{Kind: ev.Kind, SHA256: ev.SHA256, Present: !r.absent}
 	delete(m.causes, r.key.path)
+	if !r.absent {
+		m.watchLinkTarget(r.key)
+	}
 	m.settled(r.key)
 }
 

@@ -494,6 +494,35 @@ func TestSymlinkModes(t *testing.T) {
 	}
 }
 
+// TestSymlinkTargetChange: a covered symbolic link leads to a file in a
+// directory no rule covers (as /etc/ssl/certs/*.pem lead into
+// /usr/share/ca-certificates); a change of that file is measured under the
+// link's path when it happens, not at the next rescan.
+func TestSymlinkTargetChange(t *testing.T) {
+	for _, rule := range []string{"file: $DIR/bin/link", "dir: $DIR/bin", "glob: $DIR/bin/*"} {
+		t.Run(strings.Fields(rule)[0], func(t *testing.T) {
+			dir := t.TempDir()
+			write(t, dir+"/outside/target", "v1")
+			write(t, dir+"/bin/plain", "plain")
+			if err := os.Symlink(dir+"/outside/target", dir+"/bin/link"); err != nil {
+				t.Fatal(err)
+			}
+			h := start(t, dir, loadPolicy(t, dir, "measure:\n  - "+rule+"\n"))
+			if e, n := h.rec.last(dir + "/bin/link"); n != 1 || e.SHA256 != sum([]byte("v1")) {
+				t.Fatalf("the link was recorded %d times, digest %s; want the target's content", n, e.SHA256)
+			}
+			write(t, dir+"/outside/target", "v2")
+			h.waitFor(t, "the target's change recorded under the link", func() bool {
+				e, _ := h.rec.last(dir + "/bin/link")
+				return e.SHA256 == sum([]byte("v2"))
+			})
+			if _, n := h.rec.last(dir + "/outside/target"); n != 0 {
+				t.Errorf("the target was recorded under its own path, which no rule covers")
+			}
+		})
+	}
+}
+
 // TestProgress: a scan reports its progress on the terminal writer.
 func TestProgress(t *testing.T) {
 	dir := t.TempDir()

@@ -102,3 +102,24 @@ func trim(b []byte) []byte {
 	}
 	return b
 }
+
+// watchLinkTarget watches the directory of the file a covered path
+// resolves to when a symbolic link is on the way: inotify reports changes
+// of the link's directory, not of the file the link leads to, which may lie
+// where no rule covers. Its events are then taken as changes of k.
+func (m *Monitor) watchLinkTarget(k key) {
+	if k.kind != policy.File {
+		return // a tree's or image's root link is followed by its watches
+	}
+	real, err := filepath.EvalSymlinks(k.path)
+	if err != nil || real == k.path {
+		return
+	}
+	for _, have := range m.linked[real] {
+		if have == k {
+			return
+		}
+	}
+	m.linked[real] = append(m.linked[real], k)
+	m.watch(filepath.Dir(real))
+}
