@@ -80,8 +80,9 @@ exactly; the others are listed and refused unless --drop-unmapped-excludes
 accepts that they are left out (which makes the reference stricter).
 
 With --keylime-key, the policy must be a DSSE envelope whose signature
-verifies with that key (ECDSA or RSA public key, or certificate, PEM);
-without it an envelope is unwrapped and the signature is NOT checked.`,
+verifies with that key (ECDSA or RSA public key, or certificate, PEM). A
+DSSE envelope without --keylime-key is refused: a signed policy is imported
+unchecked only with --insecure-skip-signature.`,
 		Example: `  rimon reference import-keylime --digest-alg sha256 policy.json > ref.yaml
   rimon reference import-keylime --digest-alg sha256 --keylime-key signer.pub signed.json
   rimon reference import-keylime --digest-alg sha256 --excludelist excl.txt allowlist.txt`,
@@ -96,6 +97,7 @@ without it an envelope is unwrapped and the signature is NOT checked.`,
 	fl.BoolVar(&kf.dropAlgs, "drop-other-algorithms", false, "import the SHA-256 entries of a policy that also holds other digests, and list the rest")
 	fl.BoolVar(&kf.dropExcludes, "drop-unmapped-excludes", false, "leave out excludes no rimon pattern expresses exactly (their paths become unlisted)")
 	fl.StringVar(&kf.excludeList, "excludelist", "", "a Keylime exclude list (one regular expression per line) to add")
+	fl.BoolVar(&kf.skipSignature, "insecure-skip-signature", false, "INSECURE: import a DSSE-signed policy without checking its signature")
 	c.AddCommand(gen, imp)
 	return c
 }
@@ -103,6 +105,7 @@ without it an envelope is unwrapped and the signature is NOT checked.`,
 type keylimeFlags struct {
 	key, digestAlg, excludeList string
 	dropAlgs, dropExcludes      bool
+	skipSignature               bool
 }
 
 func importKeylime(g *globals, kf keylimeFlags, name string) error {
@@ -145,9 +148,11 @@ func importKeylime(g *globals, kf keylimeFlags, name string) error {
 	switch {
 	case imp.SignatureChecked:
 		signature = "; its DSSE signature verified with " + kf.key
+	case imp.Signed && !kf.skipSignature:
+		return fmt.Errorf("%s is a DSSE-signed policy: give --keylime-key PEM to check its signature (or --insecure-skip-signature to import it unchecked)", name)
 	case imp.Signed:
-		signature = "; its DSSE signature was NOT checked (give --keylime-key)"
-		fmt.Fprintf(g.stderr, "rimon: warning: %s is signed, but its signature was NOT checked: give --keylime-key to check it\n", name)
+		signature = "; its DSSE signature was NOT checked (--insecure-skip-signature)"
+		fmt.Fprintf(g.stderr, "rimon: WARNING: %s is signed, but its signature was NOT checked (--insecure-skip-signature)\n", name)
 	}
 	for _, n := range imp.Notes {
 		fmt.Fprintf(g.stderr, "rimon: %s: %s\n", name, n)

@@ -122,7 +122,13 @@ func TestImportKeylimeSignedCLI(t *testing.T) {
 	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	pub := writeFile(t, filepath.Join(dir, "signer.pub"), string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})))
 
+	// A signed policy without a key to check it: refused, unless the
+	// insecure flag says to import it unchecked.
 	r := rimon(t, "reference", "import-keylime", "--digest-alg", "sha256", signed)
+	if r.code != exitError || !strings.Contains(r.stderr, "give --keylime-key PEM to check its signature") || r.stdout != "" {
+		t.Errorf("envelope without a key: exit %d\n%s%s", r.code, r.stderr, r.stdout)
+	}
+	r = rimon(t, "reference", "import-keylime", "--digest-alg", "sha256", "--insecure-skip-signature", signed)
 	if r.code != 0 || !strings.Contains(r.stderr, "signature was NOT checked") || !strings.Contains(r.stdout, "NOT checked") {
 		t.Errorf("unchecked envelope: exit %d\n%s%s", r.code, r.stderr, r.stdout)
 	}
