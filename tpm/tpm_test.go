@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rimon-dev/rimon/internal/testtpm"
 	"github.com/rimon-dev/rimon/tpm"
@@ -158,5 +159,27 @@ func TestUnixSocketSwtpm(t *testing.T) {
 	v, err := tp.ReadPCRs(ctx, 23, []crypto.Hash{crypto.SHA256})
 	if err != nil || bytes.Equal(v[crypto.SHA256], make([]byte, 32)) {
 		t.Errorf("PCR 23 after an extend over unix: %x, %v", v[crypto.SHA256], err)
+	}
+}
+
+// TestSwtpmBusyWithAnotherClient: swtpm serves one client at a time; a
+// second one (rimon measure beside a running agent) is told so, instead of
+// waiting out the command timeout with "i/o timeout".
+func TestSwtpmBusyWithAnotherClient(t *testing.T) {
+	ctx := context.Background()
+	spec := testtpm.Swtpm(t)
+	first, err := tpm.Open(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	defer tpm.SetFirstTimeout(500 * time.Millisecond)()
+	second, err := tpm.Open(ctx, spec)
+	if err == nil {
+		_, err = second.ReadPCRs(ctx, 23, []crypto.Hash{crypto.SHA256})
+		second.Close()
+	}
+	if !errors.Is(err, tpm.ErrUnreachable) || !strings.Contains(err.Error(), "swtpm serves one client at a time") {
+		t.Errorf("a second client of swtpm: %v; want ErrUnreachable saying swtpm serves one client at a time", err)
 	}
 }

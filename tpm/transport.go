@@ -22,11 +22,18 @@ const (
 	commandTimeout = 60 * time.Second
 )
 
+// firstTimeout bounds the first command on a new connection: swtpm accepts a
+// second client's connection but serves it only once the first has gone, so
+// a TPM that does not answer at all is most likely busy with another client
+// (a running agent). A variable for tests.
+var firstTimeout = 10 * time.Second
+
 // socketTPM speaks the raw TPM command protocol over one stream connection,
 // as swtpm's TCP server and unixio socket do.
 type socketTPM struct {
-	conn net.Conn
-	name string
+	conn     net.Conn
+	name     string
+	answered bool // the TPM has answered a command on this connection
 }
 
 func dialSocket(ctx context.Context, network, addr, name string) (transport.TPMCloser, error) {
@@ -54,7 +61,11 @@ func unwrapOpError(err error) error {
 }
 
 func (s *socketTPM) Send(cmd []byte) ([]byte, error) {
-	if err := s.conn.SetDeadline(time.Now().Add(commandTimeout)); err != nil {
+	timeout := commandTimeout
+	if !s.answered {
+		timeout = firstTimeout
+	}
+	if err := s.conn.SetDeadline(time.Now().Add(timeout)); err != nil {
 		return nil, err
 	}
 	if _, err := s.conn.Write(cmd); err != nil {
@@ -65,8 +76,13 @@ func (s *socketTPM) Send(cmd []byte) ([]byte, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w at %s: it closed the connection (it stopped, or it serves another client: swtpm serves one at a time, and needs --flags not-need-init)", ErrUnreachable, s.name)
 		}
+		var ne net.Error
+		if !s.answered && errors.As(err, &ne) && ne.Timeout() {
+			return nil, fmt.Errorf("%w at %s: no answer within %v: swtpm serves one client at a time; is another process (rimon watch) using it?", ErrUnreachable, s.name, timeout)
+		}
 		return nil, fmt.Errorf("%w at %s: read: %v", ErrUnreachable, s.name, unwrapOpError(err))
 	}
+	s.answered = true
 	size := binary.BigEndian.Uint32(hdr[2:6])
 	if size < 10 || size > maxResponse {
 		return nil, fmt.Errorf("TPM %s: response size %d out of range", s.name, size)
