@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"github.com/rimon-dev/rimon/tpm/tpmalg"
 	"io/fs"
 
 	"sort"
@@ -135,30 +136,16 @@ func (t *TPM) Name() string { return t.name }
 // Ephemeral reports whether the TPM was created empty by this process (the simulator).
 func (t *TPM) Ephemeral() bool { return t.ephemeral }
 
-var algs = map[crypto.Hash]tpm2.TPMAlgID{
-	crypto.SHA1:   tpm2.TPMAlgSHA1,
-	crypto.SHA256: tpm2.TPMAlgSHA256,
-	crypto.SHA384: tpm2.TPMAlgSHA384,
-	crypto.SHA512: tpm2.TPMAlgSHA512,
-}
-
 // AlgID returns the TPM algorithm ID of a hash.
 func AlgID(h crypto.Hash) (tpm2.TPMAlgID, error) {
-	if a, ok := algs[h]; ok {
+	if a, ok := tpmalg.ID(h); ok {
 		return a, nil
 	}
 	return 0, fmt.Errorf("%w: %v", ErrUnsupportedBank, h)
 }
 
 // HashOf returns the hash of a TPM algorithm ID.
-func HashOf(a tpm2.TPMAlgID) (crypto.Hash, bool) {
-	for h, id := range algs {
-		if id == a {
-			return h, true
-		}
-	}
-	return 0, false
-}
+func HashOf(a tpm2.TPMAlgID) (crypto.Hash, bool) { return tpmalg.Hash(a) }
 
 func (t *TPM) activeSelection(ctx context.Context) (*tpm2.TPMLPCRSelection, error) {
 	if err := ctx.Err(); err != nil {
@@ -221,7 +208,8 @@ func (t *TPM) ReadPCRs(ctx context.Context, pcr int, banks []crypto.Hash) (map[c
 		var sel tpm2.TPMLPCRSelection
 		for _, h := range banks {
 			if _, done := out[h]; !done {
-				sel.PCRSelections = append(sel.PCRSelections, tpm2.TPMSPCRSelection{Hash: algs[h], PCRSelect: tpm2.PCClientCompatible.PCRs(uint(pcr))})
+				a, _ := tpmalg.ID(h) // checked above
+				sel.PCRSelections = append(sel.PCRSelections, tpm2.TPMSPCRSelection{Hash: a, PCRSelect: tpm2.PCClientCompatible.PCRs(uint(pcr))})
 			}
 		}
 		if err := ctx.Err(); err != nil {
