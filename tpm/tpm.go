@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
-	"github.com/rimon-dev/rimon/tpm/tpmalg"
 	"io/fs"
 
 	"sort"
@@ -15,6 +14,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/google/go-tpm/tpm2/transport/linuxtpm"
+	"github.com/rimon-dev/rimon/tpm/tpmalg"
 )
 
 // DefaultDevice is the TPM used when none is named.
