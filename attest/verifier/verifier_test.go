@@ -20,6 +20,7 @@ import (
 	"github.com/rimon-dev/rimon/attest/agent"
 	"github.com/rimon-dev/rimon/attest/verifier"
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 )
 
@@ -41,7 +42,7 @@ func newAttested(t *testing.T) *attested {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "m.log")
-	w, _, err := eventlog.OpenWriter(ctx, path, tp, eventlog.WriterOptions{Banks: []crypto.Hash{crypto.SHA256}, PCR: 23, BootID: "b"})
+	w, _, err := logfile.OpenWriter(ctx, path, tp, logfile.WriterOptions{Banks: []crypto.Hash{crypto.SHA256}, PCR: 23, BootID: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/measure"
 	"github.com/rimon-dev/rimon/policy"
 	"github.com/spf13/cobra"
@@ -28,7 +28,7 @@ it approves what is there, good or bad.`,
 				return usageErr("give one of --from-log and --from-dir")
 			}
 			if fromLog != "" {
-				recs, _, err := eventlog.Snapshot(cmd.Context(), fromLog)
+				recs, _, err := logfile.Snapshot(cmd.Context(), fromLog)
 				if err != nil {
 					return err
 				}
