@@ -21,6 +21,7 @@ import (
 	"github.com/rimon-dev/rimon/attest"
 	"github.com/rimon-dev/rimon/attest/agent"
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 	"github.com/rimon-dev/rimon/policy"
 	"github.com/rimon-dev/rimon/tpm"
@@ -32,7 +33,7 @@ type machine struct {
 	tpm *tpm.TPM
 	ak  crypto.PublicKey
 	log string
-	w   *eventlog.Writer
+	w   *logfile.Writer
 }
 
 func newMachine(t *testing.T) *machine {
@@ -47,7 +48,7 @@ func newMachine(t *testing.T) *machine {
 		t.Fatal(err)
 	}
 	m := &machine{t: t, tpm: tp, ak: ak.Key, log: filepath.Join(t.TempDir(), "m.log")}
-	m.w, _, err = eventlog.OpenWriter(ctx, m.log, tp, eventlog.WriterOptions{Banks: banks.Active, PCR: 23, BootID: "b"})
+	m.w, _, err = logfile.OpenWriter(ctx, m.log, tp, logfile.WriterOptions{Banks: banks.Active, PCR: 23, BootID: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +231,7 @@ func TestTrailingRecordsAreNotTrusted(t *testing.T) {
 	m.measure("/bin/a", "a")
 	ev := m.evidence(nonce)
 	m.measure("/bin/evil", "evil")
-	recs, _, _ := eventlog.Snapshot(context.Background(), m.log)
+	recs, _, _ := logfile.Snapshot(context.Background(), m.log)
 	var all bytes.Buffer
 	for i := range recs {
 		b, _ := recs[i].Marshal()
@@ -282,7 +283,7 @@ func BenchmarkEvidenceEndpoint(b *testing.B) {
 		b.Fatal(err)
 	}
 	log := filepath.Join(b.TempDir(), "m.log")
-	w, _, err := eventlog.OpenWriter(ctx, log, tp, eventlog.WriterOptions{Banks: []crypto.Hash{crypto.SHA256}, PCR: 23, BootID: "b"})
+	w, _, err := logfile.OpenWriter(ctx, log, tp, logfile.WriterOptions{Banks: []crypto.Hash{crypto.SHA256}, PCR: 23, BootID: "b"})
 	if err != nil {
 		b.Fatal(err)
 	}

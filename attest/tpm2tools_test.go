@@ -15,6 +15,7 @@ import (
 
 	"github.com/rimon-dev/rimon/attest"
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 	"github.com/rimon-dev/rimon/tpm"
 )
@@ -96,7 +97,7 @@ func TestTPM2ToolsQuotes(t *testing.T) {
 	if len(banks.Active) != 4 {
 		t.Fatalf("swtpm has banks %v; this test wants sha1, sha256, sha384 and sha512", banks.Active)
 	}
-	w, _, err := eventlog.OpenWriter(ctx, logPath, tp, eventlog.WriterOptions{Banks: banks.Active, PCR: 23, BootID: "b"})
+	w, _, err := logfile.OpenWriter(ctx, logPath, tp, logfile.WriterOptions{Banks: banks.Active, PCR: 23, BootID: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}

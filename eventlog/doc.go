@@ -1,4 +1,9 @@
-// Package eventlog reads, writes, replays and repairs rimon's measurement log.
+// Package eventlog is rimon's measurement log as a format: records, the
+// canonical encoding of their content, reading, and replay into PCR values
+// ([State]). It does no file locking, no fsync and no TPM I/O, so a
+// verifier can import it alone; the durable log file (the writer, locking,
+// fsync, reconciliation with the TPM, the boot ID) is package
+// [github.com/rimon-dev/rimon/eventlog/logfile].
 //
 // # Format
 //
@@ -19,14 +24,4 @@
 // nothing. Readers refuse every text a lax JSON reader would rewrite
 // (invalid UTF-8, unpaired surrogates), so that two different logs never
 // replay to the same PCR value.
-//
-// # Durability
-//
-// A [Log] appends under an exclusive flock(2), with O_APPEND and fsync, and
-// writes each record before the PCR is extended. [Reconcile] brings log and
-// TPM back into agreement after a crash: records written but never extended
-// are extended, a torn last record is moved aside, and anything else is a
-// [DivergenceError] that names the PCR, bank and values.
-//
-// The package does not speak TPM commands: it is handed a [PCRs] value.
 package eventlog

@@ -123,7 +123,7 @@ func (r *Reader) readLine() ([]byte, error) {
 
 // ReadAll reads every record. When the log ends in a torn record it returns
 // the complete records and an error wrapping [ErrTorn]; callers may repair it
-// with [Reconcile]. Any other error means the log is corrupt.
+// with logfile.Reconcile. Any other error means the log is corrupt.
 func ReadAll(r io.Reader) ([]Record, error) {
 	rd := NewReader(r, 0)
 	var recs []Record

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/measure"
 	"github.com/rimon-dev/rimon/measure/target"
 	"github.com/rimon-dev/rimon/policy"
@@ -145,7 +146,7 @@ func (m *Monitor) record(ctx context.Context, ev eventlog.Event) error {
 	if err != nil {
 		m.errors++
 		m.log.Error("record failed", "path", ev.Path, "reason", ev.Reason, "err", err)
-		var ee *eventlog.ExtendError
+		var ee *logfile.ExtendError
 		if !errors.As(err, &ee) {
 			return err
 		}

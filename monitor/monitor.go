@@ -14,17 +14,18 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/policy"
 )
 
 // Recorder appends a measurement to the log and extends the PCR;
-// *eventlog.Writer is one.
+// *logfile.Writer is one.
 type Recorder interface {
 	Append(ctx context.Context, pcr int, ev eventlog.Event) (eventlog.Record, error)
 	Verify(ctx context.Context) error
 }
 
-var _ Recorder = (*eventlog.Writer)(nil)
+var _ Recorder = (*logfile.Writer)(nil)
 
 // Notifier tells the service manager about the agent's state (sd_notify).
 type Notifier interface {
@@ -74,7 +75,7 @@ type Known struct {
 type KnownSet map[string]Known
 
 // Add takes a record into account (later records win); records of other
-// producers than rimon are ignored. It fits [eventlog.WriterOptions.OnOpen].
+// producers than rimon are ignored. It fits [logfile.WriterOptions.OnOpen].
 func (k KnownSet) Add(r *eventlog.Record) {
 	if r.ContentType != eventlog.ContentTypeRimon {
 		return

@@ -20,6 +20,10 @@ import (
 // DefaultPath is where the agent looks for its policy.
 const DefaultPath = "/etc/rimon/policy.yaml"
 
+// DefaultLog is where rimon keeps its log. /run is emptied at boot, when the
+// PCRs reset too.
+const DefaultLog = "/run/rimon/measurements.log"
+
 // Defaults for settings the policy leaves out.
 const (
 	DefaultPCR      = 23
@@ -157,7 +161,7 @@ func Parse(name string, r io.Reader) (*Policy, error) {
 		return nil, err
 	}
 	p := &parser{file: name}
-	pol := &Policy{Source: name, PCR: DefaultPCR, Log: eventlog.DefaultPath, Debounce: DefaultDebounce,
+	pol := &Policy{Source: name, PCR: DefaultPCR, Log: DefaultLog, Debounce: DefaultDebounce,
 		Rescan: DefaultRescan, Symlinks: Follow, MaxFileSize: DefaultMaxFileSize, MaxFileTime: DefaultMaxFileTime}
 	if len(doc.Content) == 0 {
 		return nil, p.errf(doc, "", "the policy is empty: it needs a measure list")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 	"github.com/rimon-dev/rimon/policy"
 )
@@ -73,7 +74,7 @@ func sorted(s []string) []string {
 func TestReferenceFromLogRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "m.log")
-	w, _, err := eventlog.OpenWriter(ctx, path, testtpm.Open(t), eventlog.WriterOptions{Banks: []crypto.Hash{crypto.SHA256}, PCR: 23, BootID: "b"})
+	w, _, err := logfile.OpenWriter(ctx, path, testtpm.Open(t), logfile.WriterOptions{Banks: []crypto.Hash{crypto.SHA256}, PCR: 23, BootID: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,7 @@ func TestReferenceFromLogRoundTrip(t *testing.T) {
 		}
 	}
 	w.Close()
-	recs, _, err := eventlog.Snapshot(ctx, path)
+	recs, _, err := logfile.Snapshot(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/rimon-dev/rimon/attest"
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/tpm"
 )
 
@@ -23,7 +24,7 @@ func Collect(ctx context.Context, t *tpm.TPM, logPath string, nonce []byte, pcrs
 		return nil, err
 	}
 	ev := &attest.Evidence{Version: attest.EvidenceVersion, Nonce: hex.EncodeToString(nonce), AKPublic: string(akPEM)}
-	err = eventlog.WhileLocked(ctx, logPath, func(log []byte) error {
+	err = logfile.WhileLocked(ctx, logPath, func(log []byte) error {
 		q, err := t.QuotePCRs(ctx, nonce, pcrs, banks)
 		if err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 	"github.com/rimon-dev/rimon/attest"
 	"github.com/rimon-dev/rimon/attest/verifier"
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 	"github.com/rimon-dev/rimon/tpm"
 )
@@ -22,7 +23,7 @@ type machine struct {
 	tpm *tpm.TPM
 	ak  crypto.PublicKey
 	log string
-	w   *eventlog.Writer
+	w   *logfile.Writer
 }
 
 func newMachine(t *testing.T) *machine {
@@ -37,7 +38,7 @@ func newMachine(t *testing.T) *machine {
 		t.Fatal(err)
 	}
 	m := &machine{t: t, tpm: tp, ak: ak.Key, log: filepath.Join(t.TempDir(), "m.log")}
-	m.w, _, err = eventlog.OpenWriter(ctx, m.log, tp, eventlog.WriterOptions{Banks: banks.Active, PCR: 23, BootID: "b"})
+	m.w, _, err = logfile.OpenWriter(ctx, m.log, tp, logfile.WriterOptions{Banks: banks.Active, PCR: 23, BootID: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/rimon-dev/rimon/attest/agent"
 	"github.com/rimon-dev/rimon/attest/verifier"
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 )
 
@@ -41,7 +42,7 @@ func newAttested(t *testing.T) *attested {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "m.log")
-	w, _, err := eventlog.OpenWriter(ctx, path, tp, eventlog.WriterOptions{Banks: []crypto.Hash{crypto.SHA256}, PCR: 23, BootID: "b"})
+	w, _, err := logfile.OpenWriter(ctx, path, tp, logfile.WriterOptions{Banks: []crypto.Hash{crypto.SHA256}, PCR: 23, BootID: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,8 +221,9 @@ func (c *cancelAfter) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// TestNoTPM: the verifier links neither the tpm package nor the cgo TPM
-// simulator, and builds without cgo.
+// TestNoTPM: the verifier links neither the tpm package, the cgo TPM
+// simulator nor the log's durable layer (eventlog/logfile), and builds
+// without cgo.
 func TestNoTPM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the go command")
@@ -237,7 +239,7 @@ func TestNoTPM(t *testing.T) {
 	for _, line := range bytes.Split(out, []byte("\n")) {
 		switch p := string(line); {
 		case p == "github.com/rimon-dev/rimon/tpm", bytes.HasPrefix(line, []byte("github.com/google/go-tpm-tools/simulator")),
-			p == "github.com/rimon-dev/rimon/attest/agent":
+			p == "github.com/rimon-dev/rimon/attest/agent", p == "github.com/rimon-dev/rimon/eventlog/logfile":
 			t.Errorf("the verifier imports %s", p)
 		}
 	}

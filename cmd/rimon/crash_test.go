@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 )
 
@@ -158,7 +159,7 @@ func TestAgentSurvivesSIGKILL(t *testing.T) {
 	}
 	check("at the end")
 
-	recs, _, err := eventlog.Snapshot(t.Context(), log)
+	recs, _, err := logfile.Snapshot(t.Context(), log)
 	if err != nil {
 		t.Fatal(err)
 	}

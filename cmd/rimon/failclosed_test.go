@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 )
 
@@ -138,7 +139,7 @@ func (a *agentProc) waitFor(what string, cond func() bool) {
 }
 
 func (a *agentProc) records() []eventlog.Record {
-	recs, _, err := eventlog.Snapshot(context.Background(), a.log)
+	recs, _, err := logfile.Snapshot(context.Background(), a.log)
 	if err != nil {
 		a.t.Fatalf("read the log: %v", err)
 	}

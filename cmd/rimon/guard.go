@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/monitor"
 	"github.com/rimon-dev/rimon/tpm"
 )
@@ -33,7 +34,7 @@ var errLostGround = errors.New("watch stopped")
 //     that systemd restarts it if the fault lasts. The health check
 //     reconnects to the TPM and reconciles as soon as it answers.
 type guard struct {
-	w      *eventlog.Writer
+	w      *logfile.Writer
 	stop   context.CancelCauseFunc
 	logger *slog.Logger
 
@@ -48,7 +49,7 @@ type guard struct {
 
 var _ monitor.Recorder = (*guard)(nil)
 
-func newGuard(w *eventlog.Writer, stop context.CancelCauseFunc, logger *slog.Logger) *guard {
+func newGuard(w *logfile.Writer, stop context.CancelCauseFunc, logger *slog.Logger) *guard {
 	return &guard{w: w, stop: stop, logger: logger, kick: make(chan struct{}, 1)}
 }
 
@@ -73,9 +74,9 @@ func (g *guard) Verify(ctx context.Context) error {
 // lostGround reports whether err means the log or the TPM no longer holds
 // what the agent recorded.
 func lostGround(err error) bool {
-	var div *eventlog.DivergenceError
+	var div *logfile.DivergenceError
 	var rep *eventlog.ReplayError
-	return errors.Is(err, eventlog.ErrLogLost) || errors.As(err, &div) || errors.As(err, &rep) || errors.Is(err, eventlog.ErrOtherBoot)
+	return errors.Is(err, logfile.ErrLogLost) || errors.As(err, &div) || errors.As(err, &rep) || errors.Is(err, logfile.ErrOtherBoot)
 }
 
 func (g *guard) observe(err error, appending bool) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/tpm"
 )
 
@@ -32,14 +33,14 @@ func TestGuardStates(t *testing.T) {
 		stopped   bool
 	}{
 		{"recorded", nil, true, true, false},
-		{"extend_lost", &eventlog.ExtendError{Index: 3, Err: unreachable}, true, false, false},
+		{"extend_lost", &logfile.ExtendError{Index: 3, Err: unreachable}, true, false, false},
 		{"tpm_still_gone", unreachable, false, false, false},
 		{"tpm_back_and_agrees", nil, false, true, false},
 		{"disk_full", fmt.Errorf("append to log x: %w", syscall.ENOSPC), true, false, false},
 		{"verify_ok_but_append_still_failed", nil, false, false, false},
 		{"append_works_again", nil, true, true, false},
 		{"stopping", context.Canceled, false, true, false},
-		{"log_deleted", fmt.Errorf("%w: x was deleted", eventlog.ErrLogLost), true, false, true},
+		{"log_deleted", fmt.Errorf("%w: x was deleted", logfile.ErrLogLost), true, false, true},
 	}
 	var cause error
 	g := newGuard(nil, func(err error) { cause = err }, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -60,10 +61,10 @@ func TestGuardStates(t *testing.T) {
 			t.Errorf("after %s: stopped = %v (%v), want %v", s.name, got, cause, s.stopped)
 		}
 	}
-	if !errors.Is(cause, errLostGround) || !errors.Is(cause, eventlog.ErrLogLost) {
+	if !errors.Is(cause, errLostGround) || !errors.Is(cause, logfile.ErrLogLost) {
 		t.Errorf("stop cause = %v, want errLostGround wrapping ErrLogLost", cause)
 	}
-	for _, err := range []error{&eventlog.DivergenceError{Reset: true}, &eventlog.ReplayError{}, eventlog.ErrOtherBoot} {
+	for _, err := range []error{&logfile.DivergenceError{Reset: true}, &eventlog.ReplayError{}, logfile.ErrOtherBoot} {
 		if !lostGround(err) {
 			t.Errorf("lostGround(%T) = false, want true", err)
 		}

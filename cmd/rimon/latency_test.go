@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 	"github.com/rimon-dev/rimon/policy"
 )
@@ -54,7 +54,7 @@ func BenchmarkChangeToRecord(b *testing.B) {
 	if err := <-done; err != nil {
 		b.Fatal(err)
 	}
-	recs, _, err := eventlog.Snapshot(context.Background(), log)
+	recs, _, err := logfile.Snapshot(context.Background(), log)
 	if err != nil {
 		b.Fatal(err)
 	}

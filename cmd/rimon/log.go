@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/spf13/cobra"
 )
 
@@ -25,7 +26,7 @@ func (g *globals) snapshot(cmd *cobra.Command) ([]eventlog.Record, error) {
 	if _, err := os.Stat(g.log); err != nil {
 		return nil, fmt.Errorf("log %s: %w", g.log, unwrapPath(err))
 	}
-	recs, torn, err := eventlog.Snapshot(cmd.Context(), g.log)
+	recs, torn, err := logfile.Snapshot(cmd.Context(), g.log)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +167,7 @@ and replays the log, printing the value the PCR must have. It needs no TPM.`,
 			if err != nil {
 				return err
 			}
-			st, _, torn, err := eventlog.ReplayFile(cmd.Context(), g.log, []crypto.Hash{h})
+			st, _, torn, err := logfile.ReplayFile(cmd.Context(), g.log, []crypto.Hash{h})
 			if err != nil {
 				return err
 			}
@@ -222,11 +223,11 @@ replay, in every bank and every PCR the log names.`,
 				defer w.Close()
 				return g.printAgreement(w.Records(), w.State(), banks, pcr)
 			}
-			boot, err := eventlog.CurrentBootID()
+			boot, err := logfile.CurrentBootID()
 			if err != nil {
 				return err
 			}
-			res, err := eventlog.Check(ctx, g.log, t, banks, pcr, boot)
+			res, err := logfile.Check(ctx, g.log, t, banks, pcr, boot)
 			if err != nil {
 				return asCheckFailure(err)
 			}
@@ -252,12 +253,12 @@ replay, in every bank and every PCR the log names.`,
 // starts empty in every process: it extends every record into it and
 // checks that the simulator then agrees with the replay of the log. It
 // changes nothing on disk.
-func (g *globals) checkOnSimulator(cmd *cobra.Command, t eventlog.PCRs, banks []crypto.Hash, pcr int) error {
+func (g *globals) checkOnSimulator(cmd *cobra.Command, t logfile.PCRs, banks []crypto.Hash, pcr int) error {
 	recs, err := g.snapshot(cmd)
 	if err != nil {
 		return err
 	}
-	res, err := eventlog.Reconcile(cmd.Context(), recs, t, eventlog.ReconcileOptions{Banks: banks, PCRs: []int{pcr}, Rebuild: true})
+	res, err := logfile.Reconcile(cmd.Context(), recs, t, logfile.ReconcileOptions{Banks: banks, PCRs: []int{pcr}, Rebuild: true})
 	if err != nil {
 		return asCheckFailure(fmt.Errorf("log %s: %w", g.log, err))
 	}
@@ -267,9 +268,9 @@ func (g *globals) checkOnSimulator(cmd *cobra.Command, t eventlog.PCRs, banks []
 
 // asCheckFailure turns a disagreement between log and TPM into exit code 1.
 func asCheckFailure(err error) error {
-	var div *eventlog.DivergenceError
+	var div *logfile.DivergenceError
 	var rep *eventlog.ReplayError
-	if errors.As(err, &div) || errors.As(err, &rep) || errors.Is(err, eventlog.ErrOtherBoot) {
+	if errors.As(err, &div) || errors.As(err, &rep) || errors.Is(err, logfile.ErrOtherBoot) {
 		return checkErr(err)
 	}
 	return err

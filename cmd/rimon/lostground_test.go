@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/policy"
 	"github.com/spf13/cobra"
 
@@ -104,7 +104,7 @@ func waitRecorded(t *testing.T, log, path, content string, agentLog func() strin
 	t.Helper()
 	want := sha(content)
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		recs, _, err := eventlog.Snapshot(context.Background(), log)
+		recs, _, err := logfile.Snapshot(context.Background(), log)
 		if err != nil {
 			continue
 		}
@@ -421,7 +421,7 @@ func TestAgentCannotWriteLog(t *testing.T) {
 			if torn, _ := filepath.Glob(log + ".torn-*"); len(torn) != 0 {
 				t.Errorf("left behind %v", torn)
 			}
-			if recs, tornBytes, err := eventlog.Snapshot(context.Background(), log); err != nil || tornBytes != 0 || len(recs) != 1 {
+			if recs, tornBytes, err := logfile.Snapshot(context.Background(), log); err != nil || tornBytes != 0 || len(recs) != 1 {
 				t.Errorf("log after the failed append: %d records, %d torn bytes, %v; want the 1 record from before, nothing torn", len(recs), tornBytes, err)
 			}
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 	"github.com/rimon-dev/rimon/tpm"
 )
@@ -194,7 +195,7 @@ func TestSimulatorPCREqualsReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	logPath := filepath.Join(t.TempDir(), "m.log")
-	w, _, err := eventlog.OpenWriter(ctx, logPath, tp, eventlog.WriterOptions{Banks: banks.Active, PCR: 23, BootID: "b"})
+	w, _, err := logfile.OpenWriter(ctx, logPath, tp, logfile.WriterOptions{Banks: banks.Active, PCR: 23, BootID: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +214,7 @@ func TestSimulatorPCREqualsReplay(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	recs, _, err := eventlog.Snapshot(ctx, logPath)
+	recs, _, err := logfile.Snapshot(ctx, logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,8 +284,8 @@ func TestSwtpmInterop(t *testing.T) {
 		t.Fatal(err)
 	}
 	banks, _ := tp.ActiveBanks(ctx, 23)
-	boot, _ := eventlog.CurrentBootID()
-	w, _, err := eventlog.OpenWriter(ctx, log, failingExtend{tp}, eventlog.WriterOptions{Banks: banks.Active, PCR: 23, BootID: boot})
+	boot, _ := logfile.CurrentBootID()
+	w, _, err := logfile.OpenWriter(ctx, log, failingExtend{tp}, logfile.WriterOptions{Banks: banks.Active, PCR: 23, BootID: boot})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/measure"
 	"github.com/rimon-dev/rimon/policy"
 	"github.com/spf13/cobra"
@@ -31,7 +31,7 @@ it approves what is there, good or bad.`,
 				if _, err := os.Stat(fromLog); err != nil {
 					return fmt.Errorf("log %s: %w", fromLog, unwrapPath(err))
 				}
-				recs, _, err := eventlog.Snapshot(cmd.Context(), fromLog)
+				recs, _, err := logfile.Snapshot(cmd.Context(), fromLog)
 				if err != nil {
 					return err
 				}

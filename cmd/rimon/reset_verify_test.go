@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 )
 
@@ -57,7 +58,7 @@ func TestVerifyAfterPCRReset(t *testing.T) {
 	// Reset, then extend only the approved record's digests, as an
 	// attacker who wants a TRUSTED prefix would.
 	reset()
-	recs, _, err := eventlog.Snapshot(context.Background(), log)
+	recs, _, err := logfile.Snapshot(context.Background(), log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/policy"
 	"github.com/rimon-dev/rimon/tpm"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -110,7 +110,7 @@ Exit codes: 0 success, 1 a check failed, 2 error, 3 usage error.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.tpm, "tpm", envOr(tpm.EnvVar, tpm.DefaultDevice), "TPM: device path, tcp:HOST:PORT, unix:PATH or sim ($"+tpm.EnvVar+")")
-	pf.StringVar(&g.log, "log", envOr("RIMON_LOG", eventlog.DefaultPath), "measurement log ($RIMON_LOG)")
+	pf.StringVar(&g.log, "log", envOr("RIMON_LOG", policy.DefaultLog), "measurement log ($RIMON_LOG)")
 	root.AddCommand(newMeasureCmd(g), newWatchCmd(g), newPolicyCmd(g), newLogCmd(g), newPCRCmd(g), newProvisionCmd(g), newAKCmd(g), newQuoteCmd(g), newVerifyCmd(g), newAttestCmd(g), newReferenceCmd(g), newAzureCmd(g), newManCmd(g))
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 	"github.com/rimon-dev/rimon/tpm"
 )
@@ -61,11 +62,11 @@ func (s *shapeLog) appendEvent(t *testing.T, ev eventlog.Event) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	boot, err := eventlog.CurrentBootID()
+	boot, err := logfile.CurrentBootID()
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, _, err := eventlog.OpenWriter(ctx, s.log, tp, eventlog.WriterOptions{Banks: b.Active, BootID: boot, PCR: 23})
+	w, _, err := logfile.OpenWriter(ctx, s.log, tp, logfile.WriterOptions{Banks: b.Active, BootID: boot, PCR: 23})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +147,7 @@ func (s *shapeLog) systemd(t *testing.T, pcr int, str, eventType string) {
 func (s *shapeLog) addUnmeasured(t *testing.T, pathField, path, reason, cause, errText string) {
 	t.Helper()
 	s.unmeasured++
-	boot, err := eventlog.CurrentBootID()
+	boot, err := logfile.CurrentBootID()
 	if err != nil {
 		t.Fatal(err)
 	}

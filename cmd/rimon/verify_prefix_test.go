@@ -10,6 +10,7 @@ import (
 	"github.com/rimon-dev/rimon/attest"
 	attestagent "github.com/rimon-dev/rimon/attest/agent"
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 )
 
@@ -26,7 +27,7 @@ func TestVerifyLogPrefix(t *testing.T) {
 	}
 	dir := t.TempDir()
 	log := filepath.Join(dir, "m.log")
-	w, _, err := eventlog.OpenWriter(ctx, log, tp, eventlog.WriterOptions{Banks: []cryptoHashT{sha256Hash}, PCR: 23, BootID: "b"})
+	w, _, err := logfile.OpenWriter(ctx, log, tp, logfile.WriterOptions{Banks: []cryptoHashT{sha256Hash}, PCR: 23, BootID: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,25 +6,26 @@ import (
 	"fmt"
 
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/tpm"
 )
 
 // openWriter opens the log for appending, reconciling it with the TPM, and
 // says on stderr what the reconciliation repaired.
-func (g *globals) openWriter(ctx context.Context, t *tpm.TPM, banks []crypto.Hash, pcr int) (*eventlog.Writer, error) {
+func (g *globals) openWriter(ctx context.Context, t *tpm.TPM, banks []crypto.Hash, pcr int) (*logfile.Writer, error) {
 	return g.openWriterSeeing(ctx, t, banks, pcr, nil)
 }
 
 // openWriterSeeing is openWriter that shows seen every record already in the log.
-func (g *globals) openWriterSeeing(ctx context.Context, t *tpm.TPM, banks []crypto.Hash, pcr int, seen func(*eventlog.Record)) (*eventlog.Writer, error) {
+func (g *globals) openWriterSeeing(ctx context.Context, t *tpm.TPM, banks []crypto.Hash, pcr int, seen func(*eventlog.Record)) (*logfile.Writer, error) {
 	if err := tpm.CheckExtendable(pcr); err != nil {
 		return nil, err // before the log is created or changed
 	}
-	boot, err := eventlog.CurrentBootID()
+	boot, err := logfile.CurrentBootID()
 	if err != nil {
 		return nil, err
 	}
-	w, rec, err := eventlog.OpenWriter(ctx, g.log, t, eventlog.WriterOptions{
+	w, rec, err := logfile.OpenWriter(ctx, g.log, t, logfile.WriterOptions{
 		Banks:   banks,
 		BootID:  boot,
 		PCR:     pcr,
@@ -38,7 +39,7 @@ func (g *globals) openWriterSeeing(ctx context.Context, t *tpm.TPM, banks []cryp
 	return w, nil
 }
 
-func (g *globals) reportRecovery(rec *eventlog.Recovery, ephemeral bool) {
+func (g *globals) reportRecovery(rec *logfile.Recovery, ephemeral bool) {
 	if n := len(rec.Repaired); n > 0 {
 		if ephemeral {
 			fmt.Fprintf(g.stderr, "rimon: the simulator starts empty: extended the %d records of %s into it\n", n, g.log)

@@ -1,4 +1,4 @@
-package eventlog
+package logfile
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/rimon-dev/rimon/eventlog"
 )
 
 // PCRs is what the log needs of a TPM: read PCR values and extend one PCR.
@@ -45,12 +47,12 @@ type ReconcileResult struct {
 	// Repaired lists the indexes of records extended now.
 	Repaired []int
 	// State is the replay of all records.
-	State *State
+	State *eventlog.State
 }
 
 // Mismatch is one PCR whose TPM value is not the replayed one.
 type Mismatch struct {
-	Key      PCRKey
+	Key      eventlog.PCRKey
 	Expected []byte // replay of every record
 	Actual   []byte // read from the TPM
 }
@@ -96,14 +98,14 @@ func (e *DivergenceError) Error() string {
 // without the last few records, those were written but never extended: it
 // extends them (up to MaxRepair) and checks the TPM again. Anything else is a
 // *DivergenceError; a record that does not verify is a *ReplayError.
-func Reconcile(ctx context.Context, records []Record, pcrs PCRs, opts ReconcileOptions) (*ReconcileResult, error) {
-	return reconcileFrom(ctx, NewState(opts.Banks), 0, nil, records, pcrs, opts)
+func Reconcile(ctx context.Context, records []eventlog.Record, pcrs PCRs, opts ReconcileOptions) (*ReconcileResult, error) {
+	return reconcileFrom(ctx, eventlog.NewState(opts.Banks), 0, nil, records, pcrs, opts)
 }
 
 // reconcileFrom is Reconcile for records that follow a prefix of base
 // records already known to agree with the TPM and replayed into start; prev
 // is the last of those, if any.
-func reconcileFrom(ctx context.Context, start *State, base int, prev *Record, records []Record, pcrs PCRs, opts ReconcileOptions) (*ReconcileResult, error) {
+func reconcileFrom(ctx context.Context, start *eventlog.State, base int, prev *eventlog.Record, records []eventlog.Record, pcrs PCRs, opts ReconcileOptions) (*ReconcileResult, error) {
 	pcrSet := map[int]bool{}
 	for _, p := range opts.PCRs {
 		pcrSet[p] = true
@@ -138,11 +140,11 @@ func reconcileFrom(ctx context.Context, start *State, base int, prev *Record, re
 		matched = 0
 	}
 	for i := range records {
-		if err := CheckRecNum(&records[i], base+i); err != nil {
-			return nil, &ReplayError{Index: base + i, RecNum: records[i].RecNum, Err: err}
+		if err := eventlog.CheckRecNum(&records[i], base+i); err != nil {
+			return nil, &eventlog.ReplayError{Index: base + i, RecNum: records[i].RecNum, Err: err}
 		}
 		if err := st.Apply(&records[i]); err != nil {
-			return nil, &ReplayError{Index: base + i, RecNum: records[i].RecNum, Err: err}
+			return nil, &eventlog.ReplayError{Index: base + i, RecNum: records[i].RecNum, Err: err}
 		}
 		if matches() {
 			matched = i + 1
@@ -155,7 +157,7 @@ func reconcileFrom(ctx context.Context, start *State, base int, prev *Record, re
 	div := &DivergenceError{Records: base + len(records), MatchedPrefix: -1}
 	for _, p := range pcrList {
 		for _, b := range opts.Banks {
-			k := PCRKey{p, b}
+			k := eventlog.PCRKey{PCR: p, Bank: b}
 			if exp := st.Value(p, b); !bytes.Equal(exp, actual[k]) {
 				div.Mismatches = append(div.Mismatches, Mismatch{Key: k, Expected: exp, Actual: actual[k]})
 			}
@@ -208,8 +210,8 @@ func reconcileFrom(ctx context.Context, start *State, base int, prev *Record, re
 	return res, nil
 }
 
-func readAll(ctx context.Context, pcrs PCRs, pcrList []int, banks []crypto.Hash) (map[PCRKey][]byte, error) {
-	actual := map[PCRKey][]byte{}
+func readAll(ctx context.Context, pcrs PCRs, pcrList []int, banks []crypto.Hash) (map[eventlog.PCRKey][]byte, error) {
+	actual := map[eventlog.PCRKey][]byte{}
 	for _, p := range pcrList {
 		vals, err := pcrs.ReadPCRs(ctx, p, banks)
 		if err != nil {
@@ -218,17 +220,17 @@ func readAll(ctx context.Context, pcrs PCRs, pcrList []int, banks []crypto.Hash)
 		for _, b := range banks {
 			v, ok := vals[b]
 			if !ok {
-				return nil, fmt.Errorf("read PCR %d: the TPM returned no %s value", p, BankName(b))
+				return nil, fmt.Errorf("read PCR %d: the TPM returned no %s value", p, eventlog.BankName(b))
 			}
-			actual[PCRKey{p, b}] = v
+			actual[eventlog.PCRKey{PCR: p, Bank: b}] = v
 		}
 	}
 	return actual, nil
 }
 
-func allInitial(actual map[PCRKey][]byte) bool {
+func allInitial(actual map[eventlog.PCRKey][]byte) bool {
 	for k, v := range actual {
-		if !bytes.Equal(v, InitialValue(k.PCR, k.Bank)) {
+		if !bytes.Equal(v, eventlog.InitialValue(k.PCR, k.Bank)) {
 			return false
 		}
 	}
@@ -236,7 +238,7 @@ func allInitial(actual map[PCRKey][]byte) bool {
 }
 
 // extendRecord extends a record's digests for the given banks.
-func extendRecord(ctx context.Context, pcrs PCRs, rec *Record, banks []crypto.Hash) error {
+func extendRecord(ctx context.Context, pcrs PCRs, rec *eventlog.Record, banks []crypto.Hash) error {
 	ds := map[crypto.Hash][]byte{}
 	for _, b := range banks {
 		if d, ok := rec.Digest(b); ok {

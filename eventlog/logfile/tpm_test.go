@@ -1,4 +1,4 @@
-package eventlog_test
+package logfile_test
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 )
 
@@ -23,8 +24,8 @@ func BenchmarkAppend(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			w, _, err := eventlog.OpenWriter(ctx, filepath.Join(b.TempDir(), "m.log"), tp,
-				eventlog.WriterOptions{Banks: banks.Active, PCR: 23, BootID: "bench"})
+			w, _, err := logfile.OpenWriter(ctx, filepath.Join(b.TempDir(), "m.log"), tp,
+				logfile.WriterOptions{Banks: banks.Active, PCR: 23, BootID: "bench"})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -55,7 +56,7 @@ func TestWritersShareARealTPM(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "m.log")
 	errs := make(chan error, 2)
 	for w := 0; w < 2; w++ {
-		wr, _, err := eventlog.OpenWriter(ctx, path, tp, eventlog.WriterOptions{Banks: banks.Active, PCR: 23, BootID: "b"})
+		wr, _, err := logfile.OpenWriter(ctx, path, tp, logfile.WriterOptions{Banks: banks.Active, PCR: 23, BootID: "b"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -76,7 +77,7 @@ func TestWritersShareARealTPM(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st, n, _, err := eventlog.ReplayFile(ctx, path, banks.Active)
+	st, n, _, err := logfile.ReplayFile(ctx, path, banks.Active)
 	if err != nil || n != 100 {
 		t.Fatalf("ReplayFile = %d records, %v", n, err)
 	}

@@ -1,4 +1,4 @@
-package eventlog
+package logfile
 
 import (
 	"context"
@@ -11,11 +11,9 @@ import (
 	"strconv"
 	"syscall"
 	"time"
-)
 
-// DefaultPath is where rimon keeps its log. /run is emptied at boot, when the
-// PCRs reset too.
-const DefaultPath = "/run/rimon/measurements.log"
+	"github.com/rimon-dev/rimon/eventlog"
+)
 
 // ErrOtherBoot means the log was written during another boot than this one.
 var ErrOtherBoot = errors.New("log belongs to another boot")
@@ -49,7 +47,7 @@ func withShared(ctx context.Context, path string, fn func(f *os.File) error) err
 // Snapshot reads every complete record of the log at path under a shared
 // lock, so that no writer is half-way through an append. A missing log reads
 // as empty. torn is the size of an incomplete last record (0 when there is none).
-func Snapshot(ctx context.Context, path string) (records []Record, torn int64, err error) {
+func Snapshot(ctx context.Context, path string) (records []eventlog.Record, torn int64, err error) {
 	err = withShared(ctx, path, func(f *os.File) error {
 		if f != nil {
 			records, torn, err = readFrom(f, path, 0)
@@ -62,7 +60,7 @@ func Snapshot(ctx context.Context, path string) (records []Record, torn int64, e
 // ReplayFile replays the log at path under a shared lock without keeping
 // its records in memory. A torn last record is left out and its size
 // returned; a missing log is an error.
-func ReplayFile(ctx context.Context, path string, banks []crypto.Hash) (st *State, records int, torn int64, err error) {
+func ReplayFile(ctx context.Context, path string, banks []crypto.Hash) (st *eventlog.State, records int, torn int64, err error) {
 	err = withShared(ctx, path, func(f *os.File) error {
 		if f == nil {
 			return fmt.Errorf("open log: %w", &os.PathError{Op: "open", Path: path, Err: syscall.ENOENT})
@@ -71,9 +69,9 @@ func ReplayFile(ctx context.Context, path string, banks []crypto.Hash) (st *Stat
 		if err != nil {
 			return err
 		}
-		st, records, err = ReplayReader(f, banks)
-		var re *RecordError
-		if errors.Is(err, ErrTorn) && errors.As(err, &re) {
+		st, records, err = eventlog.ReplayReader(f, banks)
+		var re *eventlog.RecordError
+		if errors.Is(err, eventlog.ErrTorn) && errors.As(err, &re) {
 			torn = fi.Size() - re.Offset
 			return nil
 		}
@@ -90,19 +88,19 @@ func ReplayFile(ctx context.Context, path string, banks []crypto.Hash) (st *Stat
 
 // readFrom reads the records of f that start at byte off. A torn tail is
 // reported by its size, not as an error.
-func readFrom(f *os.File, path string, off int64) ([]Record, int64, error) {
+func readFrom(f *os.File, path string, off int64) ([]eventlog.Record, int64, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, 0, err
 	}
-	var recs []Record
-	rd := NewReader(io.NewSectionReader(f, off, fi.Size()-off), off)
+	var recs []eventlog.Record
+	rd := eventlog.NewReader(io.NewSectionReader(f, off, fi.Size()-off), off)
 	for {
 		rec, err := rd.Next()
 		if err == io.EOF {
 			return recs, 0, nil
 		}
-		if errors.Is(err, ErrTorn) {
+		if errors.Is(err, eventlog.ErrTorn) {
 			return recs, fi.Size() - rd.Offset(), nil
 		}
 		if err != nil {
@@ -128,7 +126,7 @@ type WriterOptions struct {
 	PCR int
 	// OnOpen, when set, sees every record the writer reads as it opens,
 	// so a caller needs not read the log a second time.
-	OnOpen func(rec *Record)
+	OnOpen func(rec *eventlog.Record)
 }
 
 // Recovery says what opening a [Writer] repaired.
@@ -148,10 +146,10 @@ type Writer struct {
 	f     *os.File
 	pcrs  PCRs
 	opts  WriterOptions
-	off   int64   // bytes of the log already read
-	count int     // records already read
-	last  *Record // the last record read
-	state *State  // replay of the records read, equal to the TPM
+	off   int64            // bytes of the log already read
+	count int              // records already read
+	last  *eventlog.Record // the last record read
+	state *eventlog.State  // replay of the records read, equal to the TPM
 }
 
 // OpenWriter opens (creating it if needed) the log at path and reconciles it
@@ -173,7 +171,7 @@ func OpenWriter(ctx context.Context, path string, pcrs PCRs, opts WriterOptions)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open log: %w", err)
 	}
-	w := &Writer{path: path, f: f, pcrs: pcrs, opts: opts, state: NewState(opts.Banks)}
+	w := &Writer{path: path, f: f, pcrs: pcrs, opts: opts, state: eventlog.NewState(opts.Banks)}
 	if err := flock(ctx, f, lockExclusive); err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("lock log %s: %w", path, err)
@@ -195,7 +193,7 @@ func (w *Writer) Close() error { return w.f.Close() }
 func (w *Writer) Records() int { return w.count }
 
 // State returns a copy of the replayed PCR state as last seen.
-func (w *Writer) State() *State { return w.state.Clone() }
+func (w *Writer) State() *eventlog.State { return w.state.Clone() }
 
 // catchUp reads records appended since the last look and reconciles them
 // with the TPM; it moves a torn tail aside. The caller holds the exclusive lock.
@@ -274,7 +272,7 @@ func (w *Writer) checkSameFile(fi os.FileInfo) error {
 }
 
 func fixIndex(err error, base int) error {
-	var re *RecordError
+	var re *eventlog.RecordError
 	if errors.As(err, &re) {
 		re.Index += base
 	}
@@ -283,12 +281,12 @@ func fixIndex(err error, base int) error {
 
 // checkBoot refuses rimon records of another boot than bootID (unless it
 // is empty); base is the index of recs[0] in the log.
-func checkBoot(path, bootID string, base int, recs []Record) error {
+func checkBoot(path, bootID string, base int, recs []eventlog.Record) error {
 	if bootID == "" {
 		return nil
 	}
 	for i := range recs {
-		if recs[i].ContentType != ContentTypeRimon {
+		if recs[i].ContentType != eventlog.ContentTypeRimon {
 			continue
 		}
 		if b := recs[i].Content.Str("boot_id"); b != bootID {
@@ -357,40 +355,40 @@ func (e *ExtendError) Unwrap() error { return e.Err }
 
 // Append records ev (its time and boot ID filled in when empty) as the next
 // record of the log, extends pcr in every bank, and returns the record.
-func (w *Writer) Append(ctx context.Context, pcr int, ev Event) (Record, error) {
+func (w *Writer) Append(ctx context.Context, pcr int, ev eventlog.Event) (eventlog.Record, error) {
 	if ev.Time == "" {
-		ev.Time = FormatTime(w.opts.Now())
+		ev.Time = eventlog.FormatTime(w.opts.Now())
 	}
 	if ev.BootID == "" {
 		ev.BootID = w.opts.BootID
 	}
 	content, err := ev.Content()
 	if err != nil {
-		return Record{}, err
+		return eventlog.Record{}, err
 	}
-	rec := Record{PCR: pcr, ContentType: ContentTypeRimon, Content: content, Digests: content.Digests(w.opts.Banks), HasRecNum: true}
+	rec := eventlog.Record{PCR: pcr, ContentType: eventlog.ContentTypeRimon, Content: content, Digests: content.Digests(w.opts.Banks), HasRecNum: true}
 
 	if err := flock(ctx, w.f, lockExclusive); err != nil {
-		return Record{}, fmt.Errorf("lock log %s: %w", w.path, err)
+		return eventlog.Record{}, fmt.Errorf("lock log %s: %w", w.path, err)
 	}
 	defer funlock(w.f)
 	if _, err := w.catchUp(ctx, false); err != nil {
-		return Record{}, err
+		return eventlog.Record{}, err
 	}
 	rec.RecNum = uint64(w.count) // its position: recnum counts every record of the log
 	b, err := rec.Marshal()
 	if err != nil {
-		return Record{}, err
+		return eventlog.Record{}, err
 	}
-	if len(b) > MaxRecordSize {
-		return Record{}, fmt.Errorf("record for %s is %d bytes, more than %d", ev.Path, len(b), MaxRecordSize)
+	if len(b) > eventlog.MaxRecordSize {
+		return eventlog.Record{}, fmt.Errorf("record for %s is %d bytes, more than %d", ev.Path, len(b), eventlog.MaxRecordSize)
 	}
 	if n, err := w.f.Write(b); err != nil {
-		return Record{}, w.unwrite(n, fmt.Errorf("append to log %s: %w%s", w.path, err, writeHint(err)))
+		return eventlog.Record{}, w.unwrite(n, fmt.Errorf("append to log %s: %w%s", w.path, err, writeHint(err)))
 	}
 	if err := w.f.Sync(); err != nil {
 		// The record may be in the page cache but not on disk: take it back.
-		return Record{}, w.unwrite(len(b), fmt.Errorf("sync log %s: %w%s", w.path, err, writeHint(err)))
+		return eventlog.Record{}, w.unwrite(len(b), fmt.Errorf("sync log %s: %w%s", w.path, err, writeHint(err)))
 	}
 	w.off += int64(len(b))
 	idx := w.count
@@ -398,7 +396,7 @@ func (w *Writer) Append(ctx context.Context, pcr int, ev Event) (Record, error) 
 	w.last = &rec
 	if err := extendRecord(ctx, w.pcrs, &rec, w.opts.Banks); err != nil {
 		// Force a full reconcile on the next append.
-		w.off, w.count, w.last, w.state = 0, 0, nil, NewState(w.opts.Banks)
+		w.off, w.count, w.last, w.state = 0, 0, nil, eventlog.NewState(w.opts.Banks)
 		return rec, &ExtendError{Index: idx, Err: err}
 	}
 	if err := w.state.Apply(&rec); err != nil {
@@ -446,7 +444,7 @@ type CheckResult struct {
 func Check(ctx context.Context, path string, pcrs PCRs, banks []crypto.Hash, pcr int, bootID string) (*CheckResult, error) {
 	var out *CheckResult
 	err := withShared(ctx, path, func(f *os.File) error {
-		var recs []Record
+		var recs []eventlog.Record
 		var torn int64
 		if f != nil {
 			var err error

@@ -1,4 +1,4 @@
-package eventlog
+package logfile
 
 import (
 	"context"
@@ -8,10 +8,11 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/rimon-dev/rimon/eventlog"
 )
 
 // extendAll extends the first n records into f.
-func extendAll(t *testing.T, f *fakePCRs, recs []Record) {
+func extendAll(t *testing.T, f *fakePCRs, recs []eventlog.Record) {
 	for i := range recs {
 		if err := extendRecord(context.Background(), f, &recs[i], allBanks); err != nil {
 			t.Fatal(err)
@@ -107,7 +108,7 @@ func TestReconcileRefusesEditedRecord(t *testing.T) {
 		}
 	}
 	_, err := Reconcile(context.Background(), recs, f, ReconcileOptions{Banks: allBanks, MaxRepair: 1})
-	var re *ReplayError
+	var re *eventlog.ReplayError
 	if !errors.As(err, &re) || re.Index != 2 {
 		t.Errorf("Reconcile with an edited record = %v, want *ReplayError at record 2", err)
 	}

@@ -1,30 +1,32 @@
-package eventlog
+package logfile
 
 import (
 	"context"
 	"crypto"
 	"errors"
 	"sync"
+
+	"github.com/rimon-dev/rimon/eventlog"
 )
 
 // fakePCRs is a pure-Go model of PCR extend for unit tests of log logic.
 type fakePCRs struct {
 	mu       sync.Mutex
-	vals     map[PCRKey][]byte
+	vals     map[eventlog.PCRKey][]byte
 	failNext error // returned (once) by the next extend, which then does nothing
 	extends  int
 }
 
-func newFake() *fakePCRs { return &fakePCRs{vals: map[PCRKey][]byte{}} }
+func newFake() *fakePCRs { return &fakePCRs{vals: map[eventlog.PCRKey][]byte{}} }
 
 func (f *fakePCRs) ReadPCRs(ctx context.Context, pcr int, banks []crypto.Hash) (map[crypto.Hash][]byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := map[crypto.Hash][]byte{}
 	for _, b := range banks {
-		v, ok := f.vals[PCRKey{pcr, b}]
+		v, ok := f.vals[eventlog.PCRKey{PCR: pcr, Bank: b}]
 		if !ok {
-			v = InitialValue(pcr, b)
+			v = eventlog.InitialValue(pcr, b)
 		}
 		out[b] = append([]byte(nil), v...)
 	}
@@ -40,10 +42,10 @@ func (f *fakePCRs) ExtendPCR(ctx context.Context, pcr int, ds map[crypto.Hash][]
 	}
 	f.extends++
 	for b, d := range ds {
-		k := PCRKey{pcr, b}
+		k := eventlog.PCRKey{PCR: pcr, Bank: b}
 		cur, ok := f.vals[k]
 		if !ok {
-			cur = InitialValue(pcr, b)
+			cur = eventlog.InitialValue(pcr, b)
 		}
 		h := b.New()
 		h.Write(cur)
@@ -71,15 +73,3 @@ func (f *fakePCRs) reset(pcr int) {
 }
 
 var errInjected = errors.New("injected TPM failure")
-
-var allBanks = []crypto.Hash{crypto.SHA1, crypto.SHA256, crypto.SHA384, crypto.SHA512}
-
-// mkRecord builds a valid rimon record.
-func mkRecord(t interface{ Fatal(...any) }, n uint64, path string) Record {
-	c, err := Event{Kind: KindFile, Path: path, SHA256: "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03",
-		Size: 6, Reason: ReasonInitial, Time: "2026-11-26T00:00:00Z", BootID: "boot-a"}.Content()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return Record{RecNum: n, HasRecNum: true, PCR: 23, ContentType: ContentTypeRimon, Content: c, Digests: c.Digests(allBanks)}
-}

@@ -1,4 +1,4 @@
-package eventlog
+package logfile
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rimon-dev/rimon/eventlog"
 )
 
 func openW(t *testing.T, path string, f PCRs) (*Writer, *Recovery) {
@@ -24,8 +26,8 @@ func openW(t *testing.T, path string, f PCRs) (*Writer, *Recovery) {
 	return w, rec
 }
 
-func ev(path string) Event {
-	return Event{Kind: KindFile, Path: path, SHA256: strings.Repeat("ab", 32), Size: 1, Reason: ReasonInitial}
+func ev(path string) eventlog.Event {
+	return eventlog.Event{Kind: eventlog.KindFile, Path: path, SHA256: strings.Repeat("ab", 32), Size: 1, Reason: eventlog.ReasonInitial}
 }
 
 // checkAgrees replays the file at path and compares it with the fake TPM.
@@ -211,7 +213,7 @@ func TestOnOpenSeesEveryRecordOnce(t *testing.T) {
 	}
 	var seen []string
 	w2, _, err := OpenWriter(context.Background(), path, f, WriterOptions{Banks: allBanks, BootID: "boot-a", PCR: 23,
-		OnOpen: func(r *Record) { seen = append(seen, r.Content.Str("path")) }})
+		OnOpen: func(r *eventlog.Record) { seen = append(seen, r.Content.Str("path")) }})
 	if err != nil {
 		t.Fatal(err)
 	}
