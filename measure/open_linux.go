@@ -122,22 +122,19 @@ func openPath(path string) (int, error) {
 }
 
 // principal is the owner of a symbolic link that was followed.
-type principal struct{ uid, gid uint32 }
+type principal struct{ uid uint32 }
 
 // may reports whether every principal may access an inode with st's owner
-// and mode for bit (4 read, 1 search). Group permission counts only for
-// the link's own group: rimon does not look up group membership, so a
-// target readable only through a supplementary group is refused.
+// and mode for bit (4 read, 1 search). rimon does not know a user's groups
+// (and a link's own group says nothing: a setgid directory gives every link
+// made in it the directory's group), so for a user who does not own the
+// inode the group bits and the other bits must both allow it: whether or
+// not the user is in the group, the kernel would let them in.
 func may(who []principal, st *unix.Stat_t, bit uint32) bool {
 	for _, p := range who {
-		var perm uint32
-		switch {
-		case p.uid == st.Uid:
+		perm := (st.Mode >> 3) & st.Mode
+		if p.uid == st.Uid {
 			perm = st.Mode >> 6
-		case p.gid == st.Gid:
-			perm = st.Mode >> 3
-		default:
-			perm = st.Mode
 		}
 		if perm&bit == 0 {
 			return false
@@ -196,7 +193,7 @@ func resolve(path string) (int, error) {
 				return -1, fmt.Errorf("open: %w", err)
 			}
 			if st.Uid != 0 {
-				who = addPrincipal(who, principal{st.Uid, st.Gid})
+				who = addPrincipal(who, principal{st.Uid})
 			}
 			if strings.HasPrefix(target, "/") {
 				unix.Close(cur)

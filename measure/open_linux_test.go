@@ -50,16 +50,27 @@ func TestSymlinkRule(t *testing.T) {
 	os.Chmod(own, 0o600)
 	os.Chown(own, nobody, nobody)
 
-	link := func(name, target string, uid int) string {
+	// Group-readable files: 0640 and 0604, of root and group 4.
+	groupOnly := filepath.Join(dir, "group-only")
+	write(t, groupOnly, "4242")
+	os.Chmod(groupOnly, 0o640)
+	os.Chown(groupOnly, 0, 4)
+	groupDenied := filepath.Join(dir, "group-denied")
+	write(t, groupDenied, "4343")
+	os.Chmod(groupDenied, 0o604)
+	os.Chown(groupDenied, 0, 4)
+
+	linkAs := func(name, target string, uid, gid int) string {
 		p := filepath.Join(dir, name)
 		if err := os.Symlink(target, p); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Lchown(p, uid, uid); err != nil {
+		if err := os.Lchown(p, uid, gid); err != nil {
 			t.Fatal(err)
 		}
 		return p
 	}
+	link := func(name, target string, uid int) string { return linkAs(name, target, uid, uid) }
 	for _, tc := range []struct {
 		name string
 		path string
@@ -75,6 +86,12 @@ func TestSymlinkRule(t *testing.T) {
 		{"roots_link_to_root_only_file", link("l8", secret, 0), "1234"},
 		{"users_directory_link_on_the_way", filepath.Join(link("l9", dir, nobody), "secret"), ""},
 		{"roots_directory_link_on_the_way", filepath.Join(link("l10", private, 0), "readable"), "x"},
+		// A setgid directory gives a user's link the directory's group: that
+		// group is not the user's, and proves nothing.
+		{"users_link_with_the_files_group", linkAs("l11", groupOnly, nobody, 4), ""},
+		// Group bits deny what other bits allow: a member of the group is
+		// denied by the kernel, and rimon cannot tell who is a member.
+		{"users_link_to_file_its_group_may_not_read", link("l12", groupDenied, nobody), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := File(context.Background(), tc.path)
