@@ -26,16 +26,11 @@ func (m *Monitor) handleEvent(ev fsnotify.Event) {
 		}
 	}
 	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
-		if m.watched[name] {
-			delete(m.watched, name)
-		}
-		// Whatever was known below a removed directory is gone too.
-		for p, k := range m.known {
-			if k.Present && p != name && policy.Under(p, name) {
-				if t, ok := m.pol.TargetFor(p); ok {
-					m.schedule(key{t.Kind, t.Path})
-				}
-			}
+		if _, w := m.watched[name]; w || m.ancestors[name] {
+			// A watched directory, or one above a rule's root, went away
+			// or was renamed: the watches below it follow the old inodes,
+			// and what was known below it is gone from this path.
+			m.unwatchUnder(name)
 		}
 	}
 	t, ok := m.pol.TargetFor(name)

@@ -128,8 +128,11 @@ type Monitor struct {
 	log     *slog.Logger
 	clock   Clock
 	watcher *fsnotify.Watcher
-	watched map[string]bool
-	known   map[string]Known
+	watched map[string]dirID // watched directories, with the inode each watch is on
+	// ancestors holds the directories above the rules' roots, watched so
+	// that a rename or removal of any of them is seen.
+	ancestors map[string]bool
+	known     map[string]Known
 	// linked maps the file a covered symbolic link resolves to onto the
 	// covered paths that lead to it, so a change of the target (in a
 	// directory no rule covers) is measured under the link's path.
@@ -200,7 +203,7 @@ func New(cfg Config) (*Monitor, error) {
 	}
 	return &Monitor{
 		cfg: cfg, pol: cfg.Policy, log: cfg.Logger, clock: clock,
-		watched: map[string]bool{}, known: known, linked: map[string][]key{},
+		watched: map[string]dirID{}, ancestors: map[string]bool{}, known: known, linked: map[string][]key{},
 		pending: map[key]*pending{}, inflight: map[key]uint64{}, cancel: map[key]context.CancelFunc{},
 		dirty: map[key]bool{}, applied: map[key]uint64{}, unrec: map[key]*unrec{}, causes: map[string]string{}, retry: make(chan key, 64),
 		fire: make(chan key, 256), results: make(chan result, 64), sem: make(chan struct{}, workers),

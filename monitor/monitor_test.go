@@ -523,6 +523,40 @@ func TestSymlinkTargetChange(t *testing.T) {
 	}
 }
 
+// TestRenamedAncestor: a directory above the rules' roots is swapped for a
+// copy (cp -a app app.new; mv app app.old; mv app.new app), which inotify
+// reports only to the watch on its parent. The agent must look again at
+// everything below and watch the new directories: a change made after the
+// swap is recorded when it happens, not at the next rescan.
+func TestRenamedAncestor(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir+"/app/bin/tool", "v1")
+	write(t, dir+"/app/etc/app.conf", "c1")
+	h := start(t, dir, loadPolicy(t, dir, "measure:\n  - file: $DIR/app/bin/tool\n  - dir: $DIR/app/etc\n"))
+	write(t, dir+"/copy/bin/tool", "v1")
+	write(t, dir+"/copy/etc/app.conf", "c1")
+	if err := os.Rename(dir+"/app", dir+"/app.old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir+"/copy", dir+"/app"); err != nil {
+		t.Fatal(err)
+	}
+	h.sync(t, dir+"/app/etc/sync")
+	write(t, dir+"/app/bin/tool", "EVIL")
+	write(t, dir+"/app/etc/app.conf", "EVIL")
+	h.waitFor(t, "the changes after the swap recorded", func() bool {
+		a, _ := h.rec.last(dir + "/app/bin/tool")
+		b, _ := h.rec.last(dir + "/app/etc/app.conf")
+		return a.SHA256 == sum([]byte("EVIL")) && b.SHA256 == sum([]byte("EVIL"))
+	})
+	// And the old directory, now elsewhere, is no longer watched.
+	write(t, dir+"/app.old/bin/tool", "old")
+	h.sync(t, dir+"/app/etc/sync")
+	if e, _ := h.rec.last(dir + "/app/bin/tool"); e.SHA256 != sum([]byte("EVIL")) {
+		t.Errorf("a change in the renamed-away directory was recorded as the tool's: %+v", e)
+	}
+}
+
 // TestProgress: a scan reports its progress on the terminal writer.
 func TestProgress(t *testing.T) {
 	dir := t.TempDir()

@@ -21,6 +21,7 @@ func (m *Monitor) installWatches() {
 		case policy.Dir:
 			want = func(d string) bool { return d == r.Path || !m.pol.Excluded(r, d) }
 		}
+		m.watchAncestors(root)
 		fi, err := os.Stat(root)
 		switch {
 		case err == nil && fi.IsDir() && r.Kind != policy.File:
@@ -70,15 +71,74 @@ func (m *Monitor) watchTree(root string, want func(dir string) bool) {
 	})
 }
 
+// dirID names a directory's inode.
+type dirID struct{ dev, ino uint64 }
+
+func statDir(p string) (dirID, bool) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		return dirID{}, false
+	}
+	return dirID{uint64(st.Dev), st.Ino}, true
+}
+
+// watchAncestors watches every directory above root, so that renaming or
+// removing any of them (which inotify reports only to the watch on its
+// parent) makes the agent look again at everything below.
+func (m *Monitor) watchAncestors(root string) {
+	for a := filepath.Dir(root); ; a = filepath.Dir(a) {
+		m.ancestors[a] = true
+		if _, err := os.Stat(a); err == nil {
+			m.watch(a)
+		}
+		if a == "/" || a == "." {
+			return
+		}
+	}
+}
+
+// unwatchUnder drops the watches on dir and every directory below it, and
+// measures again every known path below it: dir was removed or renamed,
+// and whatever now stands at its path is not what was watched.
+func (m *Monitor) unwatchUnder(dir string) {
+	for d := range m.watched {
+		if d == dir || policy.Under(d, dir) {
+			m.watcher.Remove(d)
+			delete(m.watched, d)
+		}
+	}
+	for p, k := range m.known {
+		if k.Present && p != dir && policy.Under(p, dir) {
+			if t, ok := m.pol.TargetFor(p); ok {
+				m.schedule(key{t.Kind, t.Path})
+			}
+		}
+	}
+	if m.ancestors[dir] {
+		// Something above a rule's root: watch what stands there now.
+		m.installWatches()
+	}
+}
+
 // watch adds a watch on dir; it returns false when no more can be added.
+// A directory watched before whose path now leads to another inode (it was
+// renamed and another put in its place) is watched anew, and what was known
+// below it measured again.
 func (m *Monitor) watch(dir string) bool {
-	if m.watched[dir] {
-		return true
+	id, ok := statDir(dir)
+	if have, w := m.watched[dir]; w {
+		if ok && have == id {
+			return true
+		}
+		m.unwatchUnder(dir)
+		if !ok {
+			return true
+		}
 	}
 	err := m.watcher.Add(dir)
 	switch {
 	case err == nil:
-		m.watched[dir] = true
+		m.watched[dir] = id
 	case errors.Is(err, syscall.ENOSPC):
 		if !m.degraded {
 			m.degraded = true
