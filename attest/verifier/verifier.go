@@ -201,12 +201,12 @@ func Verify(ctx context.Context, ev Evidence, o Options) (*Result, error) {
 	var extends *eventlog.Checkpoint
 	if st := o.State; st != nil {
 		switch {
+		case h.LogStart == 0 || o.LogPrefix != nil:
+			extends = st.Log
 		case h.LogStart == st.Records():
 			prior = &st.Prior
 			res.Checks = append(res.Checks, Check{Name: attest.CheckContinuity, Passed: true,
-				Detail: fmt.Sprintf("records 0 to %d accepted before (saved state, prefix digest %x); only the records after them are replayed", int64(st.Records())-1, st.Log.Prefix)})
-		case h.LogStart == 0 || o.LogPrefix != nil:
-			extends = st.Log
+				Detail: fmt.Sprintf("records 0 to %d accepted before (saved state, prefix digest %x); only the records after them are replayed", st.Records()-1, st.Log.Prefix)})
 		default:
 			return failed(attest.CheckContinuity, fmt.Errorf("%w: the evidence starts at record %d, the saved state holds %d records", attest.ErrInvalid, h.LogStart, st.Records()))
 		}
