@@ -93,7 +93,21 @@ func (m *LogMatch) snapshot(st *eventlog.State, sel []eventlog.PCRKey) {
 // covered record says it could not be measured is a failure (a warning
 // when ref says "unmeasured: warn").
 func MatchLog(log io.Reader, q *Quoted, ref *policy.Reference) (*LogMatch, error) {
-	return MatchLogFrom(log, q, ref, nil, nil)
+	return MatchLogFrom(log, q, ref, From{})
+}
+
+// From says where [MatchLogFrom] starts and whether it keeps the state.
+type From struct {
+	// Prior: the log holds only the records after the prefix accepted
+	// before, and the replay and reference checks continue from it.
+	Prior *Prior
+	// Extends: the log is the whole log, and must begin with the records
+	// this checkpoint was saved after.
+	Extends *eventlog.Checkpoint
+	// Keep asks for [LogMatch.Next], the state to save. It costs one
+	// SHA-256 pass over the log's bytes (the prefix digest); with Prior or
+	// Extends it is always kept.
+	Keep bool
 }
 
 // MatchLogFrom is [MatchLog] for a verifier that accepted a prefix of the
@@ -105,7 +119,8 @@ func MatchLog(log io.Reader, q *Quoted, ref *policy.Reference) (*LogMatch, error
 // saved after. Either way a log that does not extend the prefix fails
 // [CheckContinuity]; a prior that cannot be continued with these banks and
 // this reference is [ErrPriorUnusable].
-func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, prior *Prior, extends *eventlog.Checkpoint) (*LogMatch, error) {
+func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, from From) (*LogMatch, error) {
+	prior, extends := from.Prior, from.Extends
 	banks := map[crypto.Hash]bool{}
 	for _, k := range q.Selection {
 		banks[k.Bank] = true
@@ -116,7 +131,7 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, prior *Prior,
 	}
 	sort.Slice(bl, func(i, j int) bool { return bl[i] < bl[j] })
 	fingerprint := ReferenceFingerprint(ref)
-	from := eventlog.NewCheckpoint(bl)
+	start := eventlog.NewCheckpoint(bl)
 	for _, cp := range []*eventlog.Checkpoint{prior.log(), extends} {
 		if cp == nil {
 			continue
@@ -129,16 +144,19 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, prior *Prior,
 		if prior.Ref.Reference != fingerprint {
 			return nil, fmt.Errorf("%w: it was checked against another reference (or none): the whole log must be verified again", ErrPriorUnusable)
 		}
-		from = prior.Log
+		start = prior.Log
 	}
-	replayer := from.Resume()
+	replayer := start.Resume()
+	if !from.Keep && prior == nil && extends == nil {
+		replayer = eventlog.NewReplayer(bl)
+	}
 	// last holds the quoted PCRs' values after the records so far, in
 	// selection order, to see which of them each record extends and
 	// whether they equal the quote.
 	last := make([][]byte, len(q.Selection))
 	want := make([][]byte, len(q.Selection))
 	for j, k := range q.Selection {
-		last[j] = from.Value(k.PCR, k.Bank)
+		last[j] = start.Value(k.PCR, k.Bank)
 		want[j] = q.Values[k]
 	}
 	matches := func() bool {
@@ -166,16 +184,16 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, prior *Prior,
 	var final *eventlog.State
 	var next *eventlog.Checkpoint
 	if matches() {
-		m.Covered = int(from.Records)
+		m.Covered = int(start.Records)
 		m.Values = map[eventlog.PCRKey][]byte{}
 		for _, k := range q.Selection {
-			m.Values[k] = from.Value(k.PCR, k.Bank)
+			m.Values[k] = start.Value(k.PCR, k.Bank)
 		}
-		next = from
+		next = start
 	}
 	pendingMeasured := 0
 	var broken string // why the log does not extend the checkpoint extends was saved after
-	if extends != nil && extends.Records == 0 && extends.Prefix != from.Prefix {
+	if extends != nil && extends.Records == 0 && extends.Prefix != start.Prefix {
 		broken = "the saved state is not a replay of zero records"
 	}
 	n, err := replayer.Visit(log, func(i int, st *eventlog.State, v *eventlog.View) bool {
@@ -239,7 +257,7 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, prior *Prior,
 	}
 	if m.Covered < 0 && prior != nil {
 		why := fmt.Sprintf("no record after the %d accepted before brings the replay to the quoted PCR values: the log does not extend the prefix accepted before "+
-			"(records edited, removed or reordered, or a PCR reset and a different history replayed)", from.Records)
+			"(records edited, removed or reordered, or a PCR reset and a different history replayed)", start.Records)
 		if m.TailProblem != "" {
 			why += " (" + m.TailProblem + ")"
 		}
@@ -259,7 +277,9 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, prior *Prior,
 		return nil, &CheckError{Check: CheckLog, Err: errors.New(why)}
 	}
 	chk.rollback()
-	m.Next = &Prior{Log: next, Ref: chk.state(fingerprint, m.Measured)}
+	if next != nil && (from.Keep || prior != nil || extends != nil) {
+		m.Next = &Prior{Log: next, Ref: chk.state(fingerprint, m.Measured)}
+	}
 	m.Failures, m.Warnings = chk.finish()
 	m.FailureTotal, m.WarningTotal = chk.nFail, chk.nWarn
 	return m, nil
@@ -759,11 +779,11 @@ type Options struct {
 	// a rimon agent is taken under the log's lock and has none; a quote
 	// taken apart from the log (tpm2_quote, then the log) may need more.
 	AllowTrailing int
-	// Prior and Extends are as in [MatchLogFrom]: with Prior the log holds
-	// only the records after the prefix accepted before; with Extends it is
-	// the whole log, which must begin with that prefix.
-	Prior   *Prior
-	Extends *eventlog.Checkpoint
+	// From is as in [MatchLogFrom]: with From.Prior the log holds only the
+	// records after the prefix accepted before; with From.Extends it is the
+	// whole log, which must begin with that prefix; From.Keep asks for
+	// [Result.Next].
+	From From
 }
 
 // CheckResult is one passed check, for the report.
@@ -813,7 +833,7 @@ func Verify(attest, sig []byte, values map[eventlog.PCRKey][]byte, log io.Reader
 	if err != nil {
 		return nil, err
 	}
-	m, err := MatchLogFrom(log, q, opts.Reference, opts.Prior, opts.Extends)
+	m, err := MatchLogFrom(log, q, opts.Reference, opts.From)
 	if err != nil {
 		return nil, err
 	}

@@ -94,12 +94,19 @@ type Replayer struct {
 	st     *State
 	n      uint64
 	prefix [32]byte
-	buf    []byte
+	hash   bool
 }
 
 // Resume starts a replay at the checkpoint.
 func (c *Checkpoint) Resume() *Replayer {
-	return &Replayer{st: c.state(), n: c.Records, prefix: c.Prefix}
+	return &Replayer{st: c.state(), n: c.Records, prefix: c.Prefix, hash: true}
+}
+
+// NewReplayer starts a replay of a whole log that keeps no prefix digest,
+// for a caller that wants no checkpoint: it saves the SHA-256 pass over
+// the log's bytes, and its Checkpoint is nil.
+func NewReplayer(banks []crypto.Hash) *Replayer {
+	return &Replayer{st: NewState(banks)}
 }
 
 // Visit verifies and replays the records read from r, which are the
@@ -109,21 +116,31 @@ func (c *Checkpoint) Resume() *Replayer {
 // returns the number of records of the whole log replayed so far. It may
 // be called once.
 func (p *Replayer) Visit(r io.Reader, visit func(i int, st *State, v *View) bool) (int, error) {
-	h := sha256.New()
-	_, n, err := replayVisit(r, p.st, int(p.n), func(body []byte) {
-		h.Reset()
-		h.Write(p.prefix[:])
-		p.buf = append(append(append(p.buf[:0], 0x1e), body...), '\n')
-		h.Write(p.buf)
-		h.Sum(p.prefix[:0])
-		p.n++
-	}, visit)
+	var onRecord func([]byte)
+	if p.hash {
+		h := sha256.New()
+		rs, lf := []byte{0x1e}, []byte{'\n'}
+		onRecord = func(body []byte) {
+			h.Reset()
+			h.Write(p.prefix[:])
+			h.Write(rs)
+			h.Write(body)
+			h.Write(lf)
+			h.Sum(p.prefix[:0])
+			p.n++
+		}
+	}
+	_, n, err := replayVisit(r, p.st, int(p.n), onRecord, visit)
 	return n, err
 }
 
 // Checkpoint returns the replay after the records visited so far (when
-// called from visit, after the record just visited).
+// called from visit, after the record just visited); nil for a replay
+// started by NewReplayer.
 func (p *Replayer) Checkpoint() *Checkpoint {
+	if !p.hash {
+		return nil
+	}
 	c := &Checkpoint{Records: p.n, Prefix: p.prefix, banks: append([]crypto.Hash(nil), p.st.banks...), values: map[PCRKey][]byte{}}
 	sort.Slice(c.banks, func(i, j int) bool { return c.banks[i] < c.banks[j] })
 	for k, v := range p.st.values {

@@ -88,6 +88,7 @@ func (m *machine) evidence(since uint64) (*attest.Evidence, []byte) {
 
 func verify(t *testing.T, ev *attest.Evidence, o verifier.Options) (*verifier.Result, error) {
 	t.Helper()
+	o.SaveState = true
 	return verifier.Verify(context.Background(), verifier.Evidence{Header: ev, Log: bytes.NewReader(ev.Log)}, o)
 }
 

@@ -108,6 +108,10 @@ type Options struct {
 	// [attest.CheckContinuity]. A state saved with other banks or another
 	// reference cannot be continued: [attest.ErrPriorUnusable].
 	State *State
+	// SaveState asks for [Result.State] on evidence verified without a
+	// State (with one, it is always given). It costs one SHA-256 pass over
+	// the log's bytes, for the prefix digest.
+	SaveState bool
 	// Now is the time to check certificates at; zero means time.Now.
 	Now time.Time
 	// AllowTrailing is as in [attest.Options]: zero means one.
@@ -232,8 +236,7 @@ func Verify(ctx context.Context, ev Evidence, o Options) (*Result, error) {
 		Reference:     o.Reference,
 		Unrecorded:    h.Unrecorded,
 		AllowTrailing: o.AllowTrailing,
-		Prior:         prior,
-		Extends:       extends,
+		From:          attest.From{Prior: prior, Extends: extends, Keep: o.SaveState},
 	}
 	v, err := attest.Verify(h.Quote.Attest, h.Quote.Signature, values, log, opts)
 	if cerr := ctx.Err(); cerr != nil {

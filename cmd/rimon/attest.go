@@ -232,11 +232,11 @@ func writeTools(dir string, ev *attest.Evidence, pcrs []int, banks []crypto.Hash
 
 type verifyFlags struct {
 	azure                                azureFlags
-	logPrefix                            string    // file holding the records evidence left out
-	prefix                               []byte    // the same, in memory (rimon attest --cache holding a log, as older rimon wrote it)
+	logPrefix                            string                // file holding the records evidence left out
+	prefix                               []byte                // the same, in memory (rimon attest --cache holding a log, as older rimon wrote it)
 	state                                *verifier.State       // the saved replay state to continue from (rimon attest --cache)
 	keepState                            func(*verifier.State) // receives the state to save after a valid verdict
-	logR                                 io.Reader // the log of evidence being streamed (rimon attest)
+	logR                                 io.Reader             // the log of evidence being streamed (rimon attest)
 	evidence, nonce, ak, reference, pcrs string
 	banks                                []string
 	msg, sig, pcrsFile, log              string
@@ -307,7 +307,7 @@ func runVerify(g *globals, f verifyFlags, ev *attest.Evidence) error {
 			}
 		}
 	}
-	o.State = f.state
+	o.State, o.SaveState = f.state, f.keepState != nil
 	res, err := verifier.Verify(context.Background(), in, o)
 	switch {
 	case errors.Is(err, attest.ErrPriorUnusable):
