@@ -277,6 +277,12 @@ func Verify(ctx context.Context, ev Evidence, o Options) (*Result, error) {
 		res.Checks = append(res.Checks, Check{Name: attest.CheckContinuity, Passed: true,
 			Detail: fmt.Sprintf("the log begins with the %d records accepted before (saved state)", extends.Records)})
 	}
+	// The report shows the continuity check with the quote's.
+	for _, c := range res.Checks {
+		if c.Name == attest.CheckContinuity {
+			v.Checks = append(v.Checks, attest.CheckResult{Name: c.Name, Detail: c.Detail})
+		}
+	}
 	res.Verdict = v
 	if v.Next != nil && v.Next.Log != nil {
 		res.State = &State{*v.Next}
