@@ -674,7 +674,8 @@ func readCache(g *globals, path string, f *verifyFlags, banks []crypto.Hash) (ui
 	if err != nil {
 		return 0, err
 	}
-	if len(b) > 0 && b[0] == 0x1e {
+	if len(b) == 0 || b[0] == 0x1e {
+		// A log (empty when the agent's was).
 		f.prefix = b
 		return uint64(bytes.Count(b, []byte{'\n'})), nil
 	}

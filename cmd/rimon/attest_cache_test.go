@@ -165,6 +165,11 @@ func TestAttestCacheFiles(t *testing.T) {
 		t.Errorf("the old cache was not replaced by a state: %q", b)
 	}
 
+	// An older rimon kept an empty log as an empty file.
+	writeFile(t, cache, "")
+	if r := rimon(t, "attest", "--agent", a.url, "--ak", a.ak, "--cache", cache); r.code != 0 {
+		t.Errorf("empty old cache: exit %d\n%s", r.code, r.stderr)
+	}
 	for _, bad := range []string{"{not json", `{"version":1,"log":{},"checks":{}}`, `{"version":9}`} {
 		writeFile(t, cache, bad)
 		r := rimon(t, "attest", "--agent", a.url, "--ak", a.ak, "--cache", cache)
