@@ -370,3 +370,29 @@ func TestParseStateTampered(t *testing.T) {
 		})
 	}
 }
+
+// FuzzParseState: whatever parses saves to the same bytes and parses again.
+func FuzzParseState(f *testing.F) {
+	zero := strings.Repeat("0", 64)
+	f.Add([]byte(`{"version":1,"log":{"version":1,"records":0,"prefix":"` + zero + `","banks":{"sha256":{}}},"checks":{"reference":"","measured_records":0,"failures":[],"warnings":[],"failure_total":0,"warning_total":0,"unmeasured":[],"unmeasured_over":0,"required":[]}}`))
+	f.Add([]byte(`{"version":1,"log":{"version":1,"records":2,"prefix":"837521a9dc53cbf6fb55e048e75da1df9ab4a11b5ac03a6d6f68d2b3bf947e12","banks":{"sha256":{"23":"fb20eb3da541197fbfdcb16d67bb5267fde01c8b341de568c57a41c3a199c936"}}},"checks":{"reference":"","measured_records":2,"failures":[],"warnings":[],"failure_total":0,"warning_total":0,"unmeasured":[{"record":1,"kind":"unmeasured","path":"/b","reason":"changed","cause":"unstable","error":"kept changing","problem":"not measured (unstable)"}],"unmeasured_over":0,"required":[]}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := verifier.ParseState(b)
+		if err != nil {
+			if s != nil || !errors.Is(err, verifier.ErrState) {
+				t.Fatalf("error %v with state %v", err, s)
+			}
+			return
+		}
+		saved, err := s.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(saved, bytes.TrimSuffix(b, []byte("\n"))) {
+			t.Fatalf("parsed %q, saved %q", b, saved)
+		}
+		if _, err := verifier.ParseState(saved); err != nil {
+			t.Fatalf("saved form %q does not parse back: %v", saved, err)
+		}
+	})
+}
