@@ -66,6 +66,9 @@ type LogMatch struct {
 	// (the first MaxFindings of each); the totals count them all.
 	Failures, Warnings         []Finding
 	FailureTotal, WarningTotal int
+	// Next is the state after the covered records, to continue from with
+	// [MatchLogFrom] next time.
+	Next *Prior
 }
 
 // MaxFindings bounds the failures and warnings a result lists one by one.
@@ -90,6 +93,34 @@ func (m *LogMatch) snapshot(st *eventlog.State, sel []eventlog.PCRKey) {
 // covered record says it could not be measured is a failure (a warning
 // when ref says "unmeasured: warn").
 func MatchLog(log io.Reader, q *Quoted, ref *policy.Reference) (*LogMatch, error) {
+	return MatchLogFrom(log, q, ref, From{})
+}
+
+// From says where [MatchLogFrom] starts and whether it keeps the state.
+type From struct {
+	// Prior: the log holds only the records after the prefix accepted
+	// before, and the replay and reference checks continue from it.
+	Prior *Prior
+	// Extends: the log is the whole log, and must begin with the records
+	// this checkpoint was saved after.
+	Extends *eventlog.Checkpoint
+	// Keep asks for [LogMatch.Next], the state to save. It costs one
+	// SHA-256 pass over the log's bytes (the prefix digest); with Prior or
+	// Extends it is always kept.
+	Keep bool
+}
+
+// MatchLogFrom is [MatchLog] for a verifier that accepted a prefix of the
+// log before. With prior, log holds only the records after the prefix
+// (from record prior.Log.Records on): the replay and the reference checks
+// continue from prior, and the result is the one MatchLog reaches on the
+// whole log. With extends, log is the whole log, and its first
+// extends.Records records must be, byte for byte, the prefix extends was
+// saved after. Either way a log that does not extend the prefix fails
+// [CheckContinuity]; a prior that cannot be continued with these banks and
+// this reference is [ErrPriorUnusable].
+func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, from From) (*LogMatch, error) {
+	prior, extends := from.Prior, from.Extends
 	banks := map[crypto.Hash]bool{}
 	for _, k := range q.Selection {
 		banks[k.Bank] = true
@@ -99,13 +130,33 @@ func MatchLog(log io.Reader, q *Quoted, ref *policy.Reference) (*LogMatch, error
 		bl = append(bl, b)
 	}
 	sort.Slice(bl, func(i, j int) bool { return bl[i] < bl[j] })
+	fingerprint := ReferenceFingerprint(ref)
+	start := eventlog.NewCheckpoint(bl)
+	for _, cp := range []*eventlog.Checkpoint{prior.log(), extends} {
+		if cp == nil {
+			continue
+		}
+		if !sameBanks(cp.Banks(), bl) {
+			return nil, fmt.Errorf("%w: it replays banks %s, the quote covers %s", ErrPriorUnusable, bankList(cp.Banks()), bankList(bl))
+		}
+	}
+	if prior != nil {
+		if prior.Ref.Reference != fingerprint {
+			return nil, fmt.Errorf("%w: it was checked against another reference (or none): the whole log must be verified again", ErrPriorUnusable)
+		}
+		start = prior.Log
+	}
+	replayer := start.Resume()
+	if !from.Keep && prior == nil && extends == nil {
+		replayer = eventlog.NewReplayer(bl)
+	}
 	// last holds the quoted PCRs' values after the records so far, in
 	// selection order, to see which of them each record extends and
 	// whether they equal the quote.
 	last := make([][]byte, len(q.Selection))
 	want := make([][]byte, len(q.Selection))
 	for j, k := range q.Selection {
-		last[j] = eventlog.InitialValue(k.PCR, k.Bank)
+		last[j] = start.Value(k.PCR, k.Bank)
 		want[j] = q.Values[k]
 	}
 	matches := func() bool {
@@ -125,15 +176,34 @@ func MatchLog(log io.Reader, q *Quoted, ref *policy.Reference) (*LogMatch, error
 	}
 	var moved []eventlog.PCRKey
 	m := &LogMatch{Covered: -1}
-	final := eventlog.NewState(bl)
-	if matches() {
-		m.Covered = 0
-		m.snapshot(final, q.Selection)
-	}
 	chk := newRefChecker(ref)
+	if prior != nil {
+		chk.seed(&prior.Ref)
+		m.Measured = prior.Ref.Measured
+	}
+	var final *eventlog.State
+	var next *eventlog.Checkpoint
+	if matches() {
+		m.Covered = int(start.Records)
+		m.Values = map[eventlog.PCRKey][]byte{}
+		for _, k := range q.Selection {
+			m.Values[k] = start.Value(k.PCR, k.Bank)
+		}
+		next = start
+	}
 	pendingMeasured := 0
-	_, n, err := eventlog.ReplayVisit(log, bl, func(i int, st *eventlog.State, v *eventlog.View) bool {
+	var broken string // why the log does not extend the checkpoint extends was saved after
+	if extends != nil && extends.Records == 0 && extends.Prefix != start.Prefix {
+		broken = "the saved state is not a replay of zero records"
+	}
+	n, err := replayer.Visit(log, func(i int, st *eventlog.State, v *eventlog.View) bool {
 		final = st
+		if extends != nil && uint64(i+1) == extends.Records {
+			if cp := replayer.Checkpoint(); !cp.Equal(extends) {
+				broken = fmt.Sprintf("its first %d records are not the ones accepted before (prefix digest %x, accepted %x)", extends.Records, cp.Prefix, extends.Prefix)
+				return false
+			}
+		}
 		moved = moved[:0]
 		for j, k := range q.Selection {
 			if cur := st.Value(k.PCR, k.Bank); !bytes.Equal(cur, last[j]) {
@@ -155,6 +225,7 @@ func MatchLog(log io.Reader, q *Quoted, ref *policy.Reference) (*LogMatch, error
 			pendingMeasured = 0
 			chk.commit()
 			m.snapshot(st, q.Selection)
+			next = replayer.Checkpoint()
 			m.TrailingProblem = ""
 		} else if i == m.Covered {
 			m.TrailingProblem = q.divergence(i, v, st, moved)
@@ -162,6 +233,18 @@ func MatchLog(log io.Reader, q *Quoted, ref *policy.Reference) (*LogMatch, error
 		return true
 	})
 	m.Records = n
+	if extends != nil && broken == "" && uint64(n) < extends.Records {
+		broken = fmt.Sprintf("it holds %d records, fewer than the %d accepted before", n, extends.Records)
+		if err != nil {
+			broken = fmt.Sprintf("only %d records of the %d accepted before read back (%v)", n, extends.Records, err)
+		}
+	}
+	if broken != "" {
+		return nil, &CheckError{Check: CheckContinuity, Err: errors.New("the log does not extend the prefix accepted before: " + broken)}
+	}
+	if extends != nil && m.Covered >= 0 && uint64(m.Covered) < extends.Records {
+		return nil, &CheckError{Check: CheckContinuity, Err: fmt.Errorf("the quote covers %d records, fewer than the %d accepted before", m.Covered, extends.Records)}
+	}
 	if err != nil {
 		m.TailProblem = err.Error()
 		var re *eventlog.ReplayError
@@ -172,8 +255,19 @@ func MatchLog(log io.Reader, q *Quoted, ref *policy.Reference) (*LogMatch, error
 			}
 		}
 	}
+	if m.Covered < 0 && prior != nil {
+		why := fmt.Sprintf("no record after the %d accepted before brings the replay to the quoted PCR values: the log does not extend the prefix accepted before "+
+			"(records edited, removed or reordered, or a PCR reset and a different history replayed)", start.Records)
+		if m.TailProblem != "" {
+			why += " (" + m.TailProblem + ")"
+		}
+		return nil, &CheckError{Check: CheckContinuity, Err: errors.New(why)}
+	}
 	if m.Covered < 0 {
 		why := "no prefix of the log replays to the quoted PCR values: the log was edited, reordered, truncated, or belongs to another machine or boot"
+		if final == nil {
+			final = eventlog.NewState(bl)
+		}
 		if d := q.disagreement(final); d != "" && err == nil {
 			why += " (" + d + ")"
 		}
@@ -182,9 +276,40 @@ func MatchLog(log io.Reader, q *Quoted, ref *policy.Reference) (*LogMatch, error
 		}
 		return nil, &CheckError{Check: CheckLog, Err: errors.New(why)}
 	}
+	chk.rollback()
+	if next != nil && (from.Keep || prior != nil || extends != nil) {
+		m.Next = &Prior{Log: next, Ref: chk.state(fingerprint, m.Measured)}
+	}
 	m.Failures, m.Warnings = chk.finish()
 	m.FailureTotal, m.WarningTotal = chk.nFail, chk.nWarn
 	return m, nil
+}
+
+func (p *Prior) log() *eventlog.Checkpoint {
+	if p == nil {
+		return nil
+	}
+	return p.Log
+}
+
+func sameBanks(a, b []crypto.Hash) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func bankList(bs []crypto.Hash) string {
+	var names []string
+	for _, b := range bs {
+		names = append(names, eventlog.BankName(b))
+	}
+	return strings.Join(names, ", ")
 }
 
 // divergence says why record i, the first after the covered prefix, is not
@@ -578,7 +703,15 @@ func appendCapped(dst, src []Finding) []Finding {
 	return dst
 }
 
-// finish forgets what uncovered records did, then reports the paths whose
+// rollback forgets what uncovered records did to the required paths.
+func (c *refChecker) rollback() {
+	for i := len(c.journal) - 1; i >= 0; i-- {
+		c.required[c.journal[i].path] = c.journal[i].prev
+	}
+	c.journal = c.journal[:0]
+}
+
+// finish reports the paths whose
 // latest covered record is unmeasured and the required paths.
 func (c *refChecker) finish() (failures, warnings []Finding) {
 	unm := make([]Finding, 0, len(c.unmeasured))
@@ -599,9 +732,6 @@ func (c *refChecker) finish() (failures, warnings []Finding) {
 	}
 	if c.ref == nil {
 		return c.failures, c.warnings
-	}
-	for i := len(c.journal) - 1; i >= 0; i-- {
-		c.required[c.journal[i].path] = c.journal[i].prev
 	}
 	for _, p := range c.ref.Required {
 		st := c.required[p]
@@ -649,6 +779,11 @@ type Options struct {
 	// a rimon agent is taken under the log's lock and has none; a quote
 	// taken apart from the log (tpm2_quote, then the log) may need more.
 	AllowTrailing int
+	// From is as in [MatchLogFrom]: with From.Prior the log holds only the
+	// records after the prefix accepted before; with From.Extends it is the
+	// whole log, which must begin with that prefix; From.Keep asks for
+	// [Result.Next].
+	From From
 }
 
 // CheckResult is one passed check, for the report.
@@ -684,6 +819,8 @@ type Result struct {
 	FailureTotal int `json:"failure_total"`
 	WarningTotal int `json:"warning_total"`
 	Measured     int `json:"measured_records"`
+	// Next is the state after the covered records, for the next round.
+	Next *Prior `json:"-"`
 }
 
 // Verify checks a quote, its PCR values (nil to derive them from the log)
@@ -696,12 +833,12 @@ func Verify(attest, sig []byte, values map[eventlog.PCRKey][]byte, log io.Reader
 	if err != nil {
 		return nil, err
 	}
-	m, err := MatchLog(log, q, opts.Reference)
+	m, err := MatchLogFrom(log, q, opts.Reference, opts.From)
 	if err != nil {
 		return nil, err
 	}
 	res := &Result{Trusted: true, PCRs: map[string]string{}, Records: m.Records, Covered: m.Covered,
-		Trailing: m.Records - m.Covered, TailProblem: m.TailProblem, TrailingProblem: m.TrailingProblem, Measured: m.Measured}
+		Trailing: m.Records - m.Covered, TailProblem: m.TailProblem, TrailingProblem: m.TrailingProblem, Measured: m.Measured, Next: m.Next}
 	fp, _ := Fingerprint(opts.AK)
 	res.Checks = []CheckResult{
 		{CheckSignature, fmt.Sprintf("signed by the pinned attestation key (SHA-256 fingerprint %s), %v", fp, q.Hash)},

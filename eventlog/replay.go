@@ -249,11 +249,17 @@ func (v *View) Is(key, want string) bool {
 // verified and extended into the state; visit returning false stops the
 // replay there (without error).
 func ReplayVisit(r io.Reader, banks []crypto.Hash, visit func(i int, st *State, v *View) bool) (*State, int, error) {
+	return replayVisit(r, NewState(banks), 0, nil, visit)
+}
+
+// replayVisit is ReplayVisit from state s, the first record read being
+// number start; onRecord, when set, sees each verified record's body
+// before visit does.
+func replayVisit(r io.Reader, s *State, start int, onRecord func(body []byte), visit func(i int, st *State, v *View) bool) (*State, int, error) {
 	rd := NewReader(r, 0)
-	s := NewState(banks)
 	var raw rawRecord
 	var view View // one for the whole replay: a View per record would escape, one allocation each
-	for i := 0; ; i++ {
+	for i := start; ; i++ {
 		body, err := rd.nextBody()
 		if err == io.EOF {
 			return s, i, nil
@@ -287,6 +293,9 @@ func ReplayVisit(r io.Reader, banks []crypto.Hash, visit func(i int, st *State, 
 		}
 		if err != nil {
 			return nil, i, &ReplayError{Index: i, RecNum: recnum, Err: err}
+		}
+		if onRecord != nil {
+			onRecord(body)
 		}
 		rd.advance()
 		if visit != nil && !visit(i, s, &view) {

@@ -17,8 +17,9 @@
 // ([Options.AK]), or, on an Azure confidential VM, AMD's roots (or test
 // roots it is explicitly told to trust, [Options.AzureRoots]); its own
 // nonce; its reference values; and its own earlier copy of the log
-// ([Options.LogPrefix]). Everything in the evidence is checked before it
-// counts, in this order:
+// ([Options.LogPrefix]) or the state it saved after its last verdict on
+// the machine ([Options.State]). Everything in the evidence is checked
+// before it counts, in this order:
 //
 //  1. Azure evidence, when present: the VCEK against the roots of the
 //     chip's product line, the SNP report's signature and fields (against
@@ -31,13 +32,33 @@
 //  3. the log: the records the evidence leaves out (log_start) come from
 //     the verifier's own copy, and a prefix of the whole log must replay to
 //     every quoted PCR in every quoted bank, each record's digests
-//     recomputed from its content ([attest.MatchLog]);
+//     recomputed from its content ([attest.MatchLog]); or, from a saved
+//     [State], the new records must extend the accepted prefix's replay to
+//     the quote ("continuity"), and only they are replayed;
 //  4. the reference values, unmeasured records and the evidence's
 //     unrecorded changes, against the trusted prefix only.
 //
 // Records after the trusted prefix are counted and never trusted. The
 // evidence's own AK, its unrecorded list and anything after the prefix
 // are the attester's word: reported, never relied on.
+//
+// # Incremental verification
+//
+// A [Result] carries the [State] to save ([Options.SaveState]): the
+// record count and PCR values after the trusted prefix, the prefix's
+// digest ([eventlog.Checkpoint]), and the reference checks' state after
+// it ([attest.Prior]: the prefix's findings, unmeasured paths and required
+// paths, bounded, with the reference's fingerprint). Given back as
+// [Options.State] with evidence that starts at its record count (the agent
+// asked with since=N), it verifies only the new records, and the verdict
+// and the new state are those a replay of the whole log gives. A log that
+// does not extend the accepted prefix (records edited, removed,
+// reordered, a PCR reset and another history) fails
+// [attest.CheckContinuity]; so does a whole log whose first records are
+// not, byte for byte, the accepted ones. The findings depend on the
+// reference, so a state saved with another reference (or other banks) is
+// not continued ([attest.ErrPriorUnusable]): the caller verifies the whole
+// log, with the state, once.
 //
 // # What it needs
 //

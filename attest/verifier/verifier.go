@@ -98,6 +98,20 @@ type Options struct {
 	// evidence that leaves out its first records. Its records are
 	// replayed with the rest: nothing in it is trusted on its own.
 	LogPrefix []byte
+	// State is the state saved after an earlier verdict on the same
+	// machine ([Result.State]). Evidence whose log_start is the state's
+	// record count is verified from it, replaying only the new records,
+	// with the verdict a replay of the whole log gives; evidence with the
+	// whole log (log_start 0, or the rest from LogPrefix) is replayed
+	// whole and must begin with the records the state accepted. Either way
+	// a log that does not extend the accepted prefix fails
+	// [attest.CheckContinuity]. A state saved with other banks or another
+	// reference cannot be continued: [attest.ErrPriorUnusable].
+	State *State
+	// SaveState asks for [Result.State] on evidence verified without a
+	// State (with one, it is always given). It costs one SHA-256 pass over
+	// the log's bytes, for the prefix digest.
+	SaveState bool
 	// Now is the time to check certificates at; zero means time.Now.
 	Now time.Time
 	// AllowTrailing is as in [attest.Options]: zero means one.
@@ -124,10 +138,13 @@ type Result struct {
 	// whether nothing failed. Its Checks are the passed checks, for
 	// reports.
 	Verdict *attest.Result
+	// State is the state to save for the next round: the trusted prefix
+	// and the reference checks after it (nil when invalid).
+	State *State
 }
 
 // quoteChecks are package attest's checks, in the order they run.
-var quoteChecks = []string{attest.CheckSignature, attest.CheckMagic, attest.CheckNonce, attest.CheckSelection, attest.CheckDigest, attest.CheckLog}
+var quoteChecks = []string{attest.CheckSignature, attest.CheckMagic, attest.CheckNonce, attest.CheckSelection, attest.CheckDigest, attest.CheckContinuity, attest.CheckLog}
 
 // Verify checks evidence (see the package documentation for the order).
 // It returns the result with an error that is a [*CheckError] when the
@@ -184,7 +201,21 @@ func Verify(ctx context.Context, ev Evidence, o Options) (*Result, error) {
 		return res, ErrNoKey
 	}
 	log := ev.Log
-	if h.LogStart > 0 {
+	var prior *attest.Prior
+	var extends *eventlog.Checkpoint
+	if st := o.State; st != nil {
+		switch {
+		case h.LogStart == 0 || o.LogPrefix != nil:
+			extends = st.Log
+		case h.LogStart == st.Records():
+			prior = &st.Prior
+			res.Checks = append(res.Checks, Check{Name: attest.CheckContinuity, Passed: true,
+				Detail: fmt.Sprintf("records 0 to %d accepted before (saved state, prefix digest %x); only the records after them are replayed", st.Records()-1, st.Log.Prefix)})
+		default:
+			return failed(attest.CheckContinuity, fmt.Errorf("%w: the evidence starts at record %d, the saved state holds %d records", attest.ErrInvalid, h.LogStart, st.Records()))
+		}
+	}
+	if h.LogStart > 0 && prior == nil {
 		// The evidence holds the log from record LogStart on; the earlier
 		// records come from the verifier's own copy. Nothing is trusted:
 		// the whole log is replayed.
@@ -205,11 +236,15 @@ func Verify(ctx context.Context, ev Evidence, o Options) (*Result, error) {
 		Reference:     o.Reference,
 		Unrecorded:    h.Unrecorded,
 		AllowTrailing: o.AllowTrailing,
+		From:          attest.From{Prior: prior, Extends: extends, Keep: o.SaveState},
 	}
 	v, err := attest.Verify(h.Quote.Attest, h.Quote.Signature, values, log, opts)
 	if cerr := ctx.Err(); cerr != nil {
 		// Reading stopped early: what was read proves nothing about the rest.
 		return res, cerr
+	}
+	if errors.Is(err, attest.ErrPriorUnusable) {
+		return res, err
 	}
 	if err != nil {
 		var ce *attest.CheckError
@@ -220,6 +255,9 @@ func Verify(ctx context.Context, ev Evidence, o Options) (*Result, error) {
 		for _, name := range quoteChecks {
 			if name == ce.Check {
 				break
+			}
+			if name == attest.CheckContinuity {
+				continue // listed already when a state was given
 			}
 			res.Checks = append(res.Checks, Check{Name: name, Passed: true})
 		}
@@ -235,7 +273,20 @@ func Verify(ctx context.Context, ev Evidence, o Options) (*Result, error) {
 		}
 		v.Checks = append(steps, v.Checks...)
 	}
+	if extends != nil {
+		res.Checks = append(res.Checks, Check{Name: attest.CheckContinuity, Passed: true,
+			Detail: fmt.Sprintf("the log begins with the %d records accepted before (saved state)", extends.Records)})
+	}
+	// The report shows the continuity check with the quote's.
+	for _, c := range res.Checks {
+		if c.Name == attest.CheckContinuity {
+			v.Checks = append(v.Checks, attest.CheckResult{Name: c.Name, Detail: c.Detail})
+		}
+	}
 	res.Verdict = v
+	if v.Next != nil && v.Next.Log != nil {
+		res.State = &State{*v.Next}
+	}
 	return res, nil
 }
 

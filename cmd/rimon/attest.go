@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -231,9 +232,11 @@ func writeTools(dir string, ev *attest.Evidence, pcrs []int, banks []crypto.Hash
 
 type verifyFlags struct {
 	azure                                azureFlags
-	logPrefix                            string    // file holding the records evidence left out
-	prefix                               []byte    // the same, in memory (rimon attest --cache)
-	logR                                 io.Reader // the log of evidence being streamed (rimon attest)
+	logPrefix                            string                // file holding the records evidence left out
+	prefix                               []byte                // the same, in memory (rimon attest --cache holding a log, as older rimon wrote it)
+	state                                *verifier.State       // the saved replay state to continue from (rimon attest --cache)
+	keepState                            func(*verifier.State) // receives the state to save after a valid verdict
+	logR                                 io.Reader             // the log of evidence being streamed (rimon attest)
 	evidence, nonce, ak, reference, pcrs string
 	banks                                []string
 	msg, sig, pcrsFile, log              string
@@ -304,14 +307,20 @@ func runVerify(g *globals, f verifyFlags, ev *attest.Evidence) error {
 			}
 		}
 	}
+	o.State, o.SaveState = f.state, f.keepState != nil
 	res, err := verifier.Verify(context.Background(), in, o)
 	switch {
+	case errors.Is(err, attest.ErrPriorUnusable):
+		return &exitErr{code: exitError, err: fmt.Errorf("%w (delete the cache file to start over)", err)}
 	case errors.Is(err, verifier.ErrNoKey):
 		return usageErr("--ak is required unless the evidence carries an Azure SEV-SNP report that vouches for the AK")
 	case errors.Is(err, verifier.ErrNoPrefix):
 		return usageErr("the evidence starts at record %d: give the earlier records with --log-prefix", in.Header.LogStart)
 	case err != nil:
 		return g.invalid(f, err)
+	}
+	if f.keepState != nil && res.State != nil {
+		f.keepState(res.State)
 	}
 	g.report(f.asJSON, res.Verdict)
 	if !res.Verdict.Trusted {
@@ -524,13 +533,12 @@ gives, at most 10 s. Exit codes as for verify.`,
 				return err
 			}
 			var since uint64
+			var next *verifier.State
 			if cache != "" {
-				if b, err := os.ReadFile(cache); err == nil {
-					f.prefix = b
-					since = uint64(bytes.Count(b, []byte{'\n'}))
-				} else if !errors.Is(err, os.ErrNotExist) {
-					return err
+				if since, err = readCache(g, cache, &f, banks); err != nil {
+					return &exitErr{code: exitError, err: err}
 				}
+				f.keepState = func(s *verifier.State) { next = s }
 			}
 			s, nonce, err := fetchEvidence(cmd.Context(), g, client, agent, since, banks, maxEv, tries)
 			if err != nil {
@@ -542,19 +550,6 @@ gives, at most 10 s. Exit codes as for verify.`,
 			defer s.Close()
 			f.nonce = hex.EncodeToString(nonce)
 			f.logR = s.Log
-			var ct *cacheTee
-			if cache != "" {
-				var head []byte
-				if s.Evidence.LogStart > 0 {
-					head, _ = attest.FirstRecords(f.prefix, s.Evidence.LogStart)
-				}
-				if ct, err = newCacheTee(cache, head, s.Log); err != nil {
-					fmt.Fprintf(g.stderr, "rimon: warning: cache %s: %v\n", cache, err)
-				} else {
-					f.logR = ct
-					defer ct.discard()
-				}
-			}
 			// The report is printed once the evidence is known to be within
 			// the limit: reading stops at the limit, and what lies beyond it
 			// was never seen.
@@ -562,18 +557,14 @@ gives, at most 10 s. Exit codes as for verify.`,
 			vg := *g
 			vg.stdout = &out
 			err = runVerify(&vg, f, s.Evidence)
-			var ee *exitErr
-			valid := err == nil || errors.As(err, &ee) && ee.code == exitCheck
-			if ct != nil && valid {
-				// Keep the whole log for the next round, still within the limit.
-				ct.drain()
-			}
 			if s.TooLarge() {
 				return g.invalid(f, fmt.Errorf("%w: more than --max-evidence %s; the agent's log may be larger, or the agent hostile", attest.ErrTooLarge, maxSize))
 			}
 			g.stdout.Write(out.Bytes())
-			if ct != nil && valid {
-				if werr := ct.keep(); werr != nil {
+			if next != nil {
+				// Valid evidence (trusted or not): its trusted prefix is the
+				// starting point of the next round.
+				if werr := writeCache(cache, next); werr != nil {
 					fmt.Fprintf(g.stderr, "rimon: warning: cache %s: %v\n", cache, werr)
 				}
 			}
@@ -582,7 +573,7 @@ gives, at most 10 s. Exit codes as for verify.`,
 	}
 	fl := c.Flags()
 	fl.StringVar(&agent, "agent", "", "the agent's base URL, http(s)://HOST:PORT")
-	fl.StringVar(&cache, "cache", "", "keep the agent's log in this file and fetch only newer records next time (the whole log is still verified; delete the file to start over)")
+	fl.StringVar(&cache, "cache", "", "keep the verifier's replay state in this file and fetch only newer records next time, verified from it (delete the file to start over)")
 	fl.StringVar(&caFile, "ca", "", "CA certificates (PEM) that sign the agent's TLS certificate (default: the system's)")
 	fl.StringVar(&maxSize, "max-evidence", "512MiB", "refuse evidence larger than this (at most 1GiB)")
 	fl.IntVar(&tries, "tries", 4, "requests in all when the agent answers 429 or 503 (1 to 10)")
@@ -667,61 +658,78 @@ func parseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-// cacheTee copies the log to a temporary file next to the cache as the
-// verifier reads it; keep renames it into place once the evidence proved
-// valid, discard removes it. A failure to write never disturbs the reader.
-type cacheTee struct {
-	r    io.Reader
-	f    *os.File
-	path string
-	werr error
-	done bool
+// readCache reads rimon attest's cache: the verifier state saved after the
+// last valid round (the record count to ask from, the PCR values, the
+// accepted prefix's digest and the reference checks after it). A cache
+// written by an older rimon holds the log itself: its records are then
+// sent with the evidence's and replayed whole, once. A state saved with
+// other banks or another reference is not continued: the whole log is
+// asked for and must begin with the records the state accepted. It returns
+// the record to ask from.
+func readCache(g *globals, path string, f *verifyFlags, banks []crypto.Hash) (uint64, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if len(b) == 0 || b[0] == 0x1e {
+		// A log (empty when the agent's was).
+		f.prefix = b
+		return uint64(bytes.Count(b, []byte{'\n'})), nil
+	}
+	st, err := verifier.ParseState(b)
+	if err != nil {
+		return 0, fmt.Errorf("cache %s: %w; delete the file to start over (the next round verifies the whole log)", path, err)
+	}
+	f.state = st
+	if len(banks) == 0 {
+		banks = []crypto.Hash{crypto.SHA256}
+	}
+	if !slices.Equal(st.Log.Banks(), banks) {
+		fmt.Fprintf(g.stderr, "rimon: cache %s was saved for other banks: verifying the whole log\n", path)
+		f.state = nil
+		return 0, nil
+	}
+	var ref *policy.Reference
+	if f.reference != "" {
+		if ref, err = loadReference(f.reference); err != nil {
+			return 0, err
+		}
+	}
+	if attest.ReferenceFingerprint(ref) != st.Ref.Reference {
+		fmt.Fprintf(g.stderr, "rimon: cache %s was saved with another reference: verifying the whole log from the agent\n", path)
+		return 0, nil
+	}
+	return st.Records(), nil
 }
 
-func newCacheTee(path string, head []byte, r io.Reader) (*cacheTee, error) {
+// writeCache saves the state for the next round: written beside the
+// cache, synced, then renamed into place.
+func writeCache(path string, st *verifier.State) error {
+	b, err := st.MarshalJSON()
+	if err != nil {
+		return err
+	}
 	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ct := &cacheTee{r: r, f: f, path: path}
-	_, ct.werr = f.Write(head)
-	return ct, nil
-}
-
-func (c *cacheTee) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if n > 0 && c.werr == nil {
-		_, c.werr = c.f.Write(p[:n])
-	}
-	return n, err
-}
-
-// drain reads the rest of the log, for the cache.
-func (c *cacheTee) drain() { io.Copy(io.Discard, c) }
-
-func (c *cacheTee) keep() error {
-	c.done = true
-	err := c.werr
+	_, err = f.Write(append(b, '\n'))
 	if err == nil {
-		err = c.f.Sync()
+		err = f.Sync()
 	}
-	if cerr := c.f.Close(); err == nil {
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(c.f.Name(), c.path)
+		err = os.Rename(f.Name(), path)
 	}
 	if err != nil {
-		os.Remove(c.f.Name())
+		os.Remove(f.Name())
 	}
 	return err
-}
-
-func (c *cacheTee) discard() {
-	if !c.done {
-		c.f.Close()
-		os.Remove(c.f.Name())
-	}
 }
 
 // httpClient trusts the CA certificates in caFile, or the system's.

@@ -247,8 +247,10 @@ func TestAttestRetries(t *testing.T) {
 	}
 }
 
-// TestAttestCacheStreams: with --cache, the log verified as it streams is
-// kept for the next round, and a later round fetches only newer records.
+// TestAttestCacheStreams: with --cache, the state after the records the
+// quote covers is kept for the next round; records after the quote are
+// not trusted, so they are not kept, and the next round asks for them
+// again.
 func TestAttestCacheStreams(t *testing.T) {
 	a := newFakeAgent(t)
 	var sinces []string
@@ -267,13 +269,12 @@ func TestAttestCacheStreams(t *testing.T) {
 		t.Fatalf("attest --cache: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	b, err := os.ReadFile(cache)
-	want := append(append(record(t, 0), record(t, 1)...), record(t, 2)...)
-	if err != nil || !bytes.Equal(b, want) {
-		t.Errorf("cache holds %q, %v; want the 3 records sent", b, err)
+	if err != nil || !bytes.Contains(b, []byte(`"records":0,`)) {
+		t.Errorf("cache holds %q, %v; want a state of 0 records", b, err)
 	}
 	rimon(t, "attest", "--agent", srv.URL, "--ak", a.akPath, "--cache", cache, "--allow-trailing", "3")
-	if !slices.Equal(sinces, []string{"", "3"}) {
-		t.Errorf("since asked = %q, want none then 3", sinces)
+	if !slices.Equal(sinces, []string{"", ""}) {
+		t.Errorf("since asked = %q, want none twice", sinces)
 	}
 }
 
