@@ -17,6 +17,7 @@ import (
 	"github.com/rimon-dev/rimon/attest/agent"
 	"github.com/rimon-dev/rimon/attest/verifier"
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 	"github.com/rimon-dev/rimon/policy"
 	"github.com/rimon-dev/rimon/tpm"
@@ -53,7 +54,7 @@ func (m *machine) append(evs ...eventlog.Event) {
 	ctx := context.Background()
 	tp, done := m.open()
 	defer done()
-	w, _, err := eventlog.OpenWriter(ctx, m.log, tp, eventlog.WriterOptions{Banks: banks256, PCR: 23, BootID: "b"})
+	w, _, err := logfile.OpenWriter(ctx, m.log, tp, logfile.WriterOptions{Banks: banks256, PCR: 23, BootID: "b"})
 	if err != nil {
 		m.t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/rimon-dev/rimon/attest"
 	attestagent "github.com/rimon-dev/rimon/attest/agent"
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 )
 
@@ -50,7 +51,7 @@ func newCacheAgent(t *testing.T, dir string) *cacheAgent {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w, _, err := eventlog.OpenWriter(ctx, a.log, tp, eventlog.WriterOptions{Banks: banks, PCR: 23, BootID: "b"})
+		w, _, err := logfile.OpenWriter(ctx, a.log, tp, logfile.WriterOptions{Banks: banks, PCR: 23, BootID: "b"})
 		if err != nil {
 			t.Fatal(err)
 		}
