@@ -37,10 +37,8 @@ func (m *Monitor) handleEvent(ev fsnotify.Event) {
 	if !ok {
 		return
 	}
-	if t.Kind == policy.File && m.pol.Symlinks == policy.Skip && t.Rule.Kind != policy.File {
-		if fi, err := os.Lstat(name); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
-			return
-		}
+	if m.skippedLink(t) && !m.known[t.Path].Present {
+		return // a link the policy skips, where no covered file was
 	}
 	k := key{t.Kind, t.Path}
 	// A chmod is measured too: permissions are not part of a file's digest,
@@ -187,4 +185,14 @@ func (m *Monitor) finished(ctx context.Context, r result) {
 		delete(m.dirty, r.key)
 		m.schedule(r.key)
 	}
+}
+
+// skippedLink reports whether t is a symbolic link that the policy's
+// "symlinks: skip" leaves out (a file named by a file rule is followed).
+func (m *Monitor) skippedLink(t policy.Target) bool {
+	if t.Kind != policy.File || m.pol.Symlinks != policy.Skip || t.Rule.Kind == policy.File {
+		return false
+	}
+	fi, err := os.Lstat(t.Path)
+	return err == nil && fi.Mode()&fs.ModeSymlink != 0
 }

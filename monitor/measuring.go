@@ -94,6 +94,11 @@ func (m *Monitor) apply(ctx context.Context, r result, newReason string) {
 			r.absent = true
 		}
 	}
+	if t, ok := m.pol.TargetFor(r.key.path); ok && m.skippedLink(t) {
+		// A covered file replaced by a link the policy skips: for the
+		// policy, the file is gone (its target is not measured).
+		r.absent, r.err = true, nil
+	}
 	if !r.absent && r.key.kind == policy.File && !utf8.ValidString(r.key.path) {
 		r.err = errNameNotUTF8
 	}

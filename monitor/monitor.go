@@ -160,6 +160,7 @@ type Monitor struct {
 
 	done       chan struct{} // closed when Run returns
 	rescanning bool
+	rescanNext string // why a rescan asked for during one must follow it
 	rescanDone chan []result
 	degraded   bool
 
@@ -282,6 +283,12 @@ func (m *Monitor) Run(ctx context.Context) error {
 		case rs := <-m.rescanDone:
 			m.rescanning = false
 			m.applyBatch(ctx, rs, ReasonCreated)
+			if why := m.rescanNext; why != "" {
+				// Asked for while that one ran (a reload): it may have
+				// read a path before the change that asked for it.
+				m.rescanNext = ""
+				m.startRescan(ctx, why)
+			}
 		case <-rescanC:
 			m.startRescan(ctx, "periodic")
 			if err := m.cfg.Recorder.Verify(ctx); err != nil {

@@ -557,6 +557,32 @@ func TestRenamedAncestor(t *testing.T) {
 	}
 }
 
+// TestSkippedLinkReplacesFile: with "symlinks: skip", a covered file
+// replaced by a symbolic link is recorded as deleted when it happens: the
+// policy does not follow the link, so the file it covered is gone (it was
+// ignored until a rescan, which then followed the link).
+func TestSkippedLinkReplacesFile(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir+"/d/app.conf", "good")
+	write(t, dir+"/evil.conf", "EVIL")
+	h := start(t, dir, loadPolicy(t, dir, "settings:\n  symlinks: skip\nmeasure:\n  - dir: $DIR/d\n"))
+	if err := os.Symlink(dir+"/evil.conf", dir+"/d/tmp.lnk"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir+"/d/tmp.lnk", dir+"/d/app.conf"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor(t, "app.conf recorded as deleted", func() bool {
+		e, _ := h.rec.last(dir + "/d/app.conf")
+		return e.Reason == "deleted"
+	})
+	h.tick(t, 5*time.Minute) // a rescan does not follow the link either
+	h.sync(t, dir+"/d/sync")
+	if e, _ := h.rec.last(dir + "/d/app.conf"); e.Reason != "deleted" || e.SHA256 != "" {
+		t.Errorf("after a rescan: %+v; want app.conf still deleted", e)
+	}
+}
+
 // TestProgress: a scan reports its progress on the terminal writer.
 func TestProgress(t *testing.T) {
 	dir := t.TempDir()

@@ -20,10 +20,14 @@ func (m *Monitor) reload(ctx context.Context) {
 		return
 	}
 	m.pol = p
-	for _, pd := range m.pending {
-		pd.timer.Stop()
+	// A change waiting for its debounce stays pending when the new policy
+	// still covers its path the same way: a reload must not lose it.
+	for k, pd := range m.pending {
+		if t, ok := p.TargetFor(k.path); !ok || t.Kind != k.kind || t.Path != k.path {
+			pd.timer.Stop()
+			delete(m.pending, k)
+		}
 	}
-	m.pending = map[key]*pending{}
 	m.installWatches()
 	m.log.Info("policy reloaded", "source", p.Source, "rules", len(p.Rules))
 	m.startRescan(ctx, "reload")

@@ -99,6 +99,9 @@ func (m *Monitor) applyBatch(ctx context.Context, rs []result, newReason string)
 
 func (m *Monitor) startRescan(ctx context.Context, why string) {
 	if m.rescanning {
+		if why != "periodic" {
+			m.rescanNext = why // runs once this one is done
+		}
 		return
 	}
 	m.rescanning = true

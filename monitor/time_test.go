@@ -168,3 +168,37 @@ func TestReloadDropsPendingChanges(t *testing.T) {
 		m.wg.Wait()
 	})
 }
+
+// TestReloadKeepsCoveredPendingChanges: a change waiting for its debounce
+// when the policy is reloaded is still measured when the new policy covers
+// its path; a reload during a rescan gets a rescan of its own after it
+// (the running one may have read a path before the change).
+func TestReloadKeepsCoveredPendingChanges(t *testing.T) {
+	dir := t.TempDir()
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	synctest.Test(t, func(t *testing.T) {
+		m := newBubbled(t, dir, "  debounce: 50ms\n")
+		m.watcher = w
+		next := loadPolicy(t, dir, "settings:\n  debounce: 50ms\nmeasure:\n  - file: $DIR/a\n  - file: $DIR/b\n")
+		m.cfg.Reload = func() (*policy.Policy, error) { return next, nil }
+		m.schedule(key{policy.File, dir + "/a"})
+		m.rescanning = true // a rescan is running
+		m.reload(context.Background())
+		if len(m.pending) != 1 || m.rescanNext != "reload" {
+			t.Fatalf("after the reload: %d pending, next rescan %q; want a's change kept and a rescan to follow", len(m.pending), m.rescanNext)
+		}
+		select {
+		case k := <-m.fire:
+			if k.path != dir+"/a" {
+				t.Errorf("fired %v, want %s/a", k, dir)
+			}
+		case <-time.After(time.Second):
+			t.Error("the pending change of a was lost in the reload")
+		}
+		m.wg.Wait()
+	})
+}
