@@ -51,7 +51,7 @@ deps:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
 
-## demo: rimon's main job on a private swtpm, with no TPM hardware.
+## demo: rimon's main job on the in-process TPM simulator, with no TPM hardware: measure, change, attest.
 demo: deps build
 	bash scripts/demo.sh ./$(BIN)
 
