@@ -225,23 +225,40 @@ func splitLog(b []byte) [][]byte {
 }
 
 // TestTrailingRecordsAreNotTrusted appends after the quote: the verifier
-// reports the extra record and does not check it against the reference.
+// reports the extra record and never approves it; a record that the
+// reference would approve leaves the verdict TRUSTED, one it would not
+// (a crash leaves a written, unextended record only for a change that
+// happened) makes it UNTRUSTED.
 func TestTrailingRecordsAreNotTrusted(t *testing.T) {
-	m := newMachine(t)
-	m.measure("/bin/a", "a")
-	ev := m.evidence(nonce)
-	m.measure("/bin/evil", "evil")
-	recs, _, _ := logfile.Snapshot(context.Background(), m.log)
-	var all bytes.Buffer
-	for i := range recs {
-		b, _ := recs[i].Marshal()
-		all.Write(b)
-	}
-	ev.Log = all.Bytes()
-	ref, _ := policy.ParseReference("r.yaml", strings.NewReader("files:\n  /bin/a: ["+digestOf("a")+"]\n"))
-	res, err := verify(ev, attest.Options{QuoteOptions: attest.QuoteOptions{AK: m.ak, Nonce: nonce}, Reference: ref})
-	if err != nil || !res.Trusted || res.Covered != 1 || res.Trailing != 1 {
-		t.Errorf("Verify = %+v, %v; want trusted, 1 covered, 1 trailing", res, err)
+	for _, tc := range []struct {
+		name, path, content string
+		trusted             bool
+	}{
+		{"approved", "/bin/a", "a", true},
+		{"not_approved", "/bin/evil", "evil", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMachine(t)
+			m.measure("/bin/a", "a")
+			ev := m.evidence(nonce)
+			m.measure(tc.path, tc.content)
+			recs, _, _ := logfile.Snapshot(context.Background(), m.log)
+			var all bytes.Buffer
+			for i := range recs {
+				b, _ := recs[i].Marshal()
+				all.Write(b)
+			}
+			ev.Log = all.Bytes()
+			ref, _ := policy.ParseReference("r.yaml", strings.NewReader("files:\n  /bin/a: ["+digestOf("a")+"]\n"))
+			res, err := verify(ev, attest.Options{QuoteOptions: attest.QuoteOptions{AK: m.ak, Nonce: nonce}, Reference: ref})
+			if err != nil || res.Trusted != tc.trusted || res.Covered != 1 || res.Trailing != 1 || res.Measured != 1 {
+				t.Fatalf("Verify = %+v, %v; want trusted %v, 1 covered, 1 trailing, 1 measured", res, err, tc.trusted)
+			}
+			if !tc.trusted && (res.FailureTotal != 1 || res.Failures[0].Kind != attest.KindTrailing ||
+				!strings.Contains(res.Failures[0].String(), "in the records after the quote, which it does not vouch for; the first: file /bin/evil: not listed")) {
+				t.Errorf("failures %v; want one naming the trailing /bin/evil", res.Failures)
+			}
+		})
 	}
 }
 

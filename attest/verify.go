@@ -69,6 +69,12 @@ type LogMatch struct {
 	// Next is the state after the covered records, to continue from with
 	// [MatchLogFrom] next time.
 	Next *Prior
+	// TrailingFailures are what the reference checks (and unmeasured
+	// records) find in the records after the covered prefix, which the
+	// quote does not vouch for (the first MaxFindings; the total counts
+	// them all).
+	TrailingFailures     []Finding
+	TrailingFailureTotal int
 }
 
 // MaxFindings bounds the failures and warnings a result lists one by one.
@@ -275,6 +281,14 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, from From) (*
 			why += " (" + m.TailProblem + ")"
 		}
 		return nil, &CheckError{Check: CheckLog, Err: errors.New(why)}
+	}
+	m.TrailingFailures = append([]Finding(nil), chk.pending...)
+	m.TrailingFailureTotal = chk.nPending
+	for _, st := range chk.unmPending {
+		if st.set {
+			m.TrailingFailureTotal++
+			m.TrailingFailures = appendCapped(m.TrailingFailures, []Finding{st.f})
+		}
 	}
 	chk.rollback()
 	if next != nil && (from.Keep || prior != nil || extends != nil) {
@@ -886,6 +900,15 @@ func Verify(attest, sig []byte, values map[eventlog.PCRKey][]byte, log io.Reader
 				res.Trailing, m.Covered, allow, m.Covered, m.Records)}
 		res.FailureTotal++
 		res.Failures = appendCapped([]Finding{f}, res.Failures)
+	}
+	if n := m.TrailingFailureTotal; n > 0 && len(m.TrailingFailures) > 0 {
+		// Not vouched for, so never approved; but an honest agent leaves a
+		// record after its quote only when a change was recorded and not
+		// yet extended (a crash): what it says must not be ignored.
+		f := Finding{Measured: Measured{Index: -1, Kind: KindTrailing},
+			Problem: fmt.Sprintf("%d finding(s) in the records after the quote, which it does not vouch for; the first: %s", n, m.TrailingFailures[0])}
+		res.FailureTotal++
+		res.Failures = appendCapped(res.Failures, []Finding{f})
 	}
 	res.Trusted = res.FailureTotal == 0
 	return res, nil
