@@ -31,8 +31,14 @@ type agent struct {
 
 func startAgent(t *testing.T, args ...string) *agent {
 	t.Helper()
-	a := &agent{ready: make(chan struct{}), exited: make(chan error, 1)}
-	a.cmd = exec.Command(os.Args[0], append([]string{"watch"}, args...)...)
+	return startAgentCmd(t, exec.Command(os.Args[0], append([]string{"watch"}, args...)...))
+}
+
+// startAgentCmd runs cmd, a "rimon watch" command line, until the agent
+// says it is ready.
+func startAgentCmd(t *testing.T, cmd *exec.Cmd) *agent {
+	t.Helper()
+	a := &agent{ready: make(chan struct{}), exited: make(chan error, 1), cmd: cmd}
 	a.cmd.Env = append(os.Environ(), "RIMON_AS_MAIN=1")
 	pipe, err := a.cmd.StderrPipe()
 	if err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,38 +22,7 @@ import (
 // nofile open files (soft and hard: Go raises the soft limit to the hard one).
 func startLimitedAgent(t *testing.T, nofile int, args ...string) *agent {
 	t.Helper()
-	a := &agent{ready: make(chan struct{}), exited: make(chan error, 1)}
-	a.cmd = exec.Command("sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" watch "$@"`, nofile), os.Args[0]}, args...)...)
-	a.cmd.Env = append(os.Environ(), "RIMON_AS_MAIN=1")
-	pipe, err := a.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(pipe)
-		once := sync.Once{}
-		for sc.Scan() {
-			a.mu.Lock()
-			a.stderr.WriteString(sc.Text() + "\n")
-			a.mu.Unlock()
-			if strings.Contains(sc.Text(), "msg=ready") {
-				once.Do(func() { close(a.ready) })
-			}
-		}
-		a.exited <- a.cmd.Wait()
-	}()
-	select {
-	case <-a.ready:
-	case err := <-a.exited:
-		t.Fatalf("agent exited before ready: %v\n%s", err, a.log())
-	case <-time.After(30 * time.Second):
-		a.cmd.Process.Kill()
-		t.Fatalf("agent not ready after 30s:\n%s", a.log())
-	}
-	return a
+	return startAgentCmd(t, exec.Command("sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" watch "$@"`, nofile), os.Args[0]}, args...)...))
 }
 
 // TestIdleConnectionsLeaveDescriptorsForMeasuring: an agent limited to 64
