@@ -290,21 +290,8 @@ func TestWatchdogOnlyWhileRecording(t *testing.T) {
 	t.Setenv("WATCHDOG_PID", "")
 	sw := testtpm.StartSwtpm(t)
 	_, app, polPath, log := lostSetup(t)
-	pol, err := policy.Load(polPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := &lockedBuffer{}
-	g := &globals{tpm: sw.Spec, log: log, stdout: &bytes.Buffer{}, stderr: stderr}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- runWatch(ctx, g, pol, polPath, "text", 0) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("runWatch: %v\n%s", err, stderr.String())
-		}
-	}()
+	stderr, stop := runWatchInProcess(t, sw.Spec, log, polPath)
+	defer stop()
 	start := time.Now()
 	waitFor(t, "a first watchdog ping", func() bool { return n.pings(start, time.Now().Add(time.Hour)) > 0 }, stderr.String)
 
@@ -388,21 +375,8 @@ func TestAgentCannotWriteLog(t *testing.T) {
 			if tc.name == "immutable" {
 				log = filepath.Join(t.TempDir(), "m.log") // tmpfs may lack the flag
 			}
-			pol, err := policy.Load(polPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stderr := &lockedBuffer{}
-			g := &globals{tpm: sw.Spec, log: log, stdout: &bytes.Buffer{}, stderr: stderr}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- runWatch(ctx, g, pol, polPath, "text", 0) }()
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("runWatch: %v\n%s", err, stderr.String())
-				}
-			}()
+			stderr, stop := runWatchInProcess(t, sw.Spec, log, polPath)
+			defer stop()
 			start := time.Now()
 			waitFor(t, "a first watchdog ping", func() bool { return n.pings(start, time.Now().Add(time.Hour)) > 0 }, stderr.String)
 			waitRecorded(t, log, app, "v1", stderr.String)
@@ -431,5 +405,27 @@ func TestAgentCannotWriteLog(t *testing.T) {
 			back := waitFor(t, "the agent recording again", func() bool { return strings.Contains(stderr.String(), "recording again") }, stderr.String)
 			waitFor(t, "a watchdog ping once the log can be written", func() bool { return n.pings(back, time.Now().Add(time.Hour)) > 0 }, stderr.String)
 		})
+	}
+}
+
+// runWatchInProcess runs the agent (runWatch) in this process on tpmSpec
+// until stop, which fails the test if the agent ended with an error.
+func runWatchInProcess(t *testing.T, tpmSpec, log, polPath string) (stderr *lockedBuffer, stop func()) {
+	t.Helper()
+	pol, err := policy.Load(polPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr = &lockedBuffer{}
+	g := &globals{tpm: tpmSpec, log: log, stdout: &bytes.Buffer{}, stderr: stderr}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runWatch(ctx, g, pol, polPath, "text", 0) }()
+	return stderr, func() {
+		t.Helper()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("runWatch: %v\n%s", err, stderr.String())
+		}
 	}
 }
