@@ -137,7 +137,6 @@ func (m *Monitor) apply(ctx context.Context, r result, newReason string) {
 		return
 	}
 	m.known[r.key.path] = Known{Kind: ev.Kind, SHA256: ev.SHA256, Present: !r.absent}
-	delete(m.causes, r.key.path)
 	if !r.absent {
 		m.watchLinkTarget(r.key)
 	}
@@ -157,7 +156,6 @@ func (m *Monitor) record(ctx context.Context, ev eventlog.Event) error {
 		}
 	}
 	m.records++
-	m.lastChange = m.clock.Now()
 	m.log.Info("measured", "recnum", rec.RecNum, "path", ev.Path, "kind", ev.Kind, "sha256", ev.SHA256, "reason", ev.Reason)
 	return nil
 }

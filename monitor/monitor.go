@@ -69,6 +69,8 @@ type Known struct {
 	Kind    string
 	SHA256  string
 	Present bool
+	// Cause is an unmeasured record's cause.
+	Cause string
 }
 
 // KnownSet maps each path to its last recorded measurement.
@@ -86,7 +88,7 @@ func (k KnownSet) Add(r *eventlog.Record) {
 		if esc := r.Content.Str("path_escaped"); p == "" && esc != "" {
 			p = unescapePath(esc)
 		}
-		k[p] = Known{Kind: e.Kind, Present: true}
+		k[p] = Known{Kind: e.Kind, Present: true, Cause: r.Content.Str("cause")}
 		return
 	}
 	k[e.Path] = Known{Kind: e.Kind, SHA256: e.SHA256, Present: e.Reason != eventlog.ReasonDeleted}
@@ -153,7 +155,6 @@ type Monitor struct {
 	// unrec holds every path that changed and whose measurement failed,
 	// until a measurement of it is recorded; retry carries its retries.
 	unrec    map[key]*unrec
-	causes   map[string]string // the cause of each unmeasured record of this run
 	retry    chan key
 	mu       sync.Mutex   // guards unrecPub
 	unrecPub []Unrecorded // what Unrecorded returns
@@ -165,7 +166,6 @@ type Monitor struct {
 	degraded   bool
 
 	records, errors int
-	lastChange      time.Time
 
 	// probe runs a function on Run's goroutine, and onLoop (when set)
 	// after each event Run handles: tests see the state through them.
@@ -206,7 +206,7 @@ func New(cfg Config) (*Monitor, error) {
 		cfg: cfg, pol: cfg.Policy, log: cfg.Logger, clock: clock,
 		watched: map[string]dirID{}, ancestors: map[string]bool{}, known: known, linked: map[string][]key{},
 		pending: map[key]*pending{}, inflight: map[key]uint64{}, cancel: map[key]context.CancelFunc{},
-		dirty: map[key]bool{}, applied: map[key]uint64{}, unrec: map[key]*unrec{}, causes: map[string]string{}, retry: make(chan key, 64),
+		dirty: map[key]bool{}, applied: map[key]uint64{}, unrec: map[key]*unrec{}, retry: make(chan key, 64),
 		fire: make(chan key, 256), results: make(chan result, 64), sem: make(chan struct{}, workers),
 		bigSem:     make(chan struct{}, big),
 		rescanDone: make(chan []result, 1), done: make(chan struct{}), probe: make(chan func()),

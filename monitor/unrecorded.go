@@ -115,7 +115,7 @@ func (m *Monitor) failed(ctx context.Context, r result, reason string) {
 	u.cause, u.err = cause, shortError(r.err)
 	m.log.Error("measurement failed", "path", r.key.path, "kind", string(r.key.kind), "cause", cause, "tries", u.tries, "err", r.err)
 	prev := m.known[r.key.path]
-	if prev.Kind == eventlog.KindUnmeasured && prev.Present && m.causes[r.key.path] == cause {
+	if prev.Kind == eventlog.KindUnmeasured && prev.Present && prev.Cause == cause {
 		u.recorded = true // the log already says so
 	}
 	transient := cause == CauseUnstable || cause == CauseError
@@ -123,8 +123,7 @@ func (m *Monitor) failed(ctx context.Context, r result, reason string) {
 		ev := unmeasuredEvent(r.key.path, reason, cause, u.err)
 		if err := m.record(ctx, ev); err == nil {
 			u.recorded = true
-			m.known[r.key.path] = Known{Kind: eventlog.KindUnmeasured, Present: true}
-			m.causes[r.key.path] = cause
+			m.known[r.key.path] = Known{Kind: eventlog.KindUnmeasured, Present: true, Cause: cause}
 		}
 	}
 	if cause == CauseNameNotUTF8 && u.recorded {

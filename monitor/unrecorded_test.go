@@ -290,3 +290,33 @@ func TestFileReplacedByFIFO(t *testing.T) {
 		t.Errorf("a new FIFO was recorded: %+v", e)
 	}
 }
+
+// TestRestartKeepsUnmeasuredRecords: an agent restarted on a log whose last
+// record for a path says it could not be measured does not record it again
+// for the same cause (the log already says so); another cause is recorded.
+func TestRestartKeepsUnmeasuredRecords(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir+"/bin/big", strings.Repeat("x", 2048))
+	pol := loadPolicy(t, dir, "settings:\n  max_file_size: 1KiB\nmeasure:\n  - dir: $DIR/bin\n")
+	first := start(t, dir, pol)
+	e, n := first.rec.last(dir + "/bin/big")
+	if n != 1 || e.Kind != eventlog.KindUnmeasured {
+		t.Fatalf("first run: %d records, last %+v; want one unmeasured record", n, e)
+	}
+	first.stop()
+
+	// The log as the next run reads it.
+	known := KnownSet{}
+	for _, ev := range first.rec.snapshot() {
+		c, err := ev.Content()
+		if err != nil {
+			t.Fatal(err)
+		}
+		known.Add(&eventlog.Record{ContentType: eventlog.ContentTypeRimon, Content: c})
+	}
+	second := startWith(t, dir, Config{Policy: pol, Known: known}, &memRecorder{})
+	second.sync(t, dir+"/bin/sync")
+	if _, n := second.rec.last(dir + "/bin/big"); n != 0 {
+		t.Errorf("the restarted agent recorded the unmeasured file again (%d records)", n)
+	}
+}
