@@ -71,7 +71,7 @@ func scanRecord(j []byte, r *rawRecord) bool {
 		case "pcr":
 			idx = 1
 			n, ok := p.uint()
-			if !ok || n > 31 {
+			if !ok || n > MaxPCR {
 				return false
 			}
 			r.pcr, havePCR = int(n), true

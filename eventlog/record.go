@@ -28,6 +28,10 @@ const (
 	ContentTypeSystemd = "systemd"
 )
 
+// MaxPCR is the largest PCR index a record may name (TPM 2.0 PC Client
+// TPMs have 24; the format leaves room for 32).
+const MaxPCR = 31
+
 // CanonicalHeader opens the canonical encoding of a rimon record's content.
 const CanonicalHeader = "rimon-event-v1\n"
 
@@ -407,8 +411,8 @@ func slowParseRecord(j []byte) (Record, error) {
 	if err != nil {
 		return Record{}, fmt.Errorf(`field "pcr": want an integer from 0 to 31 in plain decimal, have %s`, v)
 	}
-	if pcr > 31 {
-		return Record{}, fmt.Errorf(`field "pcr": %d is out of range 0-31`, pcr)
+	if pcr > MaxPCR {
+		return Record{}, fmt.Errorf(`field "pcr": %d is out of range 0-%d`, pcr, MaxPCR)
 	}
 	r.PCR = int(pcr)
 	var ds []wireDigest

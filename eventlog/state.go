@@ -70,7 +70,7 @@ func (c *Checkpoint) Equal(o *Checkpoint) bool {
 		}
 	}
 	for _, b := range c.banks {
-		for pcr := 0; pcr < 24; pcr++ {
+		for pcr := 0; pcr <= MaxPCR; pcr++ {
 			if !bytes.Equal(c.Value(pcr, b), o.Value(pcr, b)) {
 				return false
 			}
@@ -183,7 +183,7 @@ var ErrCheckpoint = errors.New("saved replay state")
 
 // ParseCheckpoint restores a checkpoint saved by [Checkpoint.MarshalJSON].
 // It is strict: the version is known, every field is present and checked
-// (banks known, PCR numbers 0 to 23, each value as long as its bank's
+// (banks known, PCR numbers 0 to 31 as in records, each value as long as its bank's
 // digest, the count within [MaxCheckpointRecords], a checkpoint of zero
 // records with the zero digest and initial values), and the text is the
 // one form MarshalJSON writes (so no field is given twice); a final line
@@ -234,8 +234,8 @@ func ParseCheckpoint(b []byte) (*Checkpoint, error) {
 		c.banks = append(c.banks, bank)
 		for ps, vs := range pcrs {
 			pcr, err := strconv.Atoi(ps)
-			if err != nil || pcr < 0 || pcr > 23 || strconv.Itoa(pcr) != ps {
-				return bad("banks.%s: PCR %q: want 0 to 23", name, ps)
+			if err != nil || pcr < 0 || pcr > MaxPCR || strconv.Itoa(pcr) != ps {
+				return bad("banks.%s: PCR %q: want 0 to %d", name, ps, MaxPCR)
 			}
 			v, err := hex.DecodeString(vs)
 			if err != nil || len(v) != bank.Size() {

@@ -187,3 +187,34 @@ func FuzzParseCheckpoint(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckpointHighPCR: a record may name PCRs up to 31; a checkpoint
+// after one must read back (it was refused above 23, leaving a verifier's
+// saved state unreadable after an agent's odd record).
+func TestCheckpointHighPCR(t *testing.T) {
+	c, err := NewContent(Field{Key: "kind", Str: "file"}, Field{Key: "path", Str: "/x"}, Field{Key: "reason", Str: "manual"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := Record{RecNum: 0, HasRecNum: true, PCR: 30, ContentType: ContentTypeRimon, Content: c, Digests: c.Digests([]crypto.Hash{crypto.SHA256})}
+	line, err := rec.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewCheckpoint([]crypto.Hash{crypto.SHA256}).Resume()
+	if _, err := r.Visit(bytes.NewReader(line), nil); err != nil {
+		t.Fatal(err)
+	}
+	cp := r.Checkpoint()
+	b, err := cp.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := ParseCheckpoint(b)
+	if err != nil {
+		t.Fatalf("ParseCheckpoint(%s) = %v", b, err)
+	}
+	if !back.Equal(cp) || bytes.Equal(back.Value(30, crypto.SHA256), make([]byte, 32)) {
+		t.Errorf("the checkpoint read back is another replay: %s", b)
+	}
+}
