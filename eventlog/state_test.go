@@ -136,7 +136,7 @@ func TestParseCheckpointStrict(t *testing.T) {
 		{"zero_prefix", `"prefix":"` + v, `"prefix":"` + strings.Repeat("0", 64), "zero digest"},
 		{"no_banks", `,"banks":{"sha1":{},"sha256":{"23":"` + v + `"}}`, ``, "banks: missing"},
 		{"unknown_bank", `"sha1":{}`, `"md5":{}`, "unknown PCR bank"},
-		{"pcr_24", `{"23":`, `{"24":`, `PCR "24"`},
+		{"pcr_32", `{"23":`, `{"32":`, `PCR "32"`},
 		{"pcr_leading_zero", `{"23":`, `{"023":`, `PCR "023"`},
 		{"short_value", `"23":"00`, `"23":"`, "banks.sha256.23"},
 		{"sha1_length", `"sha1":{}`, `"sha1":{"23":"` + v + `"}`, "banks.sha1.23"},
