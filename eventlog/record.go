@@ -320,6 +320,24 @@ type wireDigest struct {
 	Digest  string `json:"digest"`
 }
 
+// parseWireDigest reads one entry of "digests": exactly the keys hashAlg
+// and digest, spelled so, once each, both strings (encoding/json alone
+// would take other keys, other cases and repeated keys).
+func parseWireDigest(j []byte) (wireDigest, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(j, &m); err != nil {
+		return wireDigest{}, fmt.Errorf(`want {"hashAlg":…,"digest":…}: %v`, err)
+	}
+	if len(m) != 2 || countKeys(j) != 2 || m["hashAlg"] == nil || m["digest"] == nil {
+		return wireDigest{}, fmt.Errorf(`want exactly the keys "hashAlg" and "digest", once each, have %s`, j)
+	}
+	var d wireDigest
+	if json.Unmarshal(m["hashAlg"], &d.HashAlg) != nil || json.Unmarshal(m["digest"], &d.Digest) != nil {
+		return wireDigest{}, fmt.Errorf(`"hashAlg" and "digest" must be strings, have %s`, j)
+	}
+	return d, nil
+}
+
 // Marshal encodes r as one RFC 7464 element: 0x1E, JSON, line feed.
 func (r *Record) Marshal() ([]byte, error) {
 	b := make([]byte, 0, 512)
@@ -417,8 +435,16 @@ func slowParseRecord(j []byte) (Record, error) {
 	r.PCR = int(pcr)
 	var ds []wireDigest
 	if v, ok := m["digests"]; ok {
-		if err := json.Unmarshal(v, &ds); err != nil {
+		var raw []json.RawMessage
+		if err := json.Unmarshal(v, &raw); err != nil {
 			return Record{}, fmt.Errorf(`field "digests": want [{"hashAlg":…,"digest":…}, …]: %v`, err)
+		}
+		for i, e := range raw {
+			d, err := parseWireDigest(e)
+			if err != nil {
+				return Record{}, fmt.Errorf(`digests[%d]: %w`, i, err)
+			}
+			ds = append(ds, d)
 		}
 	}
 	if len(ds) == 0 {

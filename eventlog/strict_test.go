@@ -65,6 +65,10 @@ func TestReaderRefusesNonCanonicalText(t *testing.T) {
 		{"surrogate_in_systemd_string", sd(`enter-initrd\udc80`), "unpaired surrogate"},
 		{"invalid_utf8_in_systemd_string", sd("enter-initrd\xfe"), "invalid UTF-8"},
 		{"uppercase_digest", rec(zeros64, strings.Repeat("AB", 32)), "lowercase hex"},
+		// Digest entries: exactly hashAlg and digest, spelled so, once each.
+		{"digest_entry_extra_key", rec(`"hashAlg":"sha256"`, `"extra":1,"hashAlg":"sha256"`), `"hashAlg" and "digest"`},
+		{"digest_entry_key_case", rec(`"hashAlg":"sha256"`, `"HASHALG":"sha256"`), `"hashAlg" and "digest"`},
+		{"digest_entry_repeated_key", rec(`"hashAlg":"sha256"`, `"hashAlg":"sha1","hashAlg":"sha256"`), `"hashAlg" and "digest"`},
 		{"mixed_case_digest", rec(zeros64, strings.Repeat("ab", 31)+"aB"), "lowercase hex"},
 		{"negative_zero_pcr", rec(`"pcr":23`, `"pcr":-0`), `"pcr"`},
 		{"fraction_pcr", rec(`"pcr":23`, `"pcr":23.0`), `"pcr"`},
