@@ -93,7 +93,7 @@ func (m *LogMatch) snapshot(st *eventlog.State, sel []eventlog.PCRKey) {
 // nil). Records after the prefix are counted and never trusted. Every
 // record's digests are recomputed from its content. A rimon record that
 // extends no quoted PCR in a quoted bank is not vouched for by the quote:
-// it is ignored, with a warning.
+// it is never approved, and it is a failure.
 //
 // Unmeasured records are checked with or without ref: a path whose latest
 // covered record says it could not be measured is a failure (a warning
@@ -514,10 +514,14 @@ func (c *refChecker) lookupFile(path string) (*policy.RefEntry, bool) {
 }
 
 // unbound notes a rimon record that extends no quoted PCR in a quoted bank.
+// unbound handles a rimon record that extends no quoted PCR in a quoted
+// bank: the quote says nothing of it, so what it records is unknown to the
+// verifier. It is never approved, and it fails the verdict: a quote of
+// other PCRs than the log's must not vouch for a log it does not cover.
 func (c *refChecker) unbound(i int, v *eventlog.View) {
-	c.add(true, func() Finding {
+	c.add(false, func() Finding {
 		return Finding{Measured: c.measured(i, v.Str("path"), v),
-			Problem: "extends no PCR the quote covers: not vouched for, ignored"}
+			Problem: "extends no PCR the quote covers: not vouched for"}
 	})
 }
 

@@ -103,11 +103,29 @@ func TestRecordsOnUnquotedPCRsAreNotTrusted(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := strings.Join(problems(res.Failures), "\n")
-	if res.Trusted || res.FailureTotal != 2 || !strings.Contains(got, "not measured (unreadable): /bin/app") || !strings.Contains(got, "/bin/req: required, but never measured") {
-		t.Errorf("failures:\n%s\nwant /bin/app not measured and /bin/req never measured", got)
+	if res.Trusted || res.FailureTotal != 4 || !strings.Contains(got, "not measured (unreadable): /bin/app") || !strings.Contains(got, "/bin/req: required, but never measured") ||
+		strings.Count(got, "extends no PCR the quote covers") != 2 {
+		t.Errorf("failures:\n%s\nwant /bin/app not measured, /bin/req never measured and the two PCR 16 records named", got)
 	}
-	if res.WarningTotal != 2 || !strings.Contains(res.Warnings[0].Problem, "extends no PCR the quote covers") {
-		t.Errorf("warnings %q; want the two PCR 16 records named", problems(res.Warnings))
+}
+
+// TestQuoteOfOtherPCRsIsNotTrusted: a quote of a PCR the log never extends
+// (--pcrs 16 over a log of PCR 23) replays at its initial value and so
+// "covers" every record; none of them is vouched for, and the verdict must
+// not be TRUSTED.
+func TestQuoteOfOtherPCRsIsNotTrusted(t *testing.T) {
+	m := newRawMachine(t)
+	m.add(23, str("kind", "file"), str("path", "/bin/evil"), str("reason", "changed"), str("sha256", digestOf("evil")))
+	ev, err := agent.Collect(context.Background(), m.tpm, m.log, nonce, []int{16}, m.banks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := verify(ev, attest.Options{QuoteOptions: attest.QuoteOptions{AK: m.ak, Nonce: nonce, PCRs: []int{16}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Trusted || res.FailureTotal != 1 || !strings.Contains(res.Failures[0].Problem, "extends no PCR the quote covers") {
+		t.Errorf("Verify = %+v; want UNTRUSTED naming the record the quote does not cover", res)
 	}
 }
 
