@@ -56,6 +56,9 @@ type LogMatch struct {
 	Measured int
 	// TailProblem explains why reading stopped early, if it did.
 	TailProblem string
+	// TailInvalid is set when reading stopped at a complete record that
+	// does not verify (edited, or out of sequence), not at a torn end.
+	TailInvalid bool
 	// TrailingProblem explains why the first record after the covered
 	// prefix is not covered: which quoted PCR and bank it moved away from
 	// the quote.
@@ -255,6 +258,7 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, from From) (*
 		m.TailProblem = err.Error()
 		var re *eventlog.ReplayError
 		if errors.As(err, &re) {
+			m.TailInvalid = true
 			m.Records = re.Index
 			if re.Index == m.Covered && m.TrailingProblem == "" {
 				m.TrailingProblem = err.Error()
@@ -904,6 +908,14 @@ func Verify(attest, sig []byte, values map[eventlog.PCRKey][]byte, log io.Reader
 				res.Trailing, m.Covered, allow, m.Covered, m.Records)}
 		res.FailureTotal++
 		res.Failures = appendCapped([]Finding{f}, res.Failures)
+	}
+	if m.TailInvalid {
+		// Records after a broken one cannot be counted or checked: what
+		// the log holds after the quote is unknown, so it is not trusted.
+		f := Finding{Measured: Measured{Index: m.Records, Kind: KindTrailing},
+			Problem: "the log after the quote holds a record that does not verify, and nothing after it can be read: " + m.TailProblem}
+		res.FailureTotal++
+		res.Failures = appendCapped(res.Failures, []Finding{f})
 	}
 	if n := m.TrailingFailureTotal; n > 0 && len(m.TrailingFailures) > 0 {
 		// Not vouched for, so never approved; but an honest agent leaves a

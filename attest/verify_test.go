@@ -172,6 +172,12 @@ func TestTrailingRecordsExplained(t *testing.T) {
 	if err != nil || !strings.Contains(res.TrailingProblem, "record 1") || !strings.Contains(res.TrailingProblem, "digest does not match content") {
 		t.Errorf("edited trailing record: %+v, %v; want the replay error", res, err)
 	}
+	// Nothing after a broken record can be counted or checked: not trusted,
+	// however many records the verdict tolerates after the quote.
+	res, err = verify(ev, attest.Options{QuoteOptions: attest.QuoteOptions{AK: m.ak, Nonce: nonce}, AllowTrailing: 5})
+	if err != nil || res.Trusted || res.FailureTotal != 1 || !strings.Contains(res.Failures[0].Problem, "holds a record that does not verify") {
+		t.Errorf("edited trailing record: %+v, %v; want UNTRUSTED for the record that does not verify", res, err)
+	}
 }
 
 // TestUnrecordedChanges: an evidence header that lists unrecorded changes
