@@ -31,12 +31,22 @@ it approves what is there, good or bad.`,
 				if _, err := os.Stat(fromLog); err != nil {
 					return fmt.Errorf("log %s: %w", fromLog, unwrapPath(err))
 				}
-				recs, _, err := logfile.Snapshot(cmd.Context(), fromLog)
+				recs, torn, err := logfile.Snapshot(cmd.Context(), fromLog)
 				if err != nil {
 					return err
 				}
 				if len(recs) == 0 {
 					return fmt.Errorf("log %s has no records", fromLog)
+				}
+				// A reference approves what the log says: only a log whose
+				// records verify may say it.
+				for i := range recs {
+					if problem, _ := recordProblem(i, &recs[i]); problem != "" {
+						return fmt.Errorf("log %s: record %d: %s (a reference is made only from a log whose records verify)", fromLog, i, problem)
+					}
+				}
+				if torn > 0 {
+					fmt.Fprintf(g.stderr, "rimon: warning: %s ends in an incomplete record (%d bytes, never extended): left out\n", fromLog, torn)
 				}
 				return policy.WriteReference(g.stdout, policy.ReferenceFromLog("the log "+fromLog, recs))
 			}
