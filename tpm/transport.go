@@ -66,7 +66,7 @@ func (s *socketTPM) Send(cmd []byte) ([]byte, error) {
 		timeout = firstTimeout
 	}
 	if err := s.conn.SetDeadline(time.Now().Add(timeout)); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w at %s: %v", ErrUnreachable, s.name, err)
 	}
 	if _, err := s.conn.Write(cmd); err != nil {
 		return nil, fmt.Errorf("%w at %s: send: %v", ErrUnreachable, s.name, unwrapOpError(err))
@@ -85,7 +85,11 @@ func (s *socketTPM) Send(cmd []byte) ([]byte, error) {
 	s.answered = true
 	size := binary.BigEndian.Uint32(hdr[2:6])
 	if size < 10 || size > maxResponse {
-		return nil, fmt.Errorf("TPM %s: response size %d out of range", s.name, size)
+		// The rest of the response stays unread: the connection is out of
+		// step and must not carry another command (ErrUnreachable makes a
+		// reconnecting TPM dial again).
+		s.conn.Close()
+		return nil, fmt.Errorf("%w at %s: response size %d out of range", ErrUnreachable, s.name, size)
 	}
 	rsp := make([]byte, size)
 	copy(rsp, hdr[:])
