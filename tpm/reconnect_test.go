@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto"
 	"errors"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,5 +94,42 @@ func TestSocketTPMReconnectsToUnstartedTPM(t *testing.T) {
 	sw.Restart(false)
 	if got := readWhenBack(t, tp, banks); !bytes.Equal(got[crypto.SHA256], make([]byte, 32)) {
 		t.Errorf("PCR 23 of the restarted TPM = %x, want zeros", got[crypto.SHA256])
+	}
+}
+
+// TestSocketTPMBadResponseSize: a response whose header announces an
+// impossible size leaves its body unread; the connection must not carry
+// another command, so the error is ErrUnreachable (a reconnecting TPM dials
+// again) and names the size.
+func TestSocketTPMBadResponseSize(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				if _, err := c.Read(buf); err != nil {
+					return
+				}
+				// TPM_ST_NO_SESSIONS, size 1 MiB, TPM_RC_SUCCESS, then garbage.
+				c.Write([]byte{0x80, 0x01, 0x00, 0x10, 0x00, 0x00, 0, 0, 0, 0, 1, 2, 3})
+			}()
+		}
+	}()
+	tp, err := tpm.Open(context.Background(), "tcp:"+ln.Addr().String())
+	if err == nil {
+		_, err = tp.ReadPCRs(context.Background(), 23, []crypto.Hash{crypto.SHA256})
+		tp.Close()
+	}
+	if !errors.Is(err, tpm.ErrUnreachable) || !strings.Contains(err.Error(), "out of range") {
+		t.Errorf("a response of 1 MiB announced: %v; want ErrUnreachable naming the size", err)
 	}
 }
