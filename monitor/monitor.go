@@ -240,12 +240,31 @@ func (m *Monitor) Run(ctx context.Context) error {
 	m.notify("READY=1\n" + m.status())
 	m.log.Info("ready", "targets", len(m.known), "watched_dirs", len(m.watched), "records", m.records)
 
+	// The rescan interval follows the policy (a reload may change it) and
+	// shortens while watches are missing (m.degraded).
 	var rescanC <-chan time.Time
-	if iv := m.rescanInterval(); iv > 0 {
-		t := m.clock.NewTicker(iv)
-		defer t.Stop()
-		rescanC = t.C()
+	var rescanT Ticker
+	var rescanIv time.Duration
+	retune := func() {
+		iv := m.rescanInterval()
+		if iv == rescanIv {
+			return
+		}
+		if rescanT != nil {
+			rescanT.Stop()
+			rescanT, rescanC = nil, nil
+		}
+		if rescanIv = iv; iv > 0 {
+			rescanT = m.clock.NewTicker(iv)
+			rescanC = rescanT.C()
+		}
 	}
+	retune()
+	defer func() {
+		if rescanT != nil {
+			rescanT.Stop()
+		}
+	}()
 	var dogC <-chan time.Time
 	if m.cfg.Watchdog > 0 {
 		t := m.clock.NewTicker(m.cfg.Watchdog / 2)
@@ -256,6 +275,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 	defer statusT.Stop()
 
 	for {
+		retune()
 		select {
 		case <-ctx.Done():
 			return m.shutdown(ctx)
@@ -272,7 +292,9 @@ func (m *Monitor) Run(ctx context.Context) error {
 				m.log.Warn("inotify queue overflowed: rescanning everything")
 				m.startRescan(ctx, "overflow")
 			} else {
-				m.log.Error("watch error", "err", err)
+				// Events may have been lost: look at everything again.
+				m.log.Error("watch error: rescanning everything", "err", err)
+				m.startRescan(ctx, "watch error")
 			}
 		case k := <-m.fire:
 			m.fired(ctx, k)

@@ -639,3 +639,21 @@ func TestWorkers(t *testing.T) {
 		}
 	}
 }
+
+// TestRescanIntervalFollowsDegradedMode: when watches go missing after
+// start (the watch limit, or a directory that cannot be watched), periodic
+// rescans come every 30 s at most, not at the policy's interval set at
+// start.
+func TestRescanIntervalFollowsDegradedMode(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir+"/bin/a", "a")
+	h := start(t, dir, loadPolicy(t, dir, "settings:\n  rescan: 10m\nmeasure:\n  - dir: $DIR/bin\n"))
+	h.waitFor(t, "the 10 min rescan ticker", func() bool { return h.clock.hasTicker(10 * time.Minute) })
+	done := make(chan struct{})
+	h.m.probe <- func() { h.m.degraded = true; close(done) }
+	<-done
+	h.sync(t, dir+"/bin/sync") // a loop iteration after the change
+	h.waitFor(t, "a 30 s rescan ticker", func() bool {
+		return h.clock.hasTicker(30*time.Second) && !h.clock.hasTicker(10*time.Minute)
+	})
+}

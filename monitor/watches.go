@@ -151,7 +151,11 @@ func (m *Monitor) watch(dir string) bool {
 		return false
 	case errors.Is(err, fs.ErrNotExist):
 	default:
-		m.log.Warn("cannot watch directory", "dir", dir, "err", err)
+		// Changes below it are found by rescans only, as when the watch
+		// limit is reached.
+		m.degraded = true
+		m.log.Error("cannot watch directory: changes below it are found by periodic rescans only", "dir", dir, "err", err,
+			"rescan", m.rescanInterval().String())
 	}
 	return true
 }
