@@ -288,12 +288,18 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, from From) (*
 	}
 	m.TrailingFailures = append([]Finding(nil), chk.pending...)
 	m.TrailingFailureTotal = chk.nPending
-	for _, st := range chk.unmPending {
-		if st.set {
-			m.TrailingFailureTotal++
-			m.TrailingFailures = appendCapped(m.TrailingFailures, []Finding{st.f})
+	if ref == nil || !ref.WarnUnmeasured {
+		var unm []Finding
+		for _, st := range chk.unmPending {
+			if st.set {
+				unm = append(unm, st.f)
+			}
 		}
+		sort.Slice(unm, func(i, j int) bool { return unm[i].Index < unm[j].Index })
+		m.TrailingFailureTotal += len(unm) + chk.unmPOver
+		m.TrailingFailures = appendCapped(m.TrailingFailures, unm)
 	}
+	sort.SliceStable(m.TrailingFailures, func(i, j int) bool { return m.TrailingFailures[i].Index < m.TrailingFailures[j].Index })
 	chk.rollback()
 	if next != nil && (from.Keep || prior != nil || extends != nil) {
 		m.Next = &Prior{Log: next, Ref: chk.state(fingerprint, m.Measured)}
@@ -917,12 +923,16 @@ func Verify(attest, sig []byte, values map[eventlog.PCRKey][]byte, log io.Reader
 		res.FailureTotal++
 		res.Failures = appendCapped(res.Failures, []Finding{f})
 	}
-	if n := m.TrailingFailureTotal; n > 0 && len(m.TrailingFailures) > 0 {
+	if n := m.TrailingFailureTotal; n > 0 {
+		first := "records naming paths that could not be measured, past the bound on such paths"
+		if len(m.TrailingFailures) > 0 {
+			first = m.TrailingFailures[0].String()
+		}
 		// Not vouched for, so never approved; but an honest agent leaves a
 		// record after its quote only when a change was recorded and not
 		// yet extended (a crash): what it says must not be ignored.
 		f := Finding{Measured: Measured{Index: -1, Kind: KindTrailing},
-			Problem: fmt.Sprintf("%d finding(s) in the records after the quote, which it does not vouch for; the first: %s", n, m.TrailingFailures[0])}
+			Problem: fmt.Sprintf("%d finding(s) in the records after the quote, which it does not vouch for; the first: %s", n, first)}
 		res.FailureTotal++
 		res.Failures = appendCapped(res.Failures, []Finding{f})
 	}

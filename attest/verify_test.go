@@ -223,3 +223,26 @@ func TestUnrecordedChanges(t *testing.T) {
 		t.Errorf("without unrecorded changes: %+v, %v", res, err)
 	}
 }
+
+// TestTrailingUnmeasuredHonoursWarn: an unmeasured record after the quote
+// is judged as inside it: a failure by default, a warning with the
+// reference's "unmeasured: warn".
+func TestTrailingUnmeasuredHonoursWarn(t *testing.T) {
+	m := newRawMachine(t)
+	m.file("/bin/app", "v1")
+	ev, err := agent.Collect(context.Background(), m.tpm, m.log, nonce, []int{23}, m.banks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.unmeasured("path", "/bin/app", "unstable")
+	ev.Log, _ = os.ReadFile(m.log)
+	for _, tc := range []struct {
+		ref     string
+		trusted bool
+	}{{"files:\n  /bin/app: [" + digestOf("v1") + "]\n", false}, {"unmeasured: warn\nfiles:\n  /bin/app: [" + digestOf("v1") + "]\n", true}} {
+		res, err := verify(ev, attest.Options{QuoteOptions: attest.QuoteOptions{AK: m.ak, Nonce: nonce}, Reference: mustRef(t, tc.ref)})
+		if err != nil || res.Trusted != tc.trusted {
+			t.Errorf("reference %q: %+v, %v; want trusted %v", tc.ref, res, err, tc.trusted)
+		}
+	}
+}
