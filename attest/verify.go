@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -145,7 +146,7 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, from From) (*
 		if cp == nil {
 			continue
 		}
-		if !sameBanks(cp.Banks(), bl) {
+		if !slices.Equal(cp.Banks(), bl) {
 			return nil, fmt.Errorf("%w: it replays banks %s, the quote covers %s", ErrPriorUnusable, bankList(cp.Banks()), bankList(bl))
 		}
 	}
@@ -314,18 +315,6 @@ func (p *Prior) log() *eventlog.Checkpoint {
 		return nil
 	}
 	return p.Log
-}
-
-func sameBanks(a, b []crypto.Hash) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func bankList(bs []crypto.Hash) string {
@@ -629,14 +618,7 @@ func (c *refChecker) unmeasuredRecord(i int, path string, v *eventlog.View) {
 // unmeasuredCauses are the causes an unmeasured record may give (docs/FORMAT.md).
 var unmeasuredCauses = []string{"unstable", "unreadable", "name_not_utf8", "too_large", "timeout", "unsupported_type", "symlink_refused", "error"}
 
-func validCause(s string) bool {
-	for _, c := range unmeasuredCauses {
-		if s == c {
-			return true
-		}
-	}
-	return false
-}
+func validCause(s string) bool { return slices.Contains(unmeasuredCauses, s) }
 
 // unmeasuredPath returns the raw path an unmeasured record names: its path,
 // or its path_escaped decoded. Exactly one must be set, and path_escaped
@@ -775,17 +757,8 @@ func (c *refChecker) finish() (failures, warnings []Finding) {
 	return c.failures, c.warnings
 }
 
-func contains(list []string, s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
+// contains reports whether s, which is not empty, is in list.
+func contains(list []string, s string) bool { return s != "" && slices.Contains(list, s) }
 
 // Options configures [Verify].
 type Options struct {
