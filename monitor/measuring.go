@@ -94,7 +94,7 @@ func (m *Monitor) apply(ctx context.Context, r result, newReason string) {
 			r.absent = true
 		}
 	}
-	if t, ok := m.pol.TargetFor(r.key.path); ok && m.skippedLink(t) {
+	if t, ok := m.pol.TargetFor(r.key.path); m.pol.Symlinks == policy.Skip && ok && m.skippedLink(t) {
 		// A covered file replaced by a link the policy skips: for the
 		// policy, the file is gone (its target is not measured).
 		r.absent, r.err = true, nil

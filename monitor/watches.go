@@ -175,6 +175,12 @@ func (m *Monitor) watchLinkTarget(k key) {
 	if k.kind != policy.File {
 		return // a tree's or image's root link is followed by its watches
 	}
+	// One lstat per measured file on the loop: only a path that is itself
+	// a link is resolved (a link in a directory on the way is not followed
+	// here; the directory's watch sees the file's own changes).
+	if fi, err := os.Lstat(k.path); err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+		return
+	}
 	real, err := filepath.EvalSymlinks(k.path)
 	if err != nil || real == k.path {
 		return
