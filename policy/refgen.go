@@ -6,6 +6,7 @@ import (
 	"maps"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/rimon-dev/rimon/eventlog"
 )
@@ -44,9 +45,13 @@ func ReferenceFromLog(source string, records []eventlog.Record) RefFile {
 			delete(files, e.Path)
 			delete(images, e.Path)
 		case e.Kind == eventlog.KindImage:
-			var ds []string
+			// The record's own sha256 always names it (docs/FORMAT.md 1.2);
+			// manifest and config digests too when they are one SHA-256
+			// digest each (a reference holds no sha512 digest, and a set's
+			// config_digest lists several).
+			ds := []string{"sha256:" + e.SHA256}
 			for _, k := range []string{"manifest_digest", "config_digest"} {
-				if d := records[i].Content.Str(k); d != "" {
+				if d := records[i].Content.Str(k); strings.HasPrefix(d, "sha256:") && !strings.Contains(d, ",") && !slices.Contains(ds, d) {
 					ds = append(ds, d)
 				}
 			}

@@ -87,6 +87,10 @@ func TestReferenceFromLogRoundTrip(t *testing.T) {
 		{Kind: "file", Path: "/opt/odd[1]*.bin", SHA256: sha("odd"), Reason: "initial"},
 		{Kind: "image", Path: "/var/lib/images/web.tar", SHA256: sha("tar"), Reason: "initial",
 			Extra: []eventlog.Field{{Key: "config_digest", Str: config}, {Key: "manifest_digest", Str: manifest}}},
+		// A set of images (two configs) with a sha512 manifest: only the
+		// record's sha256 can be listed.
+		{Kind: "image", Path: "/var/lib/images/set", SHA256: sha("set"), Reason: "initial",
+			Extra: []eventlog.Field{{Key: "config_digest", Str: config + ",sha256:" + sha("c2")}, {Key: "manifest_digest", Str: "sha512:" + strings.Repeat("ab", 64)}}},
 		// Not measured: no digest to approve, whatever came before.
 		{Kind: "file", Path: "/usr/bin/c", SHA256: sha("c"), Reason: "initial"},
 		{Kind: eventlog.KindUnmeasured, Path: "/usr/bin/c", Reason: "changed",
@@ -110,12 +114,13 @@ func TestReferenceFromLogRoundTrip(t *testing.T) {
 	f := policy.ReferenceFromLog("the log "+path, recs)
 	want := policy.RefFile{
 		Files:  map[string][]string{"/usr/bin/a": {sha("a2")}, "/opt/odd[1]*.bin": {sha("odd")}, "/usr/bin/d": {sha("d")}},
-		Images: map[string][]string{"/var/lib/images/web.tar": {manifest, config}},
+		Images: map[string][]string{"/var/lib/images/web.tar": {"sha256:" + sha("tar"), manifest, config}, "/var/lib/images/set": {"sha256:" + sha("set")}},
 	}
 	if d := cmp.Diff(want.Files, f.Files); d != "" {
 		t.Errorf("files (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff(sorted(want.Images["/var/lib/images/web.tar"]), sorted(f.Images["/var/lib/images/web.tar"])); d != "" || len(f.Images) != 1 {
+	if d := cmp.Diff(sorted(want.Images["/var/lib/images/web.tar"]), sorted(f.Images["/var/lib/images/web.tar"])); d != "" || len(f.Images) != 2 ||
+		!slices.Equal(f.Images["/var/lib/images/set"], want.Images["/var/lib/images/set"]) {
 		t.Errorf("images %v, want %v", f.Images, want.Images)
 	}
 	text := roundTrip(t, f)
