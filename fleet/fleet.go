@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"time"
 )
 
@@ -326,4 +327,52 @@ type PayloadData struct {
 	// Findings as the verifier library gives them ([]attest.Finding), or null.
 	Findings json.RawMessage `json:"findings"`
 	Time     time.Time       `json:"time"`
+}
+
+// Metrics is what the fleet's parts report; package fleet/metrics
+// implements it on Prometheus. [NopMetrics] discards everything.
+type Metrics interface {
+	// Attestation counts one attestation by its outcome (a Status, or
+	// "error" when nothing could be stored) and observes its duration.
+	Attestation(outcome Status, d time.Duration)
+	// Lag observes how late an attestation started after its due time.
+	Lag(d time.Duration)
+	// Records counts records verified.
+	Records(n int)
+	// Delivery counts one webhook delivery attempt (ok: 2xx).
+	Delivery(ok bool)
+	// DB observes one store operation's duration (op: "claim", "save", ...).
+	DB(op string, d time.Duration)
+}
+
+// NopMetrics discards every report.
+type NopMetrics struct{}
+
+// Attestation does nothing.
+func (NopMetrics) Attestation(Status, time.Duration) {}
+
+// Lag does nothing.
+func (NopMetrics) Lag(time.Duration) {}
+
+// Records does nothing.
+func (NopMetrics) Records(int) {}
+
+// Delivery does nothing.
+func (NopMetrics) Delivery(bool) {}
+
+// DB does nothing.
+func (NopMetrics) DB(string, time.Duration) {}
+
+// Engine is what the API asks of the attesting engine (package
+// fleet/engine).
+type Engine interface {
+	// Wake asks for the named agent to be attested soon (after add,
+	// change, clear).
+	Wake(name string)
+	// ReferenceReplaced re-evaluates every agent using the reference from
+	// its stored observations, storing each change of state.
+	ReferenceReplaced(ctx context.Context, name string) error
+	// PushHandler serves /v1/push/ for agents that push (their own
+	// tokens, not the API's).
+	PushHandler() http.Handler
 }
