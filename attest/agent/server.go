@@ -101,6 +101,7 @@ func Handler(o HandlerOptions) http.Handler {
 	one := make(chan struct{}, 1)
 	writers := make(chan struct{}, maxWriters)
 	mux := http.NewServeMux()
+	registerIdentity(mux, o, turns, one) // GET /v1/identity, POST /v1/activate (identity.go)
 	mux.HandleFunc("HEAD /v1/evidence", func(w http.ResponseWriter, r *http.Request) {
 		if _, err := parseQuery(r.URL.RawQuery, o.Banks); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)

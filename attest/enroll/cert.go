@@ -20,8 +20,8 @@ import (
 // RFC 5280.
 var (
 	// OIDEKCertificate is the TCG extended key usage tcg-kp-EKCertificate.
-	OIDEKCertificate  = asn1.ObjectIdentifier{2, 23, 133, 8, 1}
-	oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+	OIDEKCertificate   = asn1.ObjectIdentifier{2, 23, 133, 8, 1}
+	oidSubjectAltName  = asn1.ObjectIdentifier{2, 5, 29, 17}
 	oidTPMManufacturer = asn1.ObjectIdentifier{2, 23, 133, 2, 1}
 	oidTPMModel        = asn1.ObjectIdentifier{2, 23, 133, 2, 2}
 	oidTPMVersion      = asn1.ObjectIdentifier{2, 23, 133, 2, 3}
