@@ -236,6 +236,7 @@ type verifyFlags struct {
 	prefix                               []byte                // the same, in memory (rimon attest --cache holding a log, as older rimon wrote it)
 	state                                *verifier.State       // the saved replay state to continue from (rimon attest --cache)
 	keepState                            func(*verifier.State) // receives the state to save after a valid verdict
+	akKey                                crypto.PublicKey      // the AK enrollment vouched for (rimon attest --ek-ca/--ak-ca)
 	logR                                 io.Reader             // the log of evidence being streamed (rimon attest)
 	evidence, nonce, ak, reference, pcrs string
 	banks                                []string
@@ -361,6 +362,9 @@ func (f *verifyFlags) options(g *globals, streamed bool) (verifier.Options, erro
 	}
 	if o.Banks, err = parseBanks(f.banks); err != nil {
 		return o, err
+	}
+	if f.akKey != nil {
+		o.AK = f.akKey
 	}
 	if f.ak != "" {
 		akPEM, err := os.ReadFile(f.ak)
@@ -502,8 +506,9 @@ func newAttestCmd(g *globals) *cobra.Command {
 	var f verifyFlags
 	var agent, caFile, cache, maxSize string
 	var tries int
+	var ef enrollFlags
 	c := &cobra.Command{
-		Use:   "attest --agent URL --ak AK.pem [--ca CA.pem] [--reference REF.yaml] [--json]",
+		Use:   "attest --agent URL (--ak AK.pem | --ek-ca CA | --ak-ca CA) [--ca CA.pem] [--reference REF.yaml] [--json]",
 		Short: "Fetch evidence from an agent with a fresh random nonce, then verify it",
 		Long: `attest picks a fresh 32-byte random nonce, fetches GET URL/v1/evidence?nonce=…
 from an agent started with rimon watch --listen, and verifies it as rimon verify
@@ -511,7 +516,15 @@ does. The quote's signature and nonce are checked before any of the log is
 read; the log is then verified as it streams in, and evidence larger than
 --max-evidence is refused. An agent that answers 429 or 503 is asked again
 (--tries in all, each time with a fresh nonce) after the Retry-After it
-gives, at most 10 s. Exit codes as for verify.`,
+gives, at most 10 s. Exit codes as for verify.
+
+Without --ak, --ek-ca or --ak-ca enrolls the agent first (docs/THREAT-MODEL.md):
+the agent's EK certificate must chain to a TPM vendor CA of --ek-ca, its EK
+must be the certificate's key, and its TPM must recover a fresh secret sealed
+to that EK for the AK's name (credential activation); or, with --ak-ca, the AK
+certificate of a cloud vTPM must chain to a root of --ak-ca. The chain of
+trust is printed step by step, with the path that vouched; a refusal names the
+step that failed (exit 2).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if agent == "" {
@@ -531,6 +544,16 @@ gives, at most 10 s. Exit codes as for verify.`,
 			client, err := httpClient(caFile)
 			if err != nil {
 				return err
+			}
+			if ef.set() {
+				if f.ak != "" {
+					return usageErr("--ak pins the AK; --ek-ca and --ak-ca enroll it: give one or the other")
+				}
+				res, err := enrollAgent(cmd.Context(), g, client, agent, ef, f.asJSON)
+				if err != nil {
+					return err
+				}
+				f.akKey = res.AK.Key
 			}
 			var since uint64
 			var next *verifier.State
@@ -577,7 +600,8 @@ gives, at most 10 s. Exit codes as for verify.`,
 	fl.StringVar(&caFile, "ca", "", "CA certificates (PEM) that sign the agent's TLS certificate (default: the system's)")
 	fl.StringVar(&maxSize, "max-evidence", "512MiB", "refuse evidence larger than this (at most 1GiB)")
 	fl.IntVar(&tries, "tries", 4, "requests in all when the agent answers 429 or 503 (1 to 10)")
-	fl.StringVar(&f.ak, "ak", "", "the attestation key to pin, PEM (required)")
+	fl.StringVar(&f.ak, "ak", "", "the attestation key to pin, PEM (or --ek-ca/--ak-ca)")
+	ef.register(c)
 	fl.StringVar(&f.reference, "reference", "", "reference values (YAML)")
 	fl.StringVar(&f.pcrs, "pcrs", "23", "PCRs the quote must cover")
 	fl.StringArrayVar(&f.banks, "bank", []string{"sha256"}, "banks the quote must cover (repeatable)")
