@@ -148,7 +148,15 @@ func (p *CAPool) Verify(c *x509.Certificate, now time.Time, intermediates ...*x5
 		}
 		return nil, err
 	}
-	return chains[0], nil
+	// Every pool certificate is an anchor: show the longest chain, up to
+	// the root when the pool has it.
+	best := chains[0]
+	for _, ch := range chains[1:] {
+		if len(ch) > len(best) {
+			best = ch
+		}
+	}
+	return best, nil
 }
 
 // Source names the file a pool certificate came from ("" when unknown).
