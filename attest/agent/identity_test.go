@@ -3,7 +3,13 @@ package agent_test
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
+	"math/big"
 	"net/http"
 	"os"
 	"strings"
@@ -188,4 +194,88 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// testCA is a CA private to a test that certifies AKs, as a cloud's AK CA
+// does.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newTestCA(t *testing.T, cn string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return &testCA{cert: c, key: key}
+}
+
+func (ca *testCA) certify(t *testing.T, pub crypto.PublicKey) []byte {
+	t.Helper()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "AK"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// A cloud vTPM's AK certificate (written here where Azure Trusted Launch
+// keeps it, 0x01C101D0) vouches for the AK when it chains to the cloud
+// root given: no activation round. A certificate of another key, or one
+// the root did not sign, does not; with EK CAs as well, the EK path then
+// vouches and says what the AK certificate path refused.
+func TestEnrollAKCert(t *testing.T) {
+	ctx := context.Background()
+	a := startEKAgent(t)
+	ak, err := a.tpm.ReadAK(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cloud := newTestCA(t, "cloud AK root")
+	if err := a.tpm.WriteNV(ctx, tpm.AzureAKCert, cloud.certify(t, ak.Key)); err != nil {
+		t.Fatal(err)
+	}
+	id := a.identity(t)
+	if len(id.AKCerts) != 1 || id.AKCerts[0].NVIndex != tpm.AzureAKCert {
+		t.Fatalf("identity AK certificates %v, want the one at 0x01C101D0", id.AKCerts)
+	}
+	noActivation := func(context.Context, *enroll.ActivationRequest) (*enroll.ActivationResponse, error) {
+		t.Error("activation asked for on the AK certificate path")
+		return nil, errors.New("no")
+	}
+	res, err := enroll.Enroll(ctx, id, enroll.Options{AKCAs: enroll.NewCAPool(cloud.cert)}, noActivation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Path != enroll.PathAKCert || !enroll.SameKey(res.AK.Key, ak.Key) {
+		t.Errorf("path %s, want %s with the TPM's AK", res.Path, enroll.PathAKCert)
+	}
+
+	other := newTestCA(t, "another root")
+	_, err = enroll.Enroll(ctx, id, enroll.Options{AKCAs: enroll.NewCAPool(other.cert)}, noActivation)
+	wantRefused(t, err, enroll.StepAKCert, "not in the CA bundle")
+
+	res, err = enroll.Enroll(ctx, id, enroll.Options{AKCAs: enroll.NewCAPool(other.cert), EKCAs: a.cas}, agent.HTTPActivator(http.DefaultClient, a.url))
+	if err != nil || res.Path != enroll.PathActivation || len(res.Refused) != 1 {
+		t.Errorf("fallback to the EK path: %v, %+v", err, res)
+	}
+
+	// The certificate of another key, presented with this AK.
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	forged := *id
+	forged.AKCerts = []enroll.NVCert{{NVIndex: tpm.AzureAKCert, Certificate: cloud.certify(t, &key.PublicKey)}}
+	_, err = enroll.Enroll(ctx, &forged, enroll.Options{AKCAs: enroll.NewCAPool(cloud.cert)}, noActivation)
+	wantRefused(t, err, enroll.StepAKCert, "not the AK the agent quotes with")
 }
