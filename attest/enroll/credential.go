@@ -100,10 +100,14 @@ func DefaultEKPublic(key crypto.PublicKey) (*tpm2.TPMTPublic, error) {
 			Symmetric: symDef(t.aesBits),
 			CurveID:   curve,
 		})
-		size := (k.Curve.Params().BitSize + 7) / 8
+		pt, err := k.Bytes() // 0x04 || X || Y
+		if err != nil {
+			return nil, fmt.Errorf("ECC EK: %w", err)
+		}
+		size := (len(pt) - 1) / 2
 		pub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
-			X: tpm2.TPM2BECCParameter{Buffer: k.X.FillBytes(make([]byte, size))},
-			Y: tpm2.TPM2BECCParameter{Buffer: k.Y.FillBytes(make([]byte, size))},
+			X: tpm2.TPM2BECCParameter{Buffer: pt[1 : 1+size]},
+			Y: tpm2.TPM2BECCParameter{Buffer: pt[1+size:]},
 		})
 		return &pub, nil
 	}
@@ -122,11 +126,9 @@ func symDef(bits tpm2.TPMKeyBits) tpm2.TPMTSymDefObject {
 func SameKey(a, b crypto.PublicKey) bool {
 	switch x := a.(type) {
 	case *rsa.PublicKey:
-		y, ok := b.(*rsa.PublicKey)
-		return ok && x.E == y.E && x.N.Cmp(y.N) == 0
+		return x.Equal(b)
 	case *ecdsa.PublicKey:
-		y, ok := b.(*ecdsa.PublicKey)
-		return ok && x.Curve == y.Curve && x.X.Cmp(y.X) == 0 && x.Y.Cmp(y.Y) == 0
+		return x.Equal(b)
 	}
 	return false
 }

@@ -2,15 +2,25 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rimon-dev/rimon/internal/testtpm"
+	"github.com/rimon-dev/rimon/tpm"
 )
 
 // startWatchOn runs rimon watch --listen on the TPM spec (already
@@ -164,5 +174,61 @@ func TestEnrollInteropTpm2Tools(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(cred); bytes.Equal(b[:4], []byte{0xba, 0xdc, 0xc0, 0xde}) == false {
 		t.Errorf("credential file header % x, want tpm2-tools' badcc0de", b[:4])
+	}
+}
+
+// rimon attest --ak-ca: the AK certificate a cloud vTPM keeps (written here
+// at Azure Trusted Launch's 0x01C101D0, signed by a root private to the
+// test) vouches for the AK, with no activation round, and the output says
+// so; another root is refused.
+func TestAttestEnrollAKCA(t *testing.T) {
+	ctx := context.Background()
+	spec := testtpm.Swtpm(t)
+	dir := t.TempDir()
+	mustRimon(t, "provision", "--tpm", spec)
+	tp, err := tpm.Open(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak, err := tp.ReadAK(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rootTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test cloud AK root"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	rootDER, _ := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, &rootKey.PublicKey, rootKey)
+	root, _ := x509.ParseCertificate(rootDER)
+	akDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "vTPM AK"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}, root, ak.Key, rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.WriteNV(ctx, tpm.AzureAKCert, akDER); err != nil {
+		t.Fatal(err)
+	}
+	tp.Close()
+	rootPEM := writeFile(t, filepath.Join(dir, "root.pem"), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rootDER})))
+
+	a := startWatchOn(t, spec, dir)
+	ref := a.reference()
+	r := rimon(t, "attest", "--agent", a.url, "--ak-ca", rootPEM, "--reference", ref)
+	if r.code != 0 || !strings.Contains(r.stdout, "ENROLLED via ak-certificate: cloud CA → AK certificate → AK") ||
+		!strings.Contains(r.stdout, "NV 0x01C101D0") || !strings.Contains(r.stdout, "\nTRUSTED\n") {
+		t.Fatalf("rimon attest --ak-ca: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// A bundle that holds no certificate is the operator's mistake.
+	r = rimon(t, "attest", "--agent", a.url, "--ak-ca", a.reference(), "--reference", ref)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "--ak-ca") {
+		t.Errorf("--ak-ca with a file that is no certificate: exit %d\n%s", r.code, r.stderr)
+	}
+	// Without an EK CA, a root that did not sign the AK certificate
+	// leaves nothing to vouch for the AK.
+	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	otherDER, _ := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, &otherKey.PublicKey, otherKey)
+	otherPEM := writeFile(t, filepath.Join(dir, "other.pem"), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: otherDER})))
+	r = rimon(t, "attest", "--agent", a.url, "--ak-ca", otherPEM, "--reference", ref)
+	if r.code != exitError || !strings.Contains(r.stderr, "rimon: enrollment refused: AK certificate: ") {
+		t.Errorf("rimon attest --ak-ca with another root: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
