@@ -314,7 +314,7 @@ func runVerify(g *globals, f verifyFlags, ev *attest.Evidence) error {
 	case errors.Is(err, attest.ErrPriorUnusable):
 		return &exitErr{code: exitError, err: fmt.Errorf("%w (delete the cache file to start over)", err)}
 	case errors.Is(err, verifier.ErrNoKey):
-		return usageErr("--ak is required unless the evidence carries an Azure SEV-SNP report that vouches for the AK")
+		return usageErr("--ak is required unless the evidence carries an Azure SEV-SNP report that vouches for the AK (rimon attest also takes --ek-ca or --ak-ca to enroll the AK)")
 	case errors.Is(err, verifier.ErrNoPrefix):
 		return usageErr("the evidence starts at record %d: give the earlier records with --log-prefix", in.Header.LogStart)
 	case err != nil:
