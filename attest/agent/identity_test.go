@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -30,7 +31,7 @@ type ekAgent struct {
 	cas *enroll.CAPool
 }
 
-func startEKAgent(t *testing.T) *ekAgent {
+func startEKAgent(t testing.TB) *ekAgent {
 	t.Helper()
 	ctx := context.Background()
 	p := testtpm.StartSwtpmEK(t)
@@ -42,12 +43,19 @@ func startEKAgent(t *testing.T) *ekAgent {
 	if _, _, err := tp.ProvisionAK(ctx); err != nil {
 		t.Fatal(err)
 	}
-	url := serve(t, agent.Handler(agent.HandlerOptions{TPM: tp, LogPath: t.TempDir() + "/log", PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256}}), 16, 4)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &http.Server{Handler: agent.Handler(agent.HandlerOptions{TPM: tp, LogPath: t.TempDir() + "/log", PCRs: []int{23},
+		Banks: []crypto.Hash{crypto.SHA256}, Rate: 1000}), ReadHeaderTimeout: 5 * time.Second}
+	go s.Serve(agent.LimitListener(ln, 16, 4))
+	t.Cleanup(func() { s.Close() })
 	cas, err := enroll.LoadCAPool(p.RootCA, p.IssuerCA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &ekAgent{p: p, tpm: tp, url: url, cas: cas}
+	return &ekAgent{p: p, tpm: tp, url: "http://" + ln.Addr().String(), cas: cas}
 }
 
 func (a *ekAgent) identity(t *testing.T) *enroll.Identity {
@@ -278,4 +286,30 @@ func TestEnrollAKCert(t *testing.T) {
 	forged.AKCerts = []enroll.NVCert{{NVIndex: tpm.AzureAKCert, Certificate: cloud.certify(t, &key.PublicKey)}}
 	_, err = enroll.Enroll(ctx, &forged, enroll.Options{AKCAs: enroll.NewCAPool(cloud.cert)}, noActivation)
 	wantRefused(t, err, enroll.StepAKCert, "not the AK the agent quotes with")
+}
+
+// What a fleet verifier keeps of an enrollment notices another AK or EK
+// later.
+func TestEnrollmentRecord(t *testing.T) {
+	ctx := context.Background()
+	a, b := startEKAgent(t), startEKAgent(t)
+	idA, idB := a.identity(t), b.identity(t)
+	res, err := enroll.Enroll(ctx, idA, enroll.Options{EKCAs: a.cas}, agent.HTTPActivator(http.DefaultClient, a.url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := res.Record()
+	if err := rec.Check(a.identity(t)); err != nil {
+		t.Errorf("the same agent: %v", err)
+	}
+	other := *idA
+	other.AK = idB.AK
+	if err := rec.Check(&other); !errors.Is(err, enroll.ErrIdentityChanged) || !strings.Contains(err.Error(), "the AK is") {
+		t.Errorf("another AK: %v", err)
+	}
+	other = *idA
+	other.EKs = idB.EKs
+	if err := rec.Check(&other); !errors.Is(err, enroll.ErrIdentityChanged) || !strings.Contains(err.Error(), "EK certificate at NV 0x01C00002") {
+		t.Errorf("another EK: %v", err)
+	}
 }

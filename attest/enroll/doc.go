@@ -29,5 +29,12 @@
 // that POSTs the challenge to /v1/activate. The [Result] holds the
 // vouched AK (its key, public area and name), the path that vouched
 // ([PathActivation] or [PathAKCert]), the EK certificate and the steps,
-// for the caller to store and print.
+// for the caller to print; [Result.Record] is what to store. A fleet
+// verifier then attests with the recorded AK, and [Record.Check] tells it
+// when the agent later shows another AK or EK ([ErrIdentityChanged]): the
+// agent is then invalid until an operator enrolls it again.
+//
+// The agent's side of the protocol (GET /v1/identity, POST /v1/activate)
+// is package attest/agent, with its client (FetchIdentity and
+// HTTPActivator in that package).
 package enroll
