@@ -367,16 +367,19 @@ const (
 )
 
 // ReadAKCerts reads the cloud AK certificates the TPM has (none on most
-// TPMs: the map is then empty).
+// TPMs: the map is then empty). They are optional evidence: an index that
+// exists but cannot be read with its own empty authorization is left out
+// (a verifier then has only the EK path), and only a cancelled ctx is an
+// error.
 func (t *TPM) ReadAKCerts(ctx context.Context) (map[uint32][]byte, error) {
 	out := map[uint32][]byte{}
 	for _, idx := range []uint32{GCEAKCertRSA, GCEAKCertECC, AzureAKCert} {
 		b, err := t.ReadNV(ctx, idx)
-		if errors.Is(err, ErrNoNV) {
-			continue
-		}
 		if err != nil {
-			return nil, err
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			continue
 		}
 		out[idx] = b
 	}
