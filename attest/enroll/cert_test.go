@@ -47,9 +47,9 @@ func TestParseEKCertRealVendors(t *testing.T) {
 	}{
 		// ST33 RSA EK from Keylime's test_cert_utils.py: padded with 0xFF
 		// after the DER, critical SAN with a directoryName only, TCG EKU.
-		{file: "keylime/st_rsa_ek_padded.der", der: true, ca: []string{"keylime/STM_RSA_05I.pem"},
+		{file: "keylime-tests/st_rsa_ek_padded.der", der: true, ca: []string{"keylime/STM_RSA_05I.pem"},
 			manufacturer: "id:53544D20", repairs: []string{"trailing bytes"}, wantEKU: true},
-		{file: "keylime/st_ecc_ek.der", der: true, ca: []string{"keylime/STM_ECC_01I.pem"},
+		{file: "keylime-tests/st_ecc_ek.der", der: true, ca: []string{"keylime/STM_ECC_01I.pem"},
 			manufacturer: "id:53544D20", wantEKU: true},
 		// Google's vTPM EK certificates from go-tpm-tools, chained to
 		// Google's EK root through its intermediate.
@@ -95,7 +95,7 @@ func TestParseEKCertRealVendors(t *testing.T) {
 // Go's own parser refuses what ParseEKCert deals with: the tests above
 // would pass for nothing if it did not.
 func TestGoRefusesTheMess(t *testing.T) {
-	if _, err := x509.ParseCertificate(readTestdata(t, "keylime/st_rsa_ek_padded.der")); err == nil {
+	if _, err := x509.ParseCertificate(readTestdata(t, "keylime-tests/st_rsa_ek_padded.der")); err == nil {
 		t.Error("x509.ParseCertificate accepts the padded ST certificate")
 	}
 	c, err := x509.ParseCertificate(pemDER(t, "go-tpm-tools/uca_tpm_rsa_enc_cert.pem"))
@@ -116,6 +116,10 @@ func TestParseEKCertRefuses(t *testing.T) {
 		// A CA certificate (Nuvoton's root) is not an EK certificate.
 		{"keylime/NUVO_2110.pem", "CA certificate"},
 		{"keylime/STM_RSA_05I.pem", "CA certificate"},
+		// Infineon's ECC manufacturing CA carries the TCG EK usage, and is
+		// still a CA.
+		{"keylime/IFX_ECC_034.pem", "CA certificate"},
+		{"keylime/INTEL_RT.pem", "CA certificate"},
 		// GCE's AK certificate: a signing key, no TCG EK usage, no TPM SAN.
 		{"go-tpm-tools/pca_tpm_rsa_sign_cert.pem", "neither key encipherment nor key agreement"},
 		// GCE's signing "EK" (the AK template in the endorsement hierarchy).
@@ -133,7 +137,7 @@ func TestParseEKCertRefuses(t *testing.T) {
 }
 
 func TestParseEKCertNVHeader(t *testing.T) {
-	der := readTestdata(t, "keylime/st_ecc_ek.der")
+	der := readTestdata(t, "keylime-tests/st_ecc_ek.der")
 	wrapped := append([]byte{0x10, 0x01, 0x00, byte(len(der) >> 8), byte(len(der))}, der...)
 	wrapped = append(wrapped, 0xff, 0xff) // and padding to the index size
 	ek, err := ParseEKCert(wrapped)
@@ -172,9 +176,30 @@ func TestLoadCAPoolDirectory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Five PEM CA files; the two .der files are the EK leaves, read too.
-	if p.Len() != 7 {
-		t.Errorf("pool of %d certificates, want 7", p.Len())
+	if p.Len() != 9 {
+		t.Errorf("pool of %d certificates, want the 9 CA files", p.Len())
+	}
+	// A bundle holding a leaf certificate is refused, naming the file.
+	if _, err := LoadCAPool("testdata/ek/keylime-tests"); err == nil || !strings.Contains(err.Error(), "st_ecc_ek.der") || !strings.Contains(err.Error(), "not a CA certificate") {
+		t.Errorf("LoadCAPool(EK certificates) = %v, want refused as not a CA", err)
+	}
+	// With Keylime's store as the bundle, the ST EK chains through its
+	// intermediate to ST's root (every bundle certificate is an anchor:
+	// GlobalSign, which signed ST's root, is not needed).
+	ek, err := ParseEKCert(readTestdata(t, "keylime-tests/st_rsa_ek_padded.der"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err := p.Verify(ek.Cert, pinned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range chain[1:] {
+		names = append(names, c.Subject.CommonName)
+	}
+	if want := []string{"STM TPM EK Intermediate CA 05", "STM TPM EK Root CA"}; !slices.Equal(names, want) {
+		t.Errorf("chain above the EK = %q, want %q", names, want)
 	}
 	if _, err := LoadCAPool(t.TempDir()); err == nil {
 		t.Error("an empty directory gives a pool")
@@ -219,5 +244,19 @@ func TestNegativeSerial(t *testing.T) {
 		if _, err := pool.Verify(ek2.Cert, at); err == nil {
 			t.Error("a corrupted certificate verifies")
 		}
+	}
+}
+
+// A certificate is not vouched for by being in the bundle itself: only
+// certificates given with NewCAPool can get there (LoadCAPool refuses
+// leaves), and Verify still refuses.
+func TestVerifyLeafInBundle(t *testing.T) {
+	ek, err := ParseEKCert(readTestdata(t, "keylime-tests/st_ecc_ek.der"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = NewCAPool(ek.Cert).Verify(ek.Cert, pinned)
+	if err == nil || !strings.Contains(err.Error(), "itself in the CA bundle") {
+		t.Errorf("Verify with the leaf as the bundle = %v", err)
 	}
 }

@@ -10,7 +10,7 @@ import (
 // FuzzParseIdentity: a document that parses encodes to JSON that parses
 // to the same document, and CheckAK never panics on what it holds.
 func FuzzParseIdentity(f *testing.F) {
-	der, _ := os.ReadFile("testdata/ek/keylime/st_rsa_ek_padded.der")
+	der, _ := os.ReadFile("testdata/ek/keylime-tests/st_rsa_ek_padded.der")
 	id := Identity{Version: 1, EKs: []EKInfo{{NVIndex: 0x01C00002, Certificate: der, Public: []byte{0, 1}}},
 		AK: AKInfo{Handle: 0x81000003, Public: []byte{0, 1, 0, 0xb}, Name: "000b00"}}
 	seed, _ := json.Marshal(id)
@@ -77,7 +77,7 @@ func FuzzActivation(f *testing.F) {
 // FuzzParseEKCert: the lenient parser never panics, and what it accepts
 // keeps the bytes it was given (after header and padding).
 func FuzzParseEKCert(f *testing.F) {
-	for _, p := range []string{"testdata/ek/keylime/st_rsa_ek_padded.der", "testdata/ek/keylime/st_ecc_ek.der"} {
+	for _, p := range []string{"testdata/ek/keylime-tests/st_rsa_ek_padded.der", "testdata/ek/keylime-tests/st_ecc_ek.der"} {
 		b, _ := os.ReadFile(p)
 		f.Add(b)
 	}

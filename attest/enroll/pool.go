@@ -49,7 +49,8 @@ var caExts = []string{".pem", ".crt", ".cer", ".der"}
 // holds one DER certificate or any number of PEM ones; a directory
 // (Keylime's tpm_cert_store, say) contributes its files ending in .pem,
 // .crt, .cer or .der, not its subdirectories. A file that holds no
-// certificate, or one that does not parse, is an error naming it.
+// certificate, one that does not parse, or a certificate whose basic
+// constraints say it is not a CA, is an error naming the file.
 func LoadCAPool(paths ...string) (*CAPool, error) {
 	p := NewCAPool()
 	for _, path := range paths {
@@ -83,6 +84,9 @@ func LoadCAPool(paths ...string) (*CAPool, error) {
 				return nil, fmt.Errorf("%s: %w", f, err)
 			}
 			for _, c := range certs {
+				if c.BasicConstraintsValid && !c.IsCA {
+					return nil, fmt.Errorf("%s: %q is not a CA certificate (basic constraints say CA:FALSE): a CA bundle holds CAs, not EK or AK certificates", f, name(c))
+				}
 				p.add(c, f)
 			}
 		}
@@ -134,7 +138,7 @@ func ParseCertificates(b []byte) ([]*x509.Certificate, error) {
 // leaf first.
 func (p *CAPool) Verify(c *x509.Certificate, now time.Time, intermediates ...*x509.Certificate) ([]*x509.Certificate, error) {
 	inter := x509.NewCertPool()
-	for _, i := range intermediates {
+	for _, i := range append(slices.Clone(p.certs), intermediates...) {
 		inter.AddCert(i)
 	}
 	chains, err := c.Verify(x509.VerifyOptions{
@@ -147,6 +151,9 @@ func (p *CAPool) Verify(c *x509.Certificate, now time.Time, intermediates ...*x5
 			return nil, fmt.Errorf("issuer %q is not in the CA bundle (%d certificates), nor signed by one of them", c.Issuer.String(), p.Len())
 		}
 		return nil, err
+	}
+	if len(chains[0]) == 1 {
+		return nil, fmt.Errorf("%q is itself in the CA bundle: a bundle vouches for certificates it signed, not for its own members", name(c))
 	}
 	// Every pool certificate is an anchor: show the longest chain, up to
 	// the root when the pool has it.
