@@ -164,6 +164,19 @@ func TestAKCertChainGCE(t *testing.T) {
 	if _, err := pool.Verify(certs[0], pinned); err != nil {
 		t.Errorf("GCE AK certificate against Google's EK/AK CA: %v", err)
 	}
+	// The same CA certifies the vTPM's encryption key: not an AK
+	// certificate, even for a key that matched.
+	enc, _ := ParseCertificates(readTestdata(t, "go-tpm-tools/pca_tpm_rsa_enc_cert.pem"))
+	id := &Identity{AKCerts: []NVCert{{NVIndex: 0x01C10000, Certificate: enc[0].Raw}}}
+	_, err = viaAKCert(id, &AK{Key: enc[0].PublicKey}, Options{AKCAs: pool, Now: func() time.Time { return pinned }})
+	if err == nil || !strings.Contains(err.Error(), "not a signing key's certificate") {
+		t.Errorf("an encryption key's certificate as the AK's: %v", err)
+	}
+	sign := &Identity{AKCerts: []NVCert{{NVIndex: 0x01C10000, Certificate: certs[0].Raw}}}
+	res, err := viaAKCert(sign, &AK{Key: certs[0].PublicKey, Name: []byte{0, 0xb}}, Options{AKCAs: pool, Now: func() time.Time { return pinned }})
+	if err != nil || res.Path != PathAKCert || len(res.Chain) != 3 {
+		t.Errorf("GCE AK certificate path: %v, %+v", err, res)
+	}
 	// Google's EK root did not sign it.
 	ekRoot, _ := LoadCAPool("testdata/ek/go-tpm-tools/tpm_ek_root_1.pem")
 	if _, err := ekRoot.Verify(certs[0], pinned); err == nil || !strings.Contains(err.Error(), "not in the CA bundle") {

@@ -171,6 +171,10 @@ func viaAKCert(id *Identity, ak *AK, o Options) (*Result, error) {
 			continue
 		}
 		c := certs[0]
+		if c.IsCA || (c.KeyUsage != 0 && c.KeyUsage&x509.KeyUsageDigitalSignature == 0) {
+			errs = append(errs, fmt.Sprintf("0x%08X: %q is not a signing key's certificate", nc.NVIndex, name(c)))
+			continue
+		}
 		chain, err := o.AKCAs.Verify(c, o.Now())
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("0x%08X: %v", nc.NVIndex, err))
