@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/rimon-dev/rimon/measure"
+	"github.com/rimon-dev/rimon/ocihook"
+	"github.com/rimon-dev/rimon/policy"
+	"github.com/spf13/cobra"
+)
+
+// DefaultHooksDir is where podman and CRI-O read oci-hooks(5) files.
+const defaultHooksDir = "/usr/share/containers/oci/hooks.d"
+
+// hookFileName is the file `rimon oci-hook install` writes in the hooks directory.
+const hookFileName = "rimon.json"
+
+type ociHookFlags struct {
+	policy string
+	pcr    int
+	stdin  io.Reader
+}
+
+func newOCIHookCmd(g *globals) *cobra.Command {
+	f := ociHookFlags{stdin: os.Stdin}
+	c := &cobra.Command{
+		Use:   "oci-hook [--tpm T] [--log L] [--policy P]",
+		Short: "Measure a container before it starts (an OCI createRuntime hook)",
+		Long: `oci-hook is run by an OCI runtime (runc, crun; through podman, CRI-O or
+containerd's NRI) as a createRuntime hook: it reads the container's state on
+stdin and its bundle's config.json, and appends one record of kind container
+(reason launch:container:NAME) to the log, extending the PCR in every active
+bank, before the container's process runs. The record holds the launch digest
+(args, env, mounts, capabilities, namespaces... normalized: docs/FORMAT.md),
+the root file system's tree digest (as rimon measure --tree gives it) and the
+image identity when the container manager left it.
+
+The runtime gives a hook no environment: give --tpm, --log and --policy as
+flags. Without a policy, or without its containers section, every container is
+measured, root file system included, and any error makes the hook fail, so that
+the runtime refuses to start the container (on_error: deny). With on_error:
+allow the error is reported on stderr and the container starts unmeasured.
+
+rimon oci-hook install writes the oci-hooks(5) file that makes podman and CRI-O
+run it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runOCIHook(cmd.Context(), g, f, cmd.Flags().Changed("log"), cmd.Flags().Changed("pcr"))
+		},
+	}
+	c.Flags().StringVar(&f.policy, "policy", "", "policy file (its containers section, and settings pcr and log)")
+	c.Flags().IntVar(&f.pcr, "pcr", 23, "PCR to extend (default: the policy's, else 23)")
+
+	var dir, bin string
+	inst := &cobra.Command{
+		Use:   "install [--dir DIR] [--policy P] [--tpm T] [--log L]",
+		Short: "Write the oci-hooks(5) file that runs rimon oci-hook for podman and CRI-O",
+		Long: `install writes ` + hookFileName + ` to the hooks directory (default ` + defaultHooksDir + `):
+an oci-hooks(5) file of version 1.0.0 with stage createRuntime, whose "when" is
+the policy's containers.when (else always), and whose arguments name the TPM,
+the log and the policy, since the runtime passes the hook no environment.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return installOCIHook(g, dir, bin, f.policy)
+		},
+	}
+	inst.Flags().StringVar(&dir, "dir", defaultHooksDir, "hooks directory")
+	inst.Flags().StringVar(&bin, "path", "", "the rimon binary the runtime runs (default: this one)")
+	inst.Flags().StringVar(&f.policy, "policy", "", "policy file the hook reads")
+	c.AddCommand(inst)
+	return c
+}
+
+// runOCIHook measures and records one container start.
+func runOCIHook(ctx context.Context, g *globals, f ociHookFlags, logSet, pcrSet bool) error {
+	cs := policy.DefaultContainers()
+	pcr := f.pcr
+	if f.policy != "" {
+		pol, err := policy.Load(f.policy)
+		if err != nil {
+			return fmt.Errorf("oci-hook: %w (the container is not started: without its policy the hook cannot tell whether errors may be allowed)", err)
+		}
+		if pol.Containers != nil {
+			cs = *pol.Containers
+		}
+		if !logSet {
+			g.log = pol.Log
+		}
+		if !pcrSet {
+			pcr = pol.PCR
+		}
+	}
+	if err := checkExtendPCR(pcr); err != nil {
+		return err
+	}
+	err := measureContainer(ctx, g, f.stdin, cs, pcr)
+	if err == nil {
+		return nil
+	}
+	if cs.OnError == policy.Allow {
+		fmt.Fprintf(g.stderr, "rimon: warning: the container starts unmeasured (containers.on_error: allow): %v\n", err)
+		return nil
+	}
+	return fmt.Errorf("oci-hook: %w (containers.on_error: deny: the runtime does not start the container)", err)
+}
+
+func measureContainer(ctx context.Context, g *globals, stdin io.Reader, cs policy.Containers, pcr int) error {
+	st, err := ocihook.ReadState(stdin)
+	if err != nil {
+		return err
+	}
+	cfg, err := ocihook.ReadConfig(st.Bundle)
+	if err != nil {
+		return err
+	}
+	command := ""
+	if len(cfg.Args) > 0 {
+		command = cfg.Args[0]
+	}
+	if !cs.Selects(cfg.Annotations, command) {
+		return nil
+	}
+	m, err := ocihook.Measure(ctx, st, cfg, ocihook.Options{SkipRootfs: !cs.Rootfs, Budget: measure.Options{}})
+	if err != nil {
+		return err
+	}
+	for _, n := range m.Notes {
+		fmt.Fprintf(g.stderr, "rimon: note: container %s: %s\n", m.Container.Name, n)
+	}
+	ev, err := m.Container.Event()
+	if err != nil {
+		return err
+	}
+	t, banks, err := g.openTPM(ctx, pcr)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	w, err := g.openWriter(ctx, t, banks, pcr)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	rec, err := w.Append(ctx, pcr, ev)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "%d %d container %s %s launch %s\n", rec.RecNum, rec.PCR, orNone(ev.SHA256), ev.Reason, m.Container.LaunchSHA256)
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// hookFile is an oci-hooks(5) file, version 1.0.0.
+type hookFile struct {
+	Version string         `json:"version"`
+	Hook    hookCmd        `json:"hook"`
+	When    map[string]any `json:"when"`
+	Stages  []string       `json:"stages"`
+}
+
+type hookCmd struct {
+	Path string   `json:"path"`
+	Args []string `json:"args"`
+	Env  []string `json:"env,omitempty"`
+}
+
+func installOCIHook(g *globals, dir, bin, policyPath string) error {
+	cs := policy.DefaultContainers()
+	args := []string{"rimon", "oci-hook", "--tpm", g.tpm, "--log", g.log}
+	if policyPath != "" {
+		abs, err := filepath.Abs(policyPath)
+		if err != nil {
+			return err
+		}
+		pol, err := policy.Load(abs)
+		if err != nil {
+			return err
+		}
+		if pol.Containers != nil {
+			cs = *pol.Containers
+		}
+		args = append(args, "--policy", abs)
+	}
+	if bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find this binary (give --path): %w", err)
+		}
+		if bin, err = filepath.EvalSymlinks(exe); err != nil {
+			return fmt.Errorf("find this binary (give --path): %w", err)
+		}
+	}
+	if !filepath.IsAbs(bin) {
+		return usageErr("--path %q: the runtime needs an absolute path", bin)
+	}
+	hf := hookFile{Version: "1.0.0", Hook: hookCmd{Path: bin, Args: args}, When: cs.HookWhen(), Stages: []string{"createRuntime"}}
+	b, err := json.MarshalIndent(hf, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	dst := filepath.Join(dir, hookFileName)
+	tmp, err := os.CreateTemp(dir, ".rimon-*.json.tmp")
+	if err != nil {
+		return err
+	}
+	_, werr := tmp.Write(append(b, '\n'))
+	if err := errors.Join(werr, tmp.Chmod(0o644), tmp.Sync(), tmp.Close()); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write %s: %w", dst, err)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	fmt.Fprintf(g.stdout, "%s\n", dst)
+	return nil
+}
