@@ -209,12 +209,12 @@ func (p *parser) when(n *yaml.Node, field string) (*When, error) {
 //	    rootfs: [<64 hex>]         # allowed root file system tree digests
 //	    image: ["sha256:<64 hex>"] # allowed image ids or manifest digests
 type ContainerRef struct {
-	Name     string
-	Pattern  bool
-	Launch   []string
-	Rootfs   []string
-	Image    []string
-	Line     int
+	Name    string
+	Pattern bool
+	Launch  []string
+	Rootfs  []string
+	Image   []string
+	Line    int
 }
 
 // Match reports whether the entry covers a container name.
