@@ -274,6 +274,9 @@ func ParseConfig(name string, b []byte) (*Config, error) {
 			}
 			c.Mounts = append(c.Mounts, d)
 		}
+		if len(list) > MaxMounts {
+			return nil, fmt.Errorf("%w: %s: mounts: %d mounts, more than %d", ErrInput, name, len(list), MaxMounts)
+		}
 	}
 	return c, nil
 }
@@ -348,7 +351,10 @@ func (c *Config) Launch(id string) (normal []byte, digest string) {
 //  3. a namespace path /proc/PID/... becomes /proc/{pid}/...;
 //  4. process.env is sorted by variable name (the part before the first
 //     '='), stably, so that a name given twice keeps its order;
-//     every list of process.capabilities is sorted.
+//     every list of process.capabilities is sorted;
+//  5. mounts are put in a canonical order that keeps the order of every
+//     two mounts whose destinations are the same or one below the other
+//     (which decides what shadows what), see [orderMounts].
 func normalize(tree object, id string) object {
 	t := deepCopy(tree).(object)
 	delete(t, "hooks")
@@ -386,6 +392,9 @@ func normalize(tree object, id string) object {
 				}
 			}
 		}
+	}
+	if ms, ok := t["mounts"].([]any); ok {
+		t["mounts"] = orderMounts(ms)
 	}
 	if p != nil {
 		if env, ok := p["env"].([]any); ok {
@@ -450,4 +459,59 @@ func replaceID(v any, id string) any {
 		return strings.ReplaceAll(s, id[:shortIDLen], "{id}")
 	}
 	return v
+}
+
+// MaxMounts is the most mounts a config.json may have.
+const MaxMounts = 4096
+
+// orderMounts returns the mounts in canonical order: repeatedly, of the
+// mounts not yet placed that no earlier unplaced mount is related to, the
+// one whose destination is smallest bytewise (the earliest among equals).
+// Two mounts are related when their destinations are equal, one is "/",
+// or one lies below the other (it starts with the other and "/"); a
+// destination that is not a string is related to every mount. Container
+// managers emit unrelated mounts in varying order (podman's /etc/hosts,
+// /etc/hostname and /run/.containerenv); related ones keep theirs.
+func orderMounts(ms []any) []any {
+	n := len(ms)
+	dest := make([]string, n)
+	known := make([]bool, n)
+	for i, m := range ms {
+		if mo, ok := m.(object); ok {
+			dest[i], known[i] = mo["destination"].(string)
+		}
+	}
+	related := func(i, j int) bool {
+		a, b := dest[i], dest[j]
+		if !known[i] || !known[j] || a == b || a == "/" || b == "/" {
+			return true
+		}
+		return strings.HasPrefix(b, a+"/") || strings.HasPrefix(a, b+"/")
+	}
+	indeg := make([]int, n)
+	for j := 0; j < n; j++ {
+		for i := 0; i < j; i++ {
+			if related(i, j) {
+				indeg[j]++
+			}
+		}
+	}
+	placed := make([]bool, n)
+	out := make([]any, 0, n)
+	for len(out) < n {
+		best := -1
+		for i := 0; i < n; i++ {
+			if !placed[i] && indeg[i] == 0 && (best < 0 || dest[i] < dest[best]) {
+				best = i
+			}
+		}
+		placed[best] = true
+		out = append(out, ms[best])
+		for j := best + 1; j < n; j++ {
+			if !placed[j] && related(best, j) {
+				indeg[j]--
+			}
+		}
+	}
+	return out
 }

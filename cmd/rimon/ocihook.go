@@ -73,7 +73,30 @@ the log and the policy, since the runtime passes the hook no environment.`,
 	inst.Flags().StringVar(&dir, "dir", defaultHooksDir, "hooks directory")
 	inst.Flags().StringVar(&bin, "path", "", "the rimon binary the runtime runs (default: this one)")
 	inst.Flags().StringVar(&f.policy, "policy", "", "policy file the hook reads")
-	c.AddCommand(inst)
+	var bundle, id string
+	desc := &cobra.Command{
+		Use:   "describe --bundle DIR [--id ID]",
+		Short: "Print a bundle's launch description in its normal form, and its launch digest",
+		Long: `describe prints the normal form of the launch description of the bundle's
+config.json (docs/FORMAT.md) on one line, then its launch digest: the value a
+container record's launch_sha256 holds for a start of that bundle, and what a
+reference file's containers.NAME.launch lists. --id is the container id the
+runtime gives (it matters only when it is 32 characters or longer, and is then
+replaced by {id}).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := ocihook.ReadConfig(bundle)
+			if err != nil {
+				return err
+			}
+			normal, digest := cfg.Launch(id)
+			fmt.Fprintf(g.stdout, "%s\n%s\n", normal, digest)
+			return nil
+		},
+	}
+	desc.Flags().StringVar(&bundle, "bundle", ".", "bundle directory (holding config.json)")
+	desc.Flags().StringVar(&id, "id", "", "container id")
+	c.AddCommand(inst, desc)
 	return c
 }
 

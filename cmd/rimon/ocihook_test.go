@@ -389,3 +389,79 @@ func TestOCIHookInstall(t *testing.T) {
 		t.Errorf("install --path relative: exit %d, want %d", r.code, exitUsage)
 	}
 }
+
+// TestOCIHookPodman: rootful podman, with the hooks.d file rimon oci-hook
+// install wrote, runs a container of an image imported from a local tar:
+// the start is recorded, named as podman names the container, with the
+// image identity from podman's storage files.
+func TestOCIHookPodman(t *testing.T) {
+	needRunc(t)
+	podman, err := exec.LookPath("podman")
+	if err != nil {
+		t.Skip("podman is not installed")
+	}
+	spec := testtpm.Swtpm(t)
+	dir := t.TempDir()
+	log := filepath.Join(dir, "measurements.log")
+	rootfs := filepath.Join(dir, "rootfs")
+	buildStaticHello(t, filepath.Join(rootfs, "hello"))
+	tarball := filepath.Join(dir, "image.tar")
+	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarball, "hello").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v\n%s", err, out)
+	}
+	hooks := filepath.Join(dir, "hooks.d")
+	mustRimon(t, "--tpm", spec, "--log", log, "oci-hook", "install", "--dir", hooks, "--path", os.Args[0])
+	// The test binary is rimon only with RIMON_AS_MAIN set: the one
+	// change to the installed file.
+	hf := filepath.Join(hooks, "rimon.json")
+	var h map[string]any
+	raw, err := os.ReadFile(hf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		t.Fatal(err)
+	}
+	h["hook"].(map[string]any)["env"] = []any{"RIMON_AS_MAIN=1"}
+	raw, _ = json.Marshal(h)
+	writeFile(t, hf, string(raw))
+
+	store := t.TempDir()
+	base := []string{"--root", filepath.Join(store, "root"), "--runroot", filepath.Join(store, "run"), "--tmpdir", filepath.Join(store, "tmp"),
+		"--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", "runc", "--hooks-dir", hooks}
+	pm := func(args ...string) (string, error) {
+		out, err := exec.Command(podman, append(append([]string{}, base...), args...)...).CombinedOutput()
+		return string(out), err
+	}
+	t.Cleanup(func() { pm("rm", "--all", "--force") })
+	out, err := pm("import", tarball, "localhost/rimon-test:1")
+	if err != nil {
+		t.Skipf("podman cannot import an image here: %v\n%s", err, out)
+	}
+	imageID := "sha256:" + strings.TrimPrefix(strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]), "sha256:")
+	for _, name := range []string{"web1", "web2"} {
+		out, err = pm("run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+			"--name", name, "localhost/rimon-test:1", "/hello", "started")
+		if err != nil || !strings.Contains(out, "hello from the container [started]") {
+			t.Fatalf("podman run %s: %v\n%s", name, err, out)
+		}
+	}
+	recs := containerRecords(t, log)
+	if len(recs) != 2 {
+		t.Fatalf("%d container records after two podman runs, want 2", len(recs))
+	}
+	c0, c1 := eventlog.ContainerFromContent(recs[0].Content), eventlog.ContainerFromContent(recs[1].Content)
+	for i, c := range []eventlog.Container{c0, c1} {
+		if c.Name != []string{"web1", "web2"}[i] || c.ImageSource != "podman" || c.ImageName != "localhost/rimon-test:1" ||
+			c.ImageID != imageID || !strings.HasPrefix(c.ImageDigest, "sha256:") || c.RootfsSHA256 == "" {
+			t.Errorf("record %d: %+v, want name web%d, image localhost/rimon-test:1 id %s from podman", i, c, i+1, imageID)
+		}
+	}
+	// podman's ids, host names and per-container paths are normalized away.
+	if c0.LaunchSHA256 != c1.LaunchSHA256 || c0.ID == c1.ID {
+		t.Errorf("two podman runs of one image and command: launch digests %s and %s, want equal", c0.LaunchSHA256, c1.LaunchSHA256)
+	}
+	if c0.RootfsSHA256 != c1.RootfsSHA256 {
+		t.Errorf("two podman runs of one image: root file system digests %s and %s, want equal", c0.RootfsSHA256, c1.RootfsSHA256)
+	}
+}
