@@ -326,7 +326,9 @@ const shortIDLen = 12
 // qualify; a short id chosen by hand ("web") would match too much.
 const minIDLen = 32
 
-var procPID = regexp.MustCompile(`^/proc/[0-9]+/`)
+// procPID matches a process's /proc directory, but init's (/proc/1/, the
+// host's namespaces, which a container joining them must not hide).
+var procPID = regexp.MustCompile(`^/proc/([2-9]|[1-9][0-9]+)/`)
 
 // Launch returns the normal form of the launch description of the
 // container id (docs/FORMAT.md, "The launch description") and its launch
@@ -348,7 +350,8 @@ func (c *Config) Launch(id string) (normal []byte, digest string) {
 //  2. when id has at least [minIDLen] characters, every occurrence of it
 //     in a string value, then of its first [shortIDLen] characters,
 //     becomes "{id}";
-//  3. a namespace path /proc/PID/... becomes /proc/{pid}/...;
+//  3. a namespace path /proc/PID/... becomes /proc/{pid}/... unless PID
+//     is 1;
 //  4. process.env is sorted by variable name (the part before the first
 //     '='), stably, so that a name given twice keeps its order;
 //     every list of process.capabilities is sorted;
@@ -469,7 +472,8 @@ const MaxMounts = 4096
 // one whose destination is smallest bytewise (the earliest among equals).
 // Two mounts are related when their destinations are equal, one is "/",
 // or one lies below the other (it starts with the other and "/"); a
-// destination that is not a string is related to every mount. Container
+// destination that is not a clean absolute path ([cleanDest]) is related
+// to every mount. Container
 // managers emit unrelated mounts in varying order (podman's /etc/hosts,
 // /etc/hostname and /run/.containerenv); related ones keep theirs.
 func orderMounts(ms []any) []any {
@@ -479,6 +483,7 @@ func orderMounts(ms []any) []any {
 	for i, m := range ms {
 		if mo, ok := m.(object); ok {
 			dest[i], known[i] = mo["destination"].(string)
+			known[i] = known[i] && cleanDest(dest[i])
 		}
 	}
 	related := func(i, j int) bool {
@@ -514,4 +519,21 @@ func orderMounts(ms []any) []any {
 		}
 	}
 	return out
+}
+
+// cleanDest reports whether a mount destination is "/" or "/" followed by
+// segments separated by single slashes, none empty, "." or "..".
+func cleanDest(d string) bool {
+	if d == "/" {
+		return true
+	}
+	if !strings.HasPrefix(d, "/") {
+		return false
+	}
+	for _, seg := range strings.Split(d[1:], "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
 }
