@@ -24,8 +24,8 @@ func TestLaunchVectors(t *testing.T) {
 	}
 	var vs []struct {
 		Name, ID, Config, Normal string
-		LaunchSHA256           string `json:"launch_sha256"`
-		Refused                bool
+		LaunchSHA256             string `json:"launch_sha256"`
+		Refused                  bool
 	}
 	if err := json.Unmarshal(b, &vs); err != nil {
 		t.Fatal(err)
