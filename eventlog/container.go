@@ -21,22 +21,26 @@ const ReasonContainer = ReasonLaunch + ":container:"
 type Container struct {
 	// Name is the container's name (from annotations or the container
 	// manager's storage, else its id).
-	Name string
+	Name string `json:"name"`
 	// ID is the runtime's container id.
-	ID string
+	ID string `json:"container_id"`
 	// Rootfs is the root file system's absolute path.
-	Rootfs string
+	Rootfs string `json:"rootfs"`
 	// RootfsSHA256 is its tree digest (lowercase hex), "" when not measured.
-	RootfsSHA256 string
+	RootfsSHA256 string `json:"rootfs_sha256,omitempty"`
 	// RootfsEntries is the number of entries of the tree.
-	RootfsEntries uint64
+	RootfsEntries uint64 `json:"rootfs_entries,omitempty"`
 	// LaunchSHA256 is the launch digest (lowercase hex).
-	LaunchSHA256 string
+	LaunchSHA256 string `json:"launch_sha256"`
 	// Image identity, each "" when unknown: the image's name (a tag),
 	// the reference CRI-O gives, the image id ("sha256:" and the config's
 	// digest), the manifest digest, and who said so (cri-o, containerd,
 	// podman).
-	ImageName, ImageRef, ImageID, ImageDigest, ImageSource string
+	ImageName   string `json:"image_name,omitempty"`
+	ImageRef    string `json:"image_ref,omitempty"`
+	ImageID     string `json:"image_id,omitempty"`
+	ImageDigest string `json:"image_digest,omitempty"`
+	ImageSource string `json:"image_source,omitempty"`
 }
 
 // Field names of a container record's content.

@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -204,7 +207,7 @@ func (p *parser) when(n *yaml.Node, field string) (*When, error) {
 // list is not checked.
 //
 //	containers:
-//	  web:                 # a container name, or a pattern (*, ?, [...])
+//	  web:                 # a container name, or a pattern (*, ?, [...]; \ escapes)
 //	    launch: [<64 hex>]         # allowed launch digests
 //	    rootfs: [<64 hex>]         # allowed root file system tree digests
 //	    image: ["sha256:<64 hex>"] # allowed image ids or manifest digests
@@ -246,7 +249,7 @@ func (p *parser) containerRefs(n *yaml.Node, field string) ([]ContainerRef, erro
 	var out []ContainerRef
 	err := p.mapping(n, field, func(key string, v *yaml.Node) error {
 		f := field + "." + key
-		e := ContainerRef{Name: key, Line: v.Line, Pattern: strings.ContainsAny(key, `*?[\`)}
+		e := ContainerRef{Name: key, Line: v.Line, Pattern: strings.ContainsAny(key, "*?[")}
 		if key == "" {
 			return p.errf(v, f, "empty container name")
 		}
@@ -300,4 +303,51 @@ func (p *parser) containerRefs(n *yaml.Node, field string) ([]ContainerRef, erro
 // String names the entry for people.
 func (e *ContainerRef) String() string {
 	return fmt.Sprintf("containers.%s (line %d)", e.Name, e.Line)
+}
+
+// ContainerDigests are the digests a generated reference allows for one
+// container name.
+type ContainerDigests struct {
+	Launch, Rootfs, Image []string
+}
+
+func addOnce(list []string, s string) []string {
+	if s == "" || slices.Contains(list, s) {
+		return list
+	}
+	return append(list, s)
+}
+
+// writeContainers writes a reference file's containers section; names
+// holding pattern characters are escaped so that they stay literal.
+func writeContainers(b *strings.Builder, cs map[string]*ContainerDigests) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	b.WriteString("containers:\n")
+	names := make([]string, 0, len(cs))
+	for n := range cs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if !utf8.ValidString(n) {
+			return fmt.Errorf("reference: the container name %q is not valid UTF-8", n)
+		}
+		fmt.Fprintf(b, "  %s:\n", strconv.Quote(EscapePath(n)))
+		d := cs[n]
+		for _, l := range []struct {
+			key  string
+			list []string
+		}{{"launch", d.Launch}, {"rootfs", d.Rootfs}, {"image", d.Image}} {
+			if len(l.list) == 0 {
+				continue
+			}
+			fmt.Fprintf(b, "    %s:\n", l.key)
+			for _, v := range slices.Sorted(slices.Values(l.list)) {
+				fmt.Fprintf(b, "      - %s\n", strconv.Quote(v))
+			}
+		}
+	}
+	return nil
 }

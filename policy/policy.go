@@ -197,13 +197,13 @@ func Parse(name string, r io.Reader) (*Policy, error) {
 		case "containers":
 			return p.containers(v, pol)
 		}
-		return p.errf(v, key, "unknown key (want version, settings, measure, exclude or containers)")
+		return p.errf(v, key, "unknown key (want version, settings, measure or exclude)")
 	})
 	if err != nil {
 		return nil, err
 	}
 	if (!haveMeasure || len(pol.Rules) == 0) && (haveMeasure || pol.Containers == nil) {
-		return nil, p.errf(root, "measure", "missing or empty: list what to measure (a policy for the OCI hook alone may have a containers section instead)")
+		return nil, p.errf(root, "measure", "missing or empty: list what to measure")
 	}
 	return pol, nil
 }

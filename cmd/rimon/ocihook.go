@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,7 +9,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
+	"github.com/rimon-dev/rimon/attest"
 	"github.com/rimon-dev/rimon/measure"
 	"github.com/rimon-dev/rimon/ocihook"
 	"github.com/rimon-dev/rimon/policy"
@@ -252,4 +255,63 @@ func installOCIHook(g *globals, dir, bin, policyPath string) error {
 	}
 	fmt.Fprintf(g.stdout, "%s\n", dst)
 	return nil
+}
+
+// reportContainers lists, after rimon verify's verdict, every container
+// start among the trusted records with its own verdict. It reads the log
+// again from the evidence file, the --log file or the fetched evidence;
+// a log streamed past (rimon attest --stream) is not listed.
+func (g *globals) reportContainers(f verifyFlags, ev *attest.Evidence, logStart uint64, covered int, ref *policy.Reference) {
+	var log io.Reader
+	switch {
+	case ev != nil && f.logR == nil:
+		log = bytes.NewReader(ev.Log)
+	case ev != nil:
+		return
+	case f.evidence != "":
+		fh, err := os.Open(f.evidence)
+		if err != nil {
+			return
+		}
+		defer fh.Close()
+		if _, log, err = attest.OpenEvidence(fh); err != nil {
+			return
+		}
+	case f.log != "":
+		fh, err := os.Open(f.log)
+		if err != nil {
+			return
+		}
+		defer fh.Close()
+		log = fh
+	default:
+		return
+	}
+	starts, err := attest.ContainerStarts(log, int(logStart), covered, ref)
+	if err != nil {
+		fmt.Fprintf(g.stderr, "rimon: warning: listing container starts: %v\n", err)
+	}
+	for _, s := range starts {
+		c := s.Record
+		v := strings.ToUpper(s.Verdict)
+		if s.Verdict == attest.ContainerApproved || s.Verdict == attest.ContainerUnchecked {
+			v = s.Verdict
+		}
+		line := fmt.Sprintf("  container %s [record %d]: %s (launch %s, rootfs %s", c.Name, s.Index, v, short(c.LaunchSHA256), short(orNone(c.RootfsSHA256)))
+		if c.ImageName != "" || c.ImageID != "" {
+			line += ", image " + strings.TrimSpace(c.ImageName+" "+c.ImageID)
+		}
+		line += ")"
+		if len(s.Problems) > 0 {
+			line += ": " + strings.Join(s.Problems, "; ")
+		}
+		fmt.Fprintln(g.stdout, line)
+	}
+}
+
+func short(d string) string {
+	if len(d) > 16 {
+		return d[:16] + "…"
+	}
+	return d
 }

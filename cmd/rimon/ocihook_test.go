@@ -199,6 +199,27 @@ func TestOCIHookRunc(t *testing.T) {
 	if r := rimon(t, "--tpm", spec, "--log", log, "log", "check"); r.code != 0 {
 		t.Errorf("log check after three starts: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+
+	// The verifier reports each start with its verdict.
+	ak := writeFile(t, filepath.Join(dir, "ak.pem"), mustRimon(t, "provision", "--tpm", spec))
+	ev := filepath.Join(dir, "ev.json")
+	mustRimon(t, "quote", "--tpm", spec, "--log", log, "--nonce", testNonce, "--out", ev)
+	ref := writeFile(t, filepath.Join(dir, "ref.yaml"), fmt.Sprintf("containers:\n  web-*:\n    launch: [%s]\n    rootfs: [%s]\n", c0.LaunchSHA256, want))
+	r := rimon(t, "verify", "--evidence", ev, "--nonce", testNonce, "--ak", ak, "--reference", ref)
+	if r.code != exitCheck || !strings.Contains(r.stdout, "container web-1 [record 0]: approved") ||
+		!strings.Contains(r.stdout, "container web-3 [record 2]: NOT APPROVED") || !strings.Contains(r.stdout, "root file system digest "+c2.RootfsSHA256+" not allowed") {
+		t.Errorf("verify with the first root file system only: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	writeFile(t, ref, fmt.Sprintf("containers:\n  web-*:\n    launch: [%s]\n    rootfs: [%s, %s]\n", c0.LaunchSHA256, want, c2.RootfsSHA256))
+	r = rimon(t, "verify", "--evidence", ev, "--nonce", testNonce, "--ak", ak, "--reference", ref)
+	if r.code != 0 || strings.Count(r.stdout, ": approved") != 3 {
+		t.Errorf("verify with both root file systems: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	writeFile(t, ref, "containers:\n  db:\n    launch: ["+c0.LaunchSHA256+"]\n")
+	r = rimon(t, "verify", "--evidence", ev, "--nonce", testNonce, "--ak", ak, "--reference", ref)
+	if r.code != exitCheck || !strings.Contains(r.stdout, "FAIL container web-1: container not listed in the reference [record 0]") {
+		t.Errorf("verify with web-* unlisted: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 }
 
 // TestOCIHookDeny: with on_error deny (the default) a hook that cannot
