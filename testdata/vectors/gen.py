@@ -567,6 +567,22 @@ LAUNCH_REFUSED = [
 ]
 
 
+def container_records():
+    """Container records (docs/FORMAT.md 1.4): content and the digest of each bank."""
+    launch_digest = [c for c in launch() if c["name"] == "podman_ids"][0]["launch_sha256"]
+    recs = [
+        {"kind": "container", "name": "web1", "container_id": PODMAN_ID,
+         "path": "/var/lib/containers/storage/overlay/61a5/merged", "sha256": hashlib.sha256(b"tree").hexdigest(), "size": 12,
+         "launch_sha256": launch_digest, "reason": "launch:container:web1",
+         "image_name": "localhost/hello:1", "image_id": "sha256:" + "bb" * 32, "image_digest": "sha256:" + "5f" * 32,
+         "image_source": "podman", "time": "2026-11-28T15:42:05.1Z", "boot_id": BOOT},
+        {"kind": "container", "name": "caf\u00e9 job", "container_id": "job-1", "path": "/srv/bundles/job/rootfs",
+         "sha256": "", "size": 0, "launch_sha256": "00" * 32, "reason": "launch:container:caf\u00e9 job",
+         "time": "2026-11-28T15:43:00Z", "boot_id": BOOT},
+    ]
+    return [{"content": c, "canonical_hex": canonical(c).hex(), "digests": digests(c)} for c in recs]
+
+
 def launch():
     out = []
     for name, cid, cfg in LAUNCH_CASES:
@@ -608,4 +624,7 @@ if __name__ == "__main__":
         f.write("\n")
     with open("launch.json", "w") as f:
         json.dump(launch(), f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    with open("container.json", "w") as f:
+        json.dump(container_records(), f, indent=1, ensure_ascii=False)
         f.write("\n")
