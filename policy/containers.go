@@ -309,6 +309,9 @@ func (e *ContainerRef) String() string {
 // container name.
 type ContainerDigests struct {
 	Launch, Rootfs, Image []string
+	// Pattern writes the name as a pattern; otherwise it is escaped to
+	// stay a literal name.
+	Pattern bool
 }
 
 func addOnce(list []string, s string) []string {
@@ -334,8 +337,12 @@ func writeContainers(b *strings.Builder, cs map[string]*ContainerDigests) error 
 		if !utf8.ValidString(n) {
 			return fmt.Errorf("reference: the container name %q is not valid UTF-8", n)
 		}
-		fmt.Fprintf(b, "  %s:\n", strconv.Quote(EscapePath(n)))
 		d := cs[n]
+		key := n
+		if !d.Pattern {
+			key = EscapePath(n)
+		}
+		fmt.Fprintf(b, "  %s:\n", strconv.Quote(key))
 		for _, l := range []struct {
 			key  string
 			list []string

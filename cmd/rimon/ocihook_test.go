@@ -485,4 +485,20 @@ func TestOCIHookPodman(t *testing.T) {
 	if c0.RootfsSHA256 != c1.RootfsSHA256 {
 		t.Errorf("two podman runs of one image: root file system digests %s and %s, want equal", c0.RootfsSHA256, c1.RootfsSHA256)
 	}
+
+	// reference generate --from-image: the root file system of the saved
+	// image is the tree rimon measure --tree gives for the tar unpacked.
+	saved := filepath.Join(dir, "saved.tar")
+	if out, err := pm("save", "--format", "oci-archive", "-o", saved, "localhost/rimon-test:1"); err != nil {
+		t.Fatalf("podman save: %v\n%s", err, out)
+	}
+	unpacked := filepath.Join(dir, "unpacked")
+	os.Mkdir(unpacked, 0o755)
+	if out, err := exec.Command("tar", "-C", unpacked, "-xf", tarball).CombinedOutput(); err != nil {
+		t.Fatalf("tar -x: %v\n%s", err, out)
+	}
+	ref := mustRimon(t, "reference", "generate", "--from-image", saved, "--container", "web*")
+	if want := treeDigest(t, unpacked); !strings.Contains(ref, "rootfs:\n      - \""+want+"\"") || !strings.Contains(ref, imageID) {
+		t.Errorf("reference generate --from-image:\n%s\nwant rootfs %s and image %s", ref, want, imageID)
+	}
 }
