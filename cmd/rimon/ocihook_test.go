@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +14,14 @@ import (
 
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/internal/testtpm"
+	"github.com/rimon-dev/rimon/policy"
 )
+
+func policyNoRootfs() policy.Containers {
+	c := policy.DefaultContainers()
+	c.Rootfs = false
+	return c
+}
 
 // buildStaticHello builds a static Go program that prints its arguments,
 // the one binary of the test containers' root file systems.
@@ -500,5 +509,35 @@ func TestOCIHookPodman(t *testing.T) {
 	ref := mustRimon(t, "reference", "generate", "--from-image", saved, "--container", "web*")
 	if want := treeDigest(t, unpacked); !strings.Contains(ref, "rootfs:\n      - \""+want+"\"") || !strings.Contains(ref, imageID) {
 		t.Errorf("reference generate --from-image:\n%s\nwant rootfs %s and image %s", ref, want, imageID)
+	}
+}
+
+// BenchmarkOCIHookFixed: the hook's fixed cost in process, on a swtpm:
+// read the state and config.json, normalize, open the TPM and the log,
+// lock, append, extend (the root file system off). The log grows by one
+// record an iteration, as a host's does.
+func BenchmarkOCIHookFixed(b *testing.B) {
+	spec := testtpm.Swtpm(b)
+	dir := b.TempDir()
+	log := filepath.Join(dir, "m.log")
+	bundle := filepath.Join(dir, "bundle")
+	os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o755)
+	raw, err := os.ReadFile("../../ocihook/testdata/podman-config.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var cfg map[string]any
+	json.Unmarshal(raw, &cfg)
+	cfg["root"] = map[string]any{"path": "rootfs"}
+	raw, _ = json.Marshal(cfg)
+	os.WriteFile(filepath.Join(bundle, "config.json"), raw, 0o644)
+	state := []byte(fmt.Sprintf(`{"ociVersion":"1.0.2","id":"bench","status":"creating","pid":1,"bundle":%q}`, bundle))
+	cs := policyNoRootfs()
+	g := &globals{tpm: spec, log: log, stdout: io.Discard, stderr: io.Discard}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := measureContainer(context.Background(), g, bytes.NewReader(state), cs, 23); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
