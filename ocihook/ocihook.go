@@ -42,8 +42,6 @@ const (
 	// MaxConfigSize is the largest config.json read (podman's, with its
 	// seccomp profile, is about 50 KiB).
 	MaxConfigSize = 8 << 20
-	// maxNameLen bounds a container's name.
-	maxNameLen = 253
 )
 
 // ErrInput marks state or config.json that cannot be read as the OCI

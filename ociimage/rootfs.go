@@ -174,7 +174,7 @@ func (tb *treeBuilder) apply(tr *tar.Reader) error {
 		}
 		n := &node{perm: uint32(hdr.Mode) & 0o7777, layer: tb.layers}
 		switch hdr.Typeflag {
-		case tar.TypeReg, tar.TypeRegA:
+		case tar.TypeReg, '\x00': // '\x00': regular file in old tars
 			sum := sha256.New()
 			if _, err := io.Copy(sum, tr); err != nil {
 				return fmt.Errorf("%w: layer %d: %s: %v", ErrCorrupt, tb.layers, hdr.Name, err)
