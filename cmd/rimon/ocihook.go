@@ -110,6 +110,7 @@ replaced by {id}).`,
 func runOCIHook(ctx context.Context, g *globals, f ociHookFlags, logSet, pcrSet bool) error {
 	cs := policy.DefaultContainers()
 	pcr := f.pcr
+	budget := measure.Options{MaxSize: policy.DefaultMaxFileSize, MaxTime: policy.DefaultMaxFileTime}
 	if f.policy != "" {
 		pol, err := policy.Load(f.policy)
 		if err != nil {
@@ -124,11 +125,12 @@ func runOCIHook(ctx context.Context, g *globals, f ociHookFlags, logSet, pcrSet 
 		if !pcrSet {
 			pcr = pol.PCR
 		}
+		budget.MaxSize, budget.MaxTime = pol.MaxFileSize, pol.MaxFileTime
 	}
 	if err := checkExtendPCR(pcr); err != nil {
 		return err
 	}
-	err := measureContainer(ctx, g, f.stdin, cs, pcr)
+	err := measureContainer(ctx, g, f.stdin, cs, pcr, budget)
 	if err == nil {
 		return nil
 	}
@@ -139,7 +141,10 @@ func runOCIHook(ctx context.Context, g *globals, f ociHookFlags, logSet, pcrSet 
 	return fmt.Errorf("oci-hook: %w (containers.on_error: deny: the runtime does not start the container)", err)
 }
 
-func measureContainer(ctx context.Context, g *globals, stdin io.Reader, cs policy.Containers, pcr int) error {
+// measureContainer measures the container the state on stdin names, when
+// cs selects it, and records it; budget bounds the work on each file of its
+// root file system (the policy's max_file_size and max_file_time).
+func measureContainer(ctx context.Context, g *globals, stdin io.Reader, cs policy.Containers, pcr int, budget measure.Options) error {
 	st, err := ocihook.ReadState(stdin)
 	if err != nil {
 		return err
@@ -155,7 +160,7 @@ func measureContainer(ctx context.Context, g *globals, stdin io.Reader, cs polic
 	if !cs.Selects(cfg.Annotations, command) {
 		return nil
 	}
-	m, err := ocihook.Measure(ctx, st, cfg, ocihook.Options{SkipRootfs: !cs.Rootfs, Budget: measure.Options{}})
+	m, err := ocihook.Measure(ctx, st, cfg, ocihook.Options{SkipRootfs: !cs.Rootfs, Budget: budget})
 	if err != nil {
 		return err
 	}

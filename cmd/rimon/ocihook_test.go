@@ -14,6 +14,7 @@ import (
 
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/internal/testtpm"
+	"github.com/rimon-dev/rimon/measure"
 	"github.com/rimon-dev/rimon/policy"
 )
 
@@ -388,6 +389,24 @@ func TestOCIHookHostileInput(t *testing.T) {
 	}
 }
 
+// TestOCIHookBudget: the policy's max_file_size bounds the root file
+// system's files: a larger one stops the start (on_error: deny).
+func TestOCIHookBudget(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "m.log")
+	b := t.TempDir()
+	writeFile(t, filepath.Join(b, "rootfs", "big"), strings.Repeat("x", 4096))
+	writeFile(t, filepath.Join(b, "config.json"), `{"root":{"path":"rootfs"}}`)
+	pol := writeFile(t, filepath.Join(dir, "p.yaml"), "settings:\n  max_file_size: 1KiB\ncontainers:\n  rootfs: true\n")
+	code, out := hookProcess(t, []byte(fmt.Sprintf(`{"id":"big","bundle":%q}`, b)), "--tpm", "sim", "--log", log, "--policy", pol)
+	if code != exitError || !strings.Contains(out, "big") || !strings.Contains(out, "on_error: deny") {
+		t.Errorf("a root file system with a file over max_file_size: exit %d\n%s", code, out)
+	}
+	if _, err := os.Stat(log); err == nil {
+		t.Error("the log exists after a refused start")
+	}
+}
+
 // TestOCIHookInstall: the oci-hooks(5) file names this binary, the TPM, the
 // log and the policy, stage createRuntime, and the policy's when.
 func TestOCIHookInstall(t *testing.T) {
@@ -536,7 +555,7 @@ func BenchmarkOCIHookFixed(b *testing.B) {
 	g := &globals{tpm: spec, log: log, stdout: io.Discard, stderr: io.Discard}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := measureContainer(context.Background(), g, bytes.NewReader(state), cs, 23); err != nil {
+		if err := measureContainer(context.Background(), g, bytes.NewReader(state), cs, 23, measure.Options{}); err != nil {
 			b.Fatal(err)
 		}
 	}
