@@ -27,14 +27,12 @@ type Image struct {
 
 // Annotations the container managers set.
 const (
-	annCRIOImageName       = "io.kubernetes.cri-o.ImageName"
-	annCRIOImageRef        = "io.kubernetes.cri-o.ImageRef"
-	annContainerdImage     = "io.kubernetes.cri.image-name"
-	annK8sContainerName    = "io.kubernetes.container.name"
-	annContainerdCtrName   = "io.kubernetes.cri.container-name"
-	annNerdctlName         = "nerdctl/name"
-	annContainerManager    = "io.container.manager"
-	containerManagerPodman = "libpod"
+	annCRIOImageName     = "io.kubernetes.cri-o.ImageName"
+	annCRIOImageRef      = "io.kubernetes.cri-o.ImageRef"
+	annContainerdImage   = "io.kubernetes.cri.image-name"
+	annK8sContainerName  = "io.kubernetes.container.name"
+	annContainerdCtrName = "io.kubernetes.cri.container-name"
+	annNerdctlName       = "nerdctl/name"
 )
 
 // imageFromAnnotations finds the image identity CRI-O or containerd's CRI
