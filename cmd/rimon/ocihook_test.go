@@ -73,6 +73,12 @@ func makeBundle(t *testing.T, hello string, hookArgs []string, edit func(cfg map
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(rootfs, "etc", "app.conf"), "mode=1\n")
+	// Links out of the root file system: recorded as links, never followed.
+	for name, target := range map[string]string{"host": "/", "etc/up": "../../../../etc/shadow"} {
+		if err := os.Symlink(target, filepath.Join(rootfs, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cmd := exec.Command("runc", "spec")
 	cmd.Dir = b
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -184,7 +190,7 @@ func TestOCIHookRunc(t *testing.T) {
 		if c.RootfsSHA256 != want {
 			t.Errorf("record %d: rootfs digest %s, rimon measure --tree gives %s", i, c.RootfsSHA256, want)
 		}
-		if c.Rootfs != rootfs || c.Name != c.ID || r.Content.Str("reason") != "launch:container:"+c.Name {
+		if c.Rootfs != rootfs || c.Name != c.ID || r.Content.Str("reason") != "launch:container:"+c.Name || c.RootfsEntries != 9 {
 			t.Errorf("record %d: %+v, reason %q", i, c, r.Content.Str("reason"))
 		}
 	}
