@@ -543,6 +543,10 @@ func (c *refChecker) setUnmeasured(path string, f *Finding) {
 }
 
 func (c *refChecker) record(i int, v *eventlog.View) {
+	if v.Is("kind", eventlog.KindContainer) {
+		c.container(i, v) // attest/container.go
+		return
+	}
 	path := v.Str("path")
 	if v.Is("kind", KindUnmeasured) {
 		c.unmeasuredRecord(i, path, v)

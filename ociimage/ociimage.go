@@ -268,6 +268,8 @@ type verifier struct {
 	// done holds the blobs (by name, algorithm and decompression) already
 	// verified, so that a layer several images share is read once.
 	done map[string]bool
+	// tree, when set, is given every layer as it is hashed (rootfs.go).
+	tree *treeBuilder
 }
 
 func (v *verifier) verify(ctx context.Context, p string, fi fs.FileInfo) (Result, error) {
@@ -409,7 +411,7 @@ func (v *verifier) checkLayer(ctx context.Context, d descriptor) error {
 		return err
 	}
 	key := fmt.Sprintf("blob %s %d", d.Digest, d.Size)
-	if v.done[key] {
+	if v.done[key] && v.tree == nil {
 		return nil
 	}
 	got, size, err := v.hashFile(ctx, blobName(alg, hexd), alg, false)
@@ -460,7 +462,12 @@ func (v *verifier) hashFile(ctx context.Context, name, alg string, gunzip bool) 
 		}
 	}
 	h := newHash(alg)
-	n, err := io.Copy(h, r)
+	var n int64
+	if v.tree != nil {
+		n, err = v.tree.layer(r, h) // rootfs.go: applies the layer as it hashes it
+	} else {
+		n, err = io.Copy(h, r)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return "", 0, ctx.Err()
@@ -870,7 +877,7 @@ func (v *verifier) dockerLayers(ctx context.Context, im dockerImage) error {
 			return fmt.Errorf("config %s: diff_ids[%d]: %w", im.e.Config, i, err)
 		}
 		key := "layer " + path.Clean(l) + " " + ids[i]
-		if v.done[key] {
+		if v.done[key] && v.tree == nil {
 			continue
 		}
 		got, _, err := v.hashFile(ctx, path.Clean(l), alg, true)

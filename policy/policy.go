@@ -92,6 +92,9 @@ type Policy struct {
 	MaxFileTime time.Duration
 	Rules       []Rule
 	Exclude     []Pattern
+	// Containers is the containers section for `rimon oci-hook`; nil
+	// when the policy has none ([DefaultContainers] applies).
+	Containers *Containers
 }
 
 // Error is a policy error with its place.
@@ -191,13 +194,15 @@ func Parse(name string, r io.Reader) (*Policy, error) {
 			pats, err := p.patterns(v, "exclude")
 			pol.Exclude = pats
 			return err
+		case "containers":
+			return p.containers(v, pol)
 		}
 		return p.errf(v, key, "unknown key (want version, settings, measure or exclude)")
 	})
 	if err != nil {
 		return nil, err
 	}
-	if !haveMeasure || len(pol.Rules) == 0 {
+	if (!haveMeasure || len(pol.Rules) == 0) && (haveMeasure || pol.Containers == nil) {
 		return nil, p.errf(root, "measure", "missing or empty: list what to measure")
 	}
 	return pol, nil

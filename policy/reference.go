@@ -45,6 +45,9 @@ type Reference struct {
 	// Ignore are paths and patterns whose measurements are accepted with
 	// any digest, as Keylime's excludes are (see [Reference.Ignored]).
 	Ignore []Pattern
+	// Containers are the digests each container may start with (the
+	// "containers" key, see [ContainerRef]); exact names first.
+	Containers []ContainerRef
 }
 
 // Ignored reports whether a measurement of path is accepted with any
@@ -182,6 +185,9 @@ func ParseReference(name string, r io.Reader) (*Reference, error) {
 			return err
 		case "azure":
 			return p.snpPolicy(v, &ref.SNP)
+		case "containers":
+			ref.Containers, err = p.containerRefs(v, key)
+			return err
 		case "ignore":
 			if v.Kind != yaml.SequenceNode {
 				return p.errf(v, key, "want a list of paths or patterns, have %s", describe(v))

@@ -18,6 +18,8 @@ type RefFile struct {
 	Files, Images map[string][]string
 	// Ignore are rimon patterns, written as they are.
 	Ignore []string
+	// Containers map container names (not patterns) to their digests.
+	Containers map[string]*ContainerDigests
 }
 
 // WriteReference writes f as a reference file that [ParseReference] reads
@@ -56,6 +58,9 @@ func WriteReference(w io.Writer, f RefFile) error {
 				fmt.Fprintf(&b, "    - %s\n", strconv.Quote(d))
 			}
 		}
+	}
+	if err := writeContainers(&b, f.Containers); err != nil {
+		return err
 	}
 	if len(f.Ignore) > 0 {
 		b.WriteString("ignore:\n")

@@ -324,6 +324,9 @@ func runVerify(g *globals, f verifyFlags, ev *attest.Evidence) error {
 		f.keepState(res.State)
 	}
 	g.report(f.asJSON, res.Verdict)
+	if !f.asJSON {
+		g.reportContainers(f, ev, in.Header.LogStart, res.Verdict.Covered, o.Reference) // ocihook.go
+	}
 	if !res.Verdict.Trusted {
 		by := "the evidence's own records"
 		if o.Reference != nil {

@@ -15,17 +15,26 @@ import (
 func newReferenceCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "reference", Short: "Make reference values for rimon verify"}
 	var fromLog, fromDir string
+	var img imageRefFlags // ocihook.go
 	gen := &cobra.Command{
-		Use:   "generate (--from-log LOG | --from-dir DIR)",
+		Use:   "generate (--from-log LOG | --from-dir DIR | --from-image IMAGE [--container NAME])",
 		Short: "Write a starting reference file from a log or a directory",
 		Long: `generate prints reference values (YAML) that approve exactly what a log
 records (the last digest of each present path, every image's digests) or what
 a directory holds now (every regular file below it). Review it before use:
-it approves what is there, good or bad.`,
+it approves what is there, good or bad.
+
+--from-image computes the root file system digest of an image on disk (an OCI
+layout or a docker/podman save archive, every blob verified) as the OCI hook
+records it for a container of that image, and writes a containers entry that
+allows it and the image's config and manifest digests.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if (fromLog == "") == (fromDir == "") {
-				return usageErr("give one of --from-log and --from-dir")
+			if n := btoi(fromLog != "") + btoi(fromDir != "") + btoi(img.path != ""); n != 1 {
+				return usageErr("give one of --from-log, --from-dir and --from-image")
+			}
+			if img.path != "" {
+				return referenceFromImage(cmd.Context(), g, img)
 			}
 			if fromLog != "" {
 				if _, err := os.Stat(fromLog); err != nil {
@@ -66,6 +75,7 @@ it approves what is there, good or bad.`,
 	}
 	gen.Flags().StringVar(&fromLog, "from-log", "", "a measurement log")
 	gen.Flags().StringVar(&fromDir, "from-dir", "", "a directory")
+	img.flags(gen)
 
 	var kf keylimeFlags
 	imp := &cobra.Command{

@@ -2,9 +2,10 @@
 """Known-answer vectors for docs/FORMAT.md, computed from that page alone.
 
 This is an independent implementation of the canonical encoding, the replay,
-the reading rules of the log and the tree digest in Python's standard
+the reading rules of the log, the tree digest and the launch description of
+a container (its normal form and launch digest) in Python's standard
 library. Run it from this directory; it rewrites events.json, replay.log,
-replay.json, tree.json, mixed.log, mixed.json and cases.json.
+replay.json, tree.json, mixed.log, mixed.json, cases.json and launch.json.
 """
 import hashlib
 import hmac
@@ -367,6 +368,238 @@ def tree():
     return {"entries": spec, "encoding_hex": enc.hex(), "digest": hashlib.sha256(enc).hexdigest()}
 
 
+# The launch description of a container (docs/FORMAT.md, "The launch
+# description"): config.json read strictly, normalized, written as canonical
+# JSON; the launch digest is SHA-256("rimon-launch-v1\n" || that JSON).
+
+LAUNCH_HEADER = b"rimon-launch-v1\n"
+MIN_ID = 32
+SHORT_ID = 12
+MAX_DEPTH = 64
+
+
+def launch_int(s):
+    v = int(s)
+    if not -2**63 <= v <= 2**64 - 1:
+        raise Refused("integer out of range: " + s)
+    return v
+
+
+def depth(v, d=0):
+    if isinstance(v, (dict, list)):
+        if d >= MAX_DEPTH:
+            raise Refused("nested too deep")
+        for x in (v.values() if isinstance(v, dict) else v):
+            depth(x, d + 1)
+
+
+def parse_config(text):
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Refused("not UTF-8")
+    cfg = json.loads(raw.decode("utf-8"), object_pairs_hook=unique, parse_int=launch_int,
+                     parse_float=no_float, parse_constant=no_constant)
+    check_text(cfg)
+    depth(cfg)
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("root"), dict) or not isinstance(cfg["root"].get("path"), str) or not cfg["root"]["path"]:
+        raise Refused("root.path missing")
+    return cfg
+
+
+def replace_id(v, cid):
+    if isinstance(v, dict):
+        return {k: replace_id(x, cid) for k, x in v.items()}
+    if isinstance(v, list):
+        return [replace_id(x, cid) for x in v]
+    if isinstance(v, str):
+        return v.replace(cid, "{id}").replace(cid[:SHORT_ID], "{id}")
+    return v
+
+
+def clean_dest(d):
+    if d == "/":
+        return True
+    return d.startswith("/") and all(seg not in ("", ".", "..") for seg in d[1:].split("/"))
+
+
+def related(a, b):
+    if not isinstance(a, str) or not isinstance(b, str) or not clean_dest(a) or not clean_dest(b) or a == b or a == "/" or b == "/":
+        return True
+    return b.startswith(a + "/") or a.startswith(b + "/")
+
+
+def order_mounts(ms):
+    dest = [m.get("destination") if isinstance(m, dict) else None for m in ms]
+    rest = list(range(len(ms)))
+    out = []
+    while rest:
+        ready = [i for i in rest if not any(j < i and related(dest[j], dest[i]) for j in rest)]
+        best = min(ready, key=lambda i: ((dest[i] if isinstance(dest[i], str) else "").encode(), i))
+        out.append(ms[best])
+        rest.remove(best)
+    return out
+
+
+def normalize(cfg, cid):
+    t = json.loads(json.dumps(cfg))
+    t.pop("hooks", None)
+    if isinstance(t.get("root"), dict):
+        t["root"].pop("path", None)
+    if isinstance(t.get("linux"), dict):
+        t["linux"].pop("cgroupsPath", None)
+    if isinstance(t.get("annotations"), dict):
+        t["annotations"] = {k: v for k, v in t["annotations"].items() if k.startswith("run.oci.")}
+        if not t["annotations"]:
+            del t["annotations"]
+    if isinstance(t.get("process"), dict):
+        t["process"].pop("consoleSize", None)
+    if len(cid) >= MIN_ID:
+        t = replace_id(t, cid)
+    ns = t.get("linux", {}).get("namespaces") if isinstance(t.get("linux"), dict) else None
+    if isinstance(ns, list):
+        for n in ns:
+            if isinstance(n, dict) and isinstance(n.get("path"), str):
+                m = re.match(r"/proc/([0-9]+)/", n["path"])
+                if m and m.group(1) != "1" and not m.group(1).startswith("0"):
+                    n["path"] = "/proc/{pid}/" + n["path"][m.end():]
+    if isinstance(t.get("mounts"), list):
+        t["mounts"] = order_mounts(t["mounts"])
+    p = t.get("process")
+    if isinstance(p, dict):
+        if isinstance(p.get("env"), list):
+            p["env"] = sorted(p["env"], key=lambda e: (e.split("=", 1)[0] if isinstance(e, str) else "").encode())
+        if isinstance(p.get("capabilities"), dict):
+            for k, v in p["capabilities"].items():
+                if isinstance(v, list) and all(isinstance(x, str) for x in v):
+                    p["capabilities"][k] = sorted(v, key=lambda x: x.encode())
+    return t
+
+
+def canon_str(s):
+    out = ['"']
+    for ch in s:
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20:
+            out.append("\\u%04x" % ord(ch))
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def canon_json(v):
+    if isinstance(v, dict):
+        return "{" + ",".join(canon_str(k) + ":" + canon_json(v[k]) for k in sorted(v, key=lambda k: k.encode())) + "}"
+    if isinstance(v, list):
+        return "[" + ",".join(canon_json(x) for x in v) + "]"
+    if isinstance(v, str):
+        return canon_str(v)
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if v is None:
+        return "null"
+    return str(v)
+
+
+PODMAN_ID = "cc2a8dd0f4b588b802011040cfbccdf795bf95db49868fd2314b11e096b447db"
+LAUNCH_CASES = [
+    ("runc_spec", "web-1", {
+        "ociVersion": "1.0.2-dev",
+        "process": {"terminal": False, "consoleSize": {"height": 40, "width": 120}, "user": {"uid": 0, "gid": 0},
+                    "args": ["/hello", "started"], "env": ["PATH=/usr/bin:/bin", "TERM=xterm", "A=2", "A=1"],
+                    "cwd": "/", "capabilities": {"bounding": ["CAP_KILL", "CAP_AUDIT_WRITE"], "effective": ["CAP_KILL", "CAP_AUDIT_WRITE"]},
+                    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}], "noNewPrivileges": True},
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "runc",
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                   {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                   {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec"]}],
+        "hooks": {"createRuntime": [{"path": "/usr/bin/rimon", "args": ["rimon", "oci-hook"]}]},
+        "annotations": {"io.kubernetes.cri-o.Created": "2026-11-28T15:42:05Z", "run.oci.keep_original_groups": "1"},
+        "linux": {"cgroupsPath": "/machine/web-1", "namespaces": [{"type": "pid"}, {"type": "network", "path": "/proc/4242/ns/net"}, {"type": "uts", "path": "/proc/1/ns/uts"}, {"type": "ipc", "path": "/proc/10/ns/ipc"}],
+                  "maskedPaths": ["/proc/kcore"], "seccomp": {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 18446744073709551615, "op": "SCMP_CMP_EQ"}]}]},
+                  "resources": {"memory": {"limit": -1}, "cpu": {"shares": 0}}},
+    }),
+    ("podman_ids", PODMAN_ID, {
+        "process": {"args": ["/hello"], "env": ["HOSTNAME=" + PODMAN_ID[:12], "container=podman"]},
+        "root": {"path": "/var/lib/containers/storage/vfs/dir/61a50047084be87394707c1e6d7a2f2ae8b28b3f159b93f79cfe2d26624846d2"},
+        "hostname": PODMAN_ID[:12],
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                   {"destination": "/run/.containerenv", "type": "bind", "source": "/run/containers/storage/vfs-containers/" + PODMAN_ID + "/userdata/.containerenv"},
+                   {"destination": "/etc/hostname", "type": "bind", "source": "/run/containers/storage/vfs-containers/" + PODMAN_ID + "/userdata/hostname"},
+                   {"destination": "/etc/hosts", "type": "bind", "source": "/run/containers/storage/vfs-containers/" + PODMAN_ID + "/userdata/hosts"}],
+        "linux": {"cgroupsPath": "/libpod_parent/libpod-" + PODMAN_ID},
+    }),
+    ("mount_order", "m", {
+        "root": {"path": "r"},
+        "mounts": [{"destination": "/z"}, {"destination": "/a/b"}, {"destination": "/a"}, {"destination": "/c"},
+                   {"destination": "/"}, {"destination": "/b"}, {"destination": "/a/b/c"}, {"destination": "/ab"}, {"destination": "/0"}, {"destination": "/a/"}, {"destination": "/y"}, {"destination": "/b/./c"}, {"destination": "/x"}],
+    }),
+    ("text", "t", {
+        "root": {"path": "r"},
+        "process": {"args": ["sh", "-c", "echo \"quoted\" \\ back\nline\ttab\r\u0001\u001f\u007f caf\u00e9 \u65e5 \U0001F600 \u2028 </script>&"]},
+        "zz": [None, True, False, 0, -1, -9223372036854775808, 18446744073709551615, {}, []],
+    }),
+]
+
+# Texts that a strict reader refuses (the Go reader must refuse them too).
+LAUNCH_REFUSED = [
+    ("duplicate_key", '{"root":{"path":"r"},"hostname":"a","hostname":"b"}'),
+    ("float", '{"root":{"path":"r"},"process":{"user":{"uid":1.0}}}'),
+    ("exponent", '{"root":{"path":"r"},"process":{"user":{"uid":1e3}}}'),
+    ("too_big", '{"root":{"path":"r"},"x":18446744073709551616}'),
+    ("too_small", '{"root":{"path":"r"},"x":-9223372036854775809}'),
+    ("lone_surrogate", '{"root":{"path":"r"},"hostname":"\\udc80"}'),
+    ("high_surrogate_alone", '{"root":{"path":"r"},"hostname":"\\ud83dx"}'),
+    ("nan", '{"root":{"path":"r"},"x":NaN}'),
+    ("no_root", '{"process":{}}'),
+    ("too_deep", '{"root":{"path":"r"},"x":' + "[" * 64 + "]" * 64 + "}"),
+]
+
+
+def container_records():
+    """Container records (docs/FORMAT.md 1.4): content and the digest of each bank."""
+    launch_digest = [c for c in launch() if c["name"] == "podman_ids"][0]["launch_sha256"]
+    recs = [
+        {"kind": "container", "name": "web1", "container_id": PODMAN_ID,
+         "path": "/var/lib/containers/storage/overlay/61a5/merged", "sha256": hashlib.sha256(b"tree").hexdigest(), "size": 12,
+         "launch_sha256": launch_digest, "reason": "launch:container:web1",
+         "image_name": "localhost/hello:1", "image_id": "sha256:" + "bb" * 32, "image_digest": "sha256:" + "5f" * 32,
+         "image_source": "podman", "time": "2026-11-28T15:42:05.1Z", "boot_id": BOOT},
+        {"kind": "container", "name": "caf\u00e9 job", "container_id": "job-1", "path": "/srv/bundles/job/rootfs",
+         "sha256": "", "size": 0, "launch_sha256": "00" * 32, "reason": "launch:container:caf\u00e9 job",
+         "time": "2026-11-28T15:43:00Z", "boot_id": BOOT},
+    ]
+    return [{"content": c, "canonical_hex": canonical(c).hex(), "digests": digests(c)} for c in recs]
+
+
+def launch():
+    out = []
+    for name, cid, cfg in LAUNCH_CASES:
+        text = json.dumps(cfg, ensure_ascii=False, indent=1)
+        normal = canon_json(normalize(parse_config(text), cid)).encode("utf-8")
+        out.append({"name": name, "id": cid, "config": text, "normal": normal.decode("utf-8"),
+                    "launch_sha256": hashlib.sha256(LAUNCH_HEADER + normal).hexdigest()})
+    for name, text in LAUNCH_REFUSED:
+        try:
+            parse_config(text)
+        except (Refused, ValueError):
+            out.append({"name": name, "id": "x", "config": text, "refused": True})
+            continue
+        raise SystemExit("launch case %s was not refused" % name)
+    return out
+
+
 if __name__ == "__main__":
     with open("events.json", "w") as f:
         json.dump(events(), f, indent=1, ensure_ascii=False)
@@ -388,4 +621,10 @@ if __name__ == "__main__":
         f.write("\n")
     with open("tree.json", "w") as f:
         json.dump(tree(), f, indent=1)
+        f.write("\n")
+    with open("launch.json", "w") as f:
+        json.dump(launch(), f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    with open("container.json", "w") as f:
+        json.dump(container_records(), f, indent=1, ensure_ascii=False)
         f.write("\n")
