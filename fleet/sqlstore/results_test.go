@@ -42,6 +42,9 @@ func TestSaveResult(t *testing.T) {
 		if diff := cmp.Diff(*r.Boot, got.Boot); diff != "" {
 			t.Errorf("boot (-want +got):\n%s", diff)
 		}
+		if l, err := s.ListAgents(bg, fleet.Filter{}); err != nil || len(l) != 1 || l[0].Boot.State != nil || !l[0].Boot.Known || l[0].Status != fleet.Untrusted {
+			t.Errorf("ListAgents = %+v, %v, want the agent without its boot state", l, err)
+		}
 		h, err := s.History(bg, "a", 0)
 		if err != nil {
 			t.Fatal(err)
