@@ -159,3 +159,77 @@ func TestConcurrentMigrations(t *testing.T) {
 		})
 	}
 }
+
+// TestClaimDeliveries: senders of several replicas claiming deliveries at
+// once never get the same one while it is held; one not finished is due
+// again after the hold.
+func TestClaimDeliveries(t *testing.T) {
+	eachDB(t, func(t *testing.T, s1 *Store, dsn string) {
+		s2 := openStore(t, dsn)
+		if err := s1.SetEndpoints(bg, []string{"https://one.example/h", "https://two.example/h"}); err != nil {
+			t.Fatal(err)
+		}
+		const agents = 20
+		for i := 0; i < agents; i++ {
+			a := mustAdd(t, s1, fmt.Sprintf("a%02d", i))
+			save(t, s1, a, fleet.Trusted) // 2 deliveries each, created t0+1s
+		}
+		var mu sync.Mutex
+		got := map[string]string{}
+		var wg sync.WaitGroup
+		for w := 0; w < 6; w++ {
+			wg.Add(1)
+			go func(s *Store, name string) {
+				defer wg.Done()
+				for {
+					ds, err := s.ClaimDeliveries(bg, t0.Add(time.Minute), time.Minute, 3)
+					if err != nil {
+						t.Errorf("%s: ClaimDeliveries = %v", name, err)
+						return
+					}
+					if len(ds) == 0 {
+						return
+					}
+					mu.Lock()
+					for _, d := range ds {
+						if o, ok := got[d.ID]; ok {
+							t.Errorf("%s and %s both got delivery %s", o, name, d.ID)
+						}
+						got[d.ID] = name
+					}
+					mu.Unlock()
+				}
+			}([]*Store{s1, s2}[w%2], fmt.Sprintf("sender-%d", w))
+		}
+		wg.Wait()
+		if len(got) != 2*agents {
+			t.Errorf("claimed %d deliveries, want %d", len(got), 2*agents)
+		}
+		// Held: none due before the hold ends; all due after it.
+		if ds, _ := s1.ClaimDeliveries(bg, t0.Add(90*time.Second), time.Minute, 100); len(ds) != 0 {
+			t.Errorf("ClaimDeliveries during the hold = %d, want 0", len(ds))
+		}
+		if ds, _ := s1.DueDeliveries(bg, t0.Add(90*time.Second), 100); len(ds) != 0 {
+			t.Errorf("DueDeliveries during the hold = %d, want 0", len(ds))
+		}
+		ds, err := s2.ClaimDeliveries(bg, t0.Add(3*time.Minute), time.Minute, 100)
+		if err != nil || len(ds) != 2*agents {
+			t.Fatalf("ClaimDeliveries after the hold = %d, %v, want %d", len(ds), err, 2*agents)
+		}
+		for i := 1; i < len(ds); i++ {
+			if ds[i].Created.Before(ds[i-1].Created) {
+				t.Errorf("not oldest first at %d", i)
+			}
+		}
+		// Delivered: never claimed again.
+		for _, d := range ds {
+			d.State, d.Attempts, d.LastStatus = "delivered", 1, 200
+			if err := s2.UpdateDelivery(bg, d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ds, _ := s1.ClaimDeliveries(bg, t0.Add(time.Hour), time.Minute, 100); len(ds) != 0 {
+			t.Errorf("ClaimDeliveries after delivery = %d, want 0", len(ds))
+		}
+	})
+}

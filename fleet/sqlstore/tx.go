@@ -58,7 +58,7 @@ func (t *txn) QueryRowContext(ctx context.Context, q string, args ...any) *sql.R
 var hotStatements = []string{
 	sqlSavepoint, sqlRelease, sqlRollbackTo,
 	sqlLockAgentByID, sqlSaveAgent, sqlAddTransition, sqlEnabledEndpoints, sqlAddDelivery,
-	sqlDeleteObservations, sqlCountObservations, sqlClaim,
+	sqlDeleteObservations, sqlCountObservations, sqlClaim, sqlClaimDeliveries,
 }
 
 func init() {
