@@ -71,6 +71,7 @@ func openSQLite(ctx context.Context, path string, o Options) (*Store, error) {
 		wq[k] = append([]string(nil), v...)
 	}
 	wq.Add("_pragma", "journal_mode(WAL)")
+	wq.Add("_pragma", "journal_size_limit(67108864)") // truncate the WAL past 64 MiB after a checkpoint
 	wq.Set("_txlock", "immediate")
 	w, err := sql.Open("sqlite", path+"?"+wq.Encode())
 	if err != nil {
