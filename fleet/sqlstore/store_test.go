@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -300,4 +301,31 @@ func TestSQLiteFileMode(t *testing.T) {
 	if _, err := Open(bg, "sqlite:"); err == nil {
 		t.Error("Open(sqlite:) succeeded")
 	}
+}
+
+// TestBuildsWithoutCgo: the fleet packages build with CGO_ENABLED=0 (the
+// SQLite driver is pure Go).
+func TestBuildsWithoutCgo(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command is not in $PATH: %v", err)
+	}
+	cmd := exec.Command(gobin, "build", "./fleet/...")
+	cmd.Dir = filepath.Join("..", "..")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 go build ./fleet/...: %v\n%s", err, out)
+	}
+}
+
+func TestPing(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *Store, _ string) {
+		if err := s.Ping(bg); err != nil {
+			t.Errorf("Ping = %v", err)
+		}
+		s.Close()
+		if err := s.Ping(bg); err == nil {
+			t.Error("Ping after Close succeeded")
+		}
+	})
 }
