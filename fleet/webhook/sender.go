@@ -108,7 +108,16 @@ type endpoint struct {
 	downUntil time.Time // no request before this (backoff, Retry-After)
 	lastErr   string
 	disabled  bool
+	// pace is the observed duration of a request (a moving average);
+	// horizon is when the last delivery deferred for a full line is due.
+	pace    time.Duration
+	horizon time.Time
+	// began holds the start of each request in flight (real time).
+	began map[*item]time.Time
 }
+
+// initialPace is the guess of a request's duration before one is seen.
+const initialPace = 20 * time.Millisecond
 
 // item is a claimed delivery: d is what will be written, orig the row as
 // read (to give back on shutdown), claimed when it was claimed.
@@ -194,12 +203,15 @@ func (s *Sender) Notify() {
 //
 // Each round reads the due deliveries (oldest first) and claims each by
 // moving its next attempt past a lease, so that the next read moves on to
-// others while it waits for its turn; requests run in their own goroutines,
-// at most PerEndpoint per endpoint and Concurrency in all, each bounded by
-// Timeout, so that neither a receiver that is down or slow nor another's
-// backlog holds back the rest, and the store is only ever held for one
-// short write. A process that dies with claims held loses nothing: the
-// claims lapse after the lease and the deliveries are sent again.
+// others while it waits for its turn in its endpoint's line (4 x
+// PerEndpoint long); a delivery that finds the line full is deferred to
+// when the line should have room, at the endpoint's observed pace.
+// Requests run in their own goroutines, at most PerEndpoint per endpoint
+// and Concurrency in all, each bounded by Timeout, so that neither a
+// receiver that is down or slow nor another's backlog holds back the
+// rest, and the store is only ever held for one short write. A process
+// that dies with claims held loses nothing: the claims lapse after the
+// lease ((4 + 2) x Timeout) and the deliveries are sent again.
 //
 // The outcome of every attempt is stored ([fleet.Store.UpdateDelivery]):
 //   - 2xx: delivered (and only then);
@@ -293,8 +305,9 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 			claim = true
 			s.held[d.ID] = it
 		default:
-			// The endpoint's line is full: come back after the lease.
-			it.d.Next = now.Add(s.lease)
+			// The endpoint's line is full: come back when it should
+			// have room, after those deferred before.
+			it.d.Next = s.later(ep, now)
 		}
 		s.mu.Unlock()
 
@@ -328,10 +341,30 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 func (s *Sender) endpoint(url string) *endpoint {
 	ep := s.eps[url]
 	if ep == nil {
-		ep = &endpoint{url: url}
+		ep = &endpoint{url: url, pace: initialPace, began: map[*item]time.Time{}}
 		s.eps[url] = ep
 	}
 	return ep
+}
+
+// later is when a delivery that found its endpoint's line full comes back:
+// after the line and the deliveries deferred before it, at the endpoint's
+// observed pace, so that a backlog is spread over time and read again
+// about when it can be sent, instead of every pass. s.mu is held.
+func (s *Sender) later(ep *endpoint, now time.Time) time.Time {
+	// A request still running is at least as slow as its age: an
+	// endpoint that hangs is known as slow before its first timeout.
+	pace := ep.pace
+	for _, b := range ep.began {
+		pace = max(pace, time.Since(b))
+	}
+	per := max(pace/time.Duration(s.o.PerEndpoint), time.Millisecond)
+	start := now.Add(time.Duration(len(ep.queue)+ep.inflight) * per)
+	if ep.horizon.Before(start) {
+		ep.horizon = start
+	}
+	ep.horizon = ep.horizon.Add(per)
+	return ep.horizon
 }
 
 // start begins the requests the limits allow.
@@ -386,13 +419,24 @@ func (s *Sender) deliver(ctx context.Context, ep *endpoint, it *item) {
 		return
 	}
 
+	began := time.Now() // the pace is real time, whatever the clock says
+	s.mu.Lock()
+	ep.began[it] = began
+	s.mu.Unlock()
 	status, retryAfter, hasRetryAfter, err := s.send(ctx, d, now)
+	took := time.Since(began)
+	s.mu.Lock()
+	delete(ep.began, it)
+	s.mu.Unlock()
 	if err != nil && ctx.Err() != nil {
 		// Shutting down: the attempt did not finish; give the claim back.
 		s.restore(ctx, it)
 		return
 	}
 	now = s.o.Now()
+	s.mu.Lock()
+	ep.pace = (4*ep.pace + took) / 5
+	s.mu.Unlock()
 	d.Attempts++
 	d.LastStatus = status
 	ok := err == nil && status >= 200 && status <= 299

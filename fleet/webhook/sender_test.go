@@ -518,13 +518,68 @@ func TestNotifyWakes(t *testing.T) {
 	waitFor(t, "delivery after Notify", func() bool { return len(rc.requests()) == 1 })
 }
 
-// countingStore counts reads of the outbox.
+// countingStore counts reads and writes of the outbox.
 type countingStore struct {
 	fleet.Store
-	reads atomic.Int64
+	reads, writes atomic.Int64
+}
+
+func (c *countingStore) UpdateDelivery(ctx context.Context, d *fleet.Delivery) error {
+	c.writes.Add(1)
+	return c.Store.UpdateDelivery(ctx, d)
 }
 
 func (c *countingStore) DueDeliveries(ctx context.Context, now time.Time, limit int) ([]*fleet.Delivery, error) {
 	c.reads.Add(1)
 	return c.Store.DueDeliveries(ctx, now, limit)
+}
+
+// TestBacklogDrains: a burst of deliveries to one fast endpoint, far more
+// than its line holds, is delivered at the endpoint's pace, with a few
+// writes per delivery (deferring the overflow by a fixed lease made each
+// wait minutes, rewritten on every pass).
+func TestBacklogDrains(t *testing.T) {
+	st := newStore(t)
+	cs := &countingStore{Store: st}
+	rc := newReceiver(t, time.Now, status(http.StatusOK))
+	setEndpoints(t, st, rc.URL)
+	now := time.Now().Add(-time.Minute)
+	const n = 400
+	for i := range n {
+		change(t, st, "a1", now.Add(time.Duration(i)*time.Millisecond))
+	}
+	s := newTestSender(t, Options{Store: cs, Secrets: map[string][]byte{rc.URL: testKey}, Poll: 10 * time.Millisecond})
+	runSender(t, s)
+	defer func() {
+		if t.Failed() {
+			c := map[string]int{}
+			for _, d := range deliveries(t, st, rc.URL) {
+				c[d.State]++
+				if d.State == StatePending {
+					t.Logf("pending %s next in %s attempts %d err %q", d.ID, time.Until(d.Next), d.Attempts, d.LastError)
+				}
+			}
+			t.Logf("states %v; %d requests", c, len(rc.requests()))
+		}
+	}()
+	waitFor(t, "the backlog delivered", func() bool { return len(rc.requests()) >= n })
+	waitFor(t, "every outcome stored", func() bool {
+		for _, d := range deliveries(t, st, rc.URL) {
+			if d.State != StateDelivered {
+				return false
+			}
+		}
+		return true
+	})
+	if w := cs.writes.Load(); w > 6*n {
+		t.Errorf("%d writes for %d deliveries, want at most %d", w, n, 6*n)
+	}
+	ids := map[string]bool{}
+	for _, r := range rc.requests() {
+		ids[r.header.Get(HeaderID)] = true
+	}
+	if len(ids) != n {
+		t.Errorf("%d distinct webhook-ids received, want %d", len(ids), n)
+	}
+	t.Logf("%d requests, %d writes, %d reads for %d deliveries", len(rc.requests()), cs.writes.Load(), cs.reads.Load(), n)
 }
