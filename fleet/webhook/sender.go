@@ -204,8 +204,11 @@ func (s *Sender) Notify() {
 // Each round reads the due deliveries (oldest first) and claims each by
 // moving its next attempt past a lease, so that the next read moves on to
 // others while it waits for its turn in its endpoint's line (4 x
-// PerEndpoint long); a delivery that finds the line full is deferred to
-// when the line should have room, at the endpoint's observed pace.
+// PerEndpoint long). A delivery that finds the line full stays due while
+// the line moves; when a request of that endpoint has run for over a
+// second, or when a whole read found nothing it could move, it is deferred
+// to when the line should have room, at the endpoint's observed pace, so
+// that the next read gets past that backlog to other endpoints.
 // Requests run in their own goroutines, at most PerEndpoint per endpoint
 // and Concurrency in all, each bounded by Timeout, so that neither a
 // receiver that is down or slow nor another's backlog holds back the
@@ -279,6 +282,7 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 		return s.o.Poll
 	}
 	wrote := 0
+	var full []*item // rows whose endpoint's line is full, left as they are
 	for _, d := range rows {
 		if ctx.Err() != nil {
 			break
@@ -304,30 +308,33 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 			it.d.Next = now.Add(s.lease)
 			claim = true
 			s.held[d.ID] = it
-		default:
-			// The endpoint's line is full: come back when it should
-			// have room, after those deferred before.
+		case s.stuck(ep):
+			// The line is full and not moving: come back when it
+			// should have room, after those deferred before, so that
+			// the next read gets past this endpoint's backlog.
 			it.d.Next = s.later(ep, now)
-		}
-		s.mu.Unlock()
-
-		d := it.d
-		if err := s.o.Store.UpdateDelivery(ctx, &d); err != nil {
-			if ctx.Err() == nil {
-				s.o.Logger.Warn("webhook delivery not updated", "id", d.ID, "err", err)
-			}
-			if claim {
-				s.mu.Lock()
-				delete(s.held, d.ID)
-				s.mu.Unlock()
-			}
+		default:
+			// The line is full but moving: leave the row due; it is
+			// read again when a request ends.
+			full = append(full, it)
+			s.mu.Unlock()
 			continue
 		}
-		wrote++
-		if claim {
+		s.mu.Unlock()
+		if s.write(ctx, it, claim) {
+			wrote++
+		}
+	}
+	if len(rows) == s.o.Batch && wrote == 0 && ctx.Err() == nil {
+		// Nothing in a full batch could move: the next read would return
+		// the same rows. Defer the waiting ones to read past them.
+		for _, it := range full {
 			s.mu.Lock()
-			ep.queue = append(ep.queue, it)
+			it.d.Next = s.later(s.endpoint(it.d.Endpoint), now)
 			s.mu.Unlock()
+			if s.write(ctx, it, false) {
+				wrote++
+			}
 		}
 	}
 	s.start(ctx)
@@ -335,6 +342,46 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 		return 0
 	}
 	return s.o.Poll
+}
+
+// write stores a decision of pass; a claimed delivery then joins its
+// endpoint's line and may start at once.
+func (s *Sender) write(ctx context.Context, it *item, claim bool) bool {
+	d := it.d
+	if err := s.o.Store.UpdateDelivery(ctx, &d); err != nil {
+		if ctx.Err() == nil {
+			s.o.Logger.Warn("webhook delivery not updated", "id", d.ID, "err", err)
+		}
+		if claim {
+			s.mu.Lock()
+			delete(s.held, d.ID)
+			s.mu.Unlock()
+		}
+		return false
+	}
+	if claim {
+		s.mu.Lock()
+		ep := s.endpoint(d.Endpoint)
+		ep.queue = append(ep.queue, it)
+		s.mu.Unlock()
+		s.start(ctx)
+	}
+	return true
+}
+
+// slowAfter is how long a request runs before its endpoint counts as
+// stuck while its line is full.
+const slowAfter = time.Second
+
+// stuck reports whether a request of ep has run longer than slowAfter;
+// s.mu is held.
+func (s *Sender) stuck(ep *endpoint) bool {
+	for _, b := range ep.began {
+		if time.Since(b) > slowAfter {
+			return true
+		}
+	}
+	return false
 }
 
 // endpoint returns the state of url; s.mu is held.
