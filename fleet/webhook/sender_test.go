@@ -2,6 +2,9 @@ package webhook
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -187,6 +190,14 @@ func TestDeliverSigned(t *testing.T) {
 	}
 	if err := Verify(testKey, r.header, r.body, clk.Now(), 0); err != nil {
 		t.Errorf("receiver's Verify = %v", err)
+	}
+	// The published algorithm, computed here from the spec's words
+	// rather than by Sign: base64(HMAC-SHA256(key, "id.timestamp.body")).
+	mac := hmac.New(sha256.New, testKey)
+	mac.Write([]byte(r.header.Get(HeaderID) + "." + r.header.Get(HeaderTimestamp) + "."))
+	mac.Write(r.body)
+	if got, want := r.header.Get(HeaderSignature), "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil)); got != want {
+		t.Errorf("webhook-signature = %s, want %s", got, want)
 	}
 	var p fleet.Payload
 	if err := json.Unmarshal(r.body, &p); err != nil || p.Type != fleet.EventStateChanged || p.Data.Agent != "a1" || p.Data.NewState != fleet.Trusted {
