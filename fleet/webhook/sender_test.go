@@ -59,7 +59,7 @@ type receiver struct {
 	reqs []request
 }
 
-func newReceiver(t *testing.T, now func() time.Time, answer func(n int, w http.ResponseWriter)) *receiver {
+func newReceiver(t testing.TB, now func() time.Time, answer func(n int, w http.ResponseWriter)) *receiver {
 	t.Helper()
 	rc := &receiver{}
 	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -88,7 +88,7 @@ var testKey = []byte("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
 
 // change makes one change of state of the agent name at `at`: the store
 // queues one delivery per enabled endpoint.
-func change(t *testing.T, st fleet.Store, name string, at time.Time) {
+func change(t testing.TB, st fleet.Store, name string, at time.Time) {
 	t.Helper()
 	ctx := context.Background()
 	a, err := st.Agent(ctx, name)
@@ -109,7 +109,7 @@ func change(t *testing.T, st fleet.Store, name string, at time.Time) {
 	}
 }
 
-func deliveries(t *testing.T, st fleet.Store, endpoint string) []*fleet.Delivery {
+func deliveries(t testing.TB, st fleet.Store, endpoint string) []*fleet.Delivery {
 	t.Helper()
 	ds, err := st.Deliveries(context.Background(), endpoint, 10000)
 	if err != nil {
@@ -118,7 +118,7 @@ func deliveries(t *testing.T, st fleet.Store, endpoint string) []*fleet.Delivery
 	return ds
 }
 
-func only(t *testing.T, st fleet.Store, endpoint string) *fleet.Delivery {
+func only(t testing.TB, st fleet.Store, endpoint string) *fleet.Delivery {
 	t.Helper()
 	ds := deliveries(t, st, endpoint)
 	if len(ds) != 1 {
@@ -127,7 +127,7 @@ func only(t *testing.T, st fleet.Store, endpoint string) *fleet.Delivery {
 	return ds[0]
 }
 
-func setEndpoints(t *testing.T, st fleet.Store, urls ...string) {
+func setEndpoints(t testing.TB, st fleet.Store, urls ...string) {
 	t.Helper()
 	if err := st.SetEndpoints(context.Background(), urls); err != nil {
 		t.Fatal(err)

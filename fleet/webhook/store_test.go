@@ -10,12 +10,12 @@ import (
 )
 
 // newStore opens a fresh SQLite store in a file of its own.
-func newStore(t *testing.T) fleet.Store {
+func newStore(t testing.TB) fleet.Store {
 	t.Helper()
 	return openStore(t, "sqlite:"+filepath.Join(t.TempDir(), "verifier.db"))
 }
 
-func openStore(t *testing.T, dsn string) *sqlstore.Store {
+func openStore(t testing.TB, dsn string) *sqlstore.Store {
 	t.Helper()
 	st, err := sqlstore.Open(context.Background(), dsn)
 	if err != nil {
