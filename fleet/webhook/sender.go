@@ -74,7 +74,8 @@ type Options struct {
 	Now func() time.Time
 	// Jitter returns a number in [0, 1) (default math/rand/v2.Float64).
 	Jitter func() float64
-	// Metrics counts attempts (default none).
+	// Metrics counts attempts and times the store's outbox operations
+	// (default none).
 	Metrics fleet.Metrics
 	// Logger reports store errors (default: discarded). Endpoint URLs
 	// are logged without their query and user info.
@@ -274,7 +275,9 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 	s.mu.Unlock()
 
 	now := s.o.Now()
+	t := time.Now()
 	rows, err := s.o.Store.DueDeliveries(ctx, now, s.o.Batch)
+	s.o.Metrics.DB("due_deliveries", time.Since(t))
 	if err != nil {
 		if ctx.Err() == nil {
 			s.o.Logger.Warn("webhook outbox unreadable", "err", err)
@@ -348,7 +351,10 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 // endpoint's line and may start at once.
 func (s *Sender) write(ctx context.Context, it *item, claim bool) bool {
 	d := it.d
-	if err := s.o.Store.UpdateDelivery(ctx, &d); err != nil {
+	t := time.Now()
+	err := s.o.Store.UpdateDelivery(ctx, &d)
+	s.o.Metrics.DB("update_delivery", time.Since(t))
+	if err != nil {
 		if ctx.Err() == nil {
 			s.o.Logger.Warn("webhook delivery not updated", "id", d.ID, "err", err)
 		}
@@ -617,7 +623,10 @@ func Backoff(n int) time.Duration {
 func (s *Sender) store(ctx context.Context, d *fleet.Delivery) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := s.o.Store.UpdateDelivery(wctx, d); err != nil {
+	t := time.Now()
+	err := s.o.Store.UpdateDelivery(wctx, d)
+	s.o.Metrics.DB("update_delivery", time.Since(t))
+	if err != nil {
 		// The claim stays: the delivery is sent again when it lapses.
 		s.o.Logger.Warn("webhook delivery outcome not stored", "id", d.ID, "state", d.State, "err", err)
 	}
