@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -588,4 +589,42 @@ func TestBacklogDrains(t *testing.T) {
 		t.Errorf("%d distinct webhook-ids received, want %d", len(ids), n)
 	}
 	t.Logf("%d requests, %d writes, %d reads for %d deliveries", len(rc.requests()), cs.writes.Load(), cs.reads.Load(), n)
+}
+
+// TestTimeoutHoldsEndpoint: a request without an answer within Timeout is
+// a failed attempt; the endpoint's other deliveries wait for its next
+// attempt instead of each waiting out a timeout of their own.
+func TestTimeoutHoldsEndpoint(t *testing.T) {
+	st := newStore(t)
+	clk := &clock{t: t0}
+	release := make(chan struct{})
+	var calls atomic.Int64
+	rc := newReceiver(t, clk.Now, func(int, http.ResponseWriter) {
+		calls.Add(1)
+		<-release
+	})
+	t.Cleanup(func() { close(release) })
+	setEndpoints(t, st, rc.URL)
+	for i := range 5 {
+		change(t, st, "a1", t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	clk.Add(time.Second)
+	s := newTestSender(t, Options{Store: st, Secrets: map[string][]byte{rc.URL: testKey}, Now: clk.Now,
+		Timeout: 100 * time.Millisecond, PerEndpoint: 1})
+	sweep(s)
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d requests to an endpoint that does not answer, want 1 (the others wait for its next attempt)", n)
+	}
+	var attempted *fleet.Delivery
+	for _, d := range deliveries(t, st, rc.URL) {
+		if d.State != StatePending || !d.Next.After(clk.Now()) {
+			t.Errorf("%+v: want pending, not due now", d)
+		}
+		if d.Attempts == 1 {
+			attempted = d
+		}
+	}
+	if attempted == nil || !strings.Contains(attempted.LastError, "no answer within 100ms") {
+		t.Fatalf("attempted delivery %+v: want one attempt that timed out", attempted)
+	}
 }
