@@ -205,11 +205,11 @@ func (s *Sender) Notify() {
 // Each round reads the due deliveries (oldest first) and claims each by
 // moving its next attempt past a lease, so that the next read moves on to
 // others while it waits for its turn in its endpoint's line (4 x
-// PerEndpoint long). A delivery that finds the line full stays due while
-// the line moves; when a request of that endpoint has run for over a
-// second, or when a whole read found nothing it could move, it is deferred
-// to when the line should have room, at the endpoint's observed pace, so
-// that the next read gets past that backlog to other endpoints.
+// PerEndpoint long). A delivery that finds the line full stays due; but
+// when a whole read finds nothing it can move, the deliveries waiting for
+// full lines are deferred to when their lines should have room, at each
+// endpoint's observed pace, so that the next read gets past that backlog
+// to other endpoints.
 // Requests run in their own goroutines, at most PerEndpoint per endpoint
 // and Concurrency in all, each bounded by Timeout, so that neither a
 // receiver that is down or slow nor another's backlog holds back the
@@ -311,14 +311,9 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 			it.d.Next = now.Add(s.lease)
 			claim = true
 			s.held[d.ID] = it
-		case s.stuck(ep):
-			// The line is full and not moving: come back when it
-			// should have room, after those deferred before, so that
-			// the next read gets past this endpoint's backlog.
-			it.d.Next = s.later(ep, now)
 		default:
-			// The line is full but moving: leave the row due; it is
-			// read again when a request ends.
+			// The line is full: leave the row due for now; it is read
+			// again when a request ends.
 			full = append(full, it)
 			s.mu.Unlock()
 			continue
@@ -330,7 +325,8 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 	}
 	if len(rows) == s.o.Batch && wrote == 0 && ctx.Err() == nil {
 		// Nothing in a full batch could move: the next read would return
-		// the same rows. Defer the waiting ones to read past them.
+		// the same rows. Defer the waiting ones, to when their lines
+		// should have room, so that the next read gets past them.
 		for _, it := range full {
 			s.mu.Lock()
 			it.d.Next = s.later(s.endpoint(it.d.Endpoint), now)
@@ -373,21 +369,6 @@ func (s *Sender) write(ctx context.Context, it *item, claim bool) bool {
 		s.start(ctx)
 	}
 	return true
-}
-
-// slowAfter is how long a request runs before its endpoint counts as
-// stuck while its line is full.
-const slowAfter = time.Second
-
-// stuck reports whether a request of ep has run longer than slowAfter;
-// s.mu is held.
-func (s *Sender) stuck(ep *endpoint) bool {
-	for _, b := range ep.began {
-		if time.Since(b) > slowAfter {
-			return true
-		}
-	}
-	return false
 }
 
 // endpoint returns the state of url; s.mu is held.

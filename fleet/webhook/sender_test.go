@@ -628,3 +628,40 @@ func TestTimeoutHoldsEndpoint(t *testing.T) {
 		t.Fatalf("attempted delivery %+v: want one attempt that timed out", attempted)
 	}
 }
+
+// TestSlowEndpointDoesNotDelayOthers: an endpoint that answers, slowly,
+// with a backlog larger than a read, does not make another endpoint wait
+// for that backlog: a read that can move nothing defers the waiting
+// deliveries and the next reads reach the other endpoint.
+func TestSlowEndpointDoesNotDelayOthers(t *testing.T) {
+	st := newStore(t)
+	slow := newReceiver(t, time.Now, func(int, http.ResponseWriter) { time.Sleep(300 * time.Millisecond) })
+	ok := newReceiver(t, time.Now, status(http.StatusOK))
+	setEndpoints(t, st, slow.URL)
+	now := time.Now()
+	const backlog = 30
+	for i := range backlog {
+		change(t, st, "a1", now.Add(time.Duration(i-60)*time.Second))
+	}
+	setEndpoints(t, st, slow.URL, ok.URL)
+	for i := range 3 {
+		change(t, st, "a1", now.Add(time.Duration(i-20)*time.Second))
+	}
+	s := newTestSender(t, Options{Store: st, Secrets: map[string][]byte{slow.URL: testKey, ok.URL: testKey},
+		Batch: 5, PerEndpoint: 1, Poll: time.Hour})
+	runSender(t, s)
+	waitFor(t, "the other endpoint's deliveries", func() bool {
+		n := 0
+		for _, d := range deliveries(t, st, ok.URL) {
+			if d.State == StateDelivered {
+				n++
+			}
+		}
+		return n == 3
+	})
+	// Waiting for the backlog would have meant at least 22 of it sent
+	// first (until fewer than a read's worth were left due).
+	if n := len(slow.requests()); n > backlog-20 {
+		t.Errorf("the slow endpoint got %d requests before the other endpoint's 3 were delivered, want at most %d", n, backlog-20)
+	}
+}
