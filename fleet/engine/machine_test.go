@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -51,6 +52,7 @@ type machine struct {
 	path  string
 	w     *logfile.Writer
 	srv   *httptest.Server
+	h     atomic.Pointer[http.Handler]
 	ak    crypto.PublicKey
 	akPEM string
 }
@@ -68,9 +70,16 @@ func newMachine(t *testing.T, tp *tpm.TPM) *machine {
 	}
 	m := &machine{t: t, tp: tp, pcrs: &switchPCRs{TPM: tp}, path: filepath.Join(t.TempDir(), "m.log"), ak: ak.Key, akPEM: string(pemb)}
 	m.open()
-	m.srv = httptest.NewServer(agent.Handler(agent.HandlerOptions{TPM: tp, LogPath: m.path, PCRs: []int{23}, Banks: sha256Bank, Rate: 1000}))
+	m.serve(tp, m.path)
+	m.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*m.h.Load()).ServeHTTP(w, r) }))
 	t.Cleanup(m.srv.Close)
 	return m
+}
+
+// serve makes the agent's server answer from tp and the log at path.
+func (m *machine) serve(tp *tpm.TPM, path string) {
+	var h http.Handler = agent.Handler(agent.HandlerOptions{TPM: tp, LogPath: path, PCRs: []int{23}, Banks: sha256Bank, Rate: 1000})
+	m.h.Store(&h)
 }
 
 func (m *machine) open() {
@@ -210,4 +219,11 @@ func freeAddr(t *testing.T) string {
 	addr := l.Addr().String()
 	l.Close()
 	return addr
+}
+
+func writeFile(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
