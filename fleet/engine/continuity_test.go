@@ -173,15 +173,19 @@ func TestShorterLogIsCompromised(t *testing.T) {
 		t.Fatalf("a shorter log: %s (%s), want compromised", a.Status, a.Reason)
 	}
 
-	m2 := f.store
 	f.store.Clear(context.Background(), "m", "ok", f.e.o.Now())
 	m.serve(m.tp, m.path)
 	if a := f.poll("m"); a.Status != fleet.Trusted {
 		t.Fatalf("after clear: %s (%s)", a.Status, a.Reason)
 	}
-	m2.mu.Lock()
-	m2.agents["m"].Boot.Clock += 1 << 40
-	m2.mu.Unlock()
+	// The stored boot says the clock was far ahead.
+	a, _ = f.store.Agent(context.Background(), "m")
+	boot := a.Boot
+	boot.Clock += 1 << 40
+	if err := f.store.SaveResult(context.Background(), fleet.Result{AgentID: a.ID, Version: a.Version, At: f.e.o.Now(), Status: a.Status,
+		Reason: a.Reason, Findings: a.Findings, Checks: a.Checks, Boot: &boot, NextDue: a.NextDue}); err != nil {
+		t.Fatal(err)
+	}
 	if a := f.poll("m"); a.Status != fleet.Compromised || !strings.Contains(a.Reason, "clock ran backwards") {
 		t.Fatalf("a clock behind the accepted one: %s (%s), want compromised", a.Status, a.Reason)
 	}

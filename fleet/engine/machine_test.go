@@ -22,6 +22,7 @@ import (
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/fleet"
+	"github.com/rimon-dev/rimon/fleet/sqlstore"
 	"github.com/rimon-dev/rimon/policy"
 	"github.com/rimon-dev/rimon/tpm"
 )
@@ -141,13 +142,18 @@ func mustRef(t *testing.T, yaml string) *policy.Reference {
 // fixture is an engine over a memStore, with a controlled clock.
 type fixture struct {
 	t     *testing.T
-	store *memStore
+	store fleet.Store
 	e     *Engine
 	now   atomic.Pointer[time.Time]
 }
 
 func newFixture(t *testing.T, o Options) *fixture {
-	f := &fixture{t: t, store: newMemStore()}
+	st, err := sqlstore.Open(context.Background(), filepath.Join(t.TempDir(), "verifier.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	f := &fixture{t: t, store: st}
 	start := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	f.now.Store(&start)
 	if o.Now == nil {

@@ -158,6 +158,15 @@ func (e *Engine) save(ctx context.Context, a *fleet.Agent, r fleet.Result, start
 	r.AgentID, r.Version = a.ID, a.Version
 	t := time.Now()
 	err := e.store.SaveResult(context.WithoutCancel(ctx), r)
+	if errors.Is(err, fleet.ErrLimit) && len(r.Observations) > 0 {
+		// More distinct measurements than the store keeps: keep none but
+		// a mark, which fails a re-evaluation (the next whole replay
+		// decides).
+		r.NewBoot = true
+		r.Observations = []fleet.Observation{{Kind: kindOpaque, Path: "(measurements past the bound)", Record: r.Observations[len(r.Observations)-1].Record,
+			Error: "more distinct measurements than the store keeps per agent (not kept for re-evaluation)"}}
+		err = e.store.SaveResult(context.WithoutCancel(ctx), r)
+	}
 	e.m.DB("save", time.Since(t))
 	if err != nil {
 		e.m.Attestation("error", time.Since(start))
@@ -342,7 +351,7 @@ func observations(v *attest.Result) []fleet.Observation {
 		out = append(out, fo)
 	}
 	if v.ObservationsOver > 0 {
-		out = append(out, fleet.Observation{Kind: kindOpaque, Path: "", Record: uint64(max(v.Covered-1, 0)),
+		out = append(out, fleet.Observation{Kind: kindOpaque, Path: "(measurements past the bound)", Record: uint64(max(v.Covered-1, 0)),
 			Error: fmt.Sprintf("%d measurements past the %d kept per round (not kept for re-evaluation)", v.ObservationsOver, attest.MaxObservations)})
 	}
 	return out
