@@ -28,7 +28,7 @@ func openTPM(t *testing.T, spec string) *tpm.TPM {
 	return tp
 }
 
-func tpm2(t *testing.T, spec string, args ...string) {
+func tpmTool(t *testing.T, spec string, args ...string) {
 	t.Helper()
 	out, err := exec.Command(args[0], append(args[1:], "-T", testtpm.TCTI(spec))...).CombinedOutput()
 	if err != nil {
@@ -80,9 +80,9 @@ func TestAttackerReplaysAnotherHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	tp.Close()
-	tpm2(t, proc.Spec, "tpm2_pcrreset", "23")
+	tpmTool(t, proc.Spec, "tpm2_pcrreset", "23")
 	for _, r := range recs {
-		tpm2(t, proc.Spec, "tpm2_pcrextend", "23:sha256="+hex.EncodeToString(r.Digests[0].Value))
+		tpmTool(t, proc.Spec, "tpm2_pcrextend", "23:sha256="+hex.EncodeToString(r.Digests[0].Value))
 	}
 	tp = openTPM(t, proc.Spec)
 	m.serve(tp, forged)

@@ -130,7 +130,7 @@ func (m *machine) oneShot(ref *policy.Reference) *verifier.Result {
 	return res
 }
 
-func mustRef(t *testing.T, yaml string) *policy.Reference {
+func mustRef(t testing.TB, yaml string) *policy.Reference {
 	t.Helper()
 	r, err := policy.ParseReference("r.yaml", strings.NewReader(yaml))
 	if err != nil {
@@ -141,13 +141,13 @@ func mustRef(t *testing.T, yaml string) *policy.Reference {
 
 // fixture is an engine over a memStore, with a controlled clock.
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	store fleet.Store
 	e     *Engine
 	now   atomic.Pointer[time.Time]
 }
 
-func newFixture(t *testing.T, o Options) *fixture {
+func newFixture(t testing.TB, o Options) *fixture {
 	st, err := sqlstore.Open(context.Background(), filepath.Join(t.TempDir(), "verifier.db"))
 	if err != nil {
 		t.Fatal(err)

@@ -34,6 +34,7 @@ const kindOpaque = "opaque"
 type plan struct {
 	ak    crypto.PublicKey
 	ref   *policy.Reference
+	refFP string // attest.ReferenceFingerprint(ref)
 	pcrs  []int
 	banks []crypto.Hash
 	// state is the saved state of the accepted prefix (nil: none), since
@@ -82,7 +83,7 @@ func (e *Engine) plan(ctx context.Context, a *fleet.Agent) (*plan, error) {
 			}
 			return nil, err
 		}
-		p.ref = ref
+		p.ref, p.refFP = ref.ref, ref.fp
 	}
 	if a.VMID != "" {
 		if p.ref == nil {
@@ -90,7 +91,7 @@ func (e *Engine) plan(ctx context.Context, a *fleet.Agent) (*plan, error) {
 		}
 		pinned := *p.ref
 		pinned.SNP.VMUniqueID = a.VMID
-		p.ref = &pinned
+		p.ref, p.refFP = &pinned, attest.ReferenceFingerprint(&pinned)
 	}
 	if a.Boot.Known && a.Boot.State != nil {
 		st, err := verifier.ParseState(a.Boot.State)
@@ -98,7 +99,7 @@ func (e *Engine) plan(ctx context.Context, a *fleet.Agent) (*plan, error) {
 			return nil, configError{fmt.Errorf("the stored replay state: %v (clear the agent to start again)", err)}
 		}
 		p.state, p.since = st, st.Records()
-		if a.Boot.Refresh || st.Ref.Reference != attest.ReferenceFingerprint(p.ref) || !sameBanks(st.Log.Banks(), p.banks) {
+		if a.Boot.Refresh || st.Ref.Reference != p.refFP || !sameBanks(st.Log.Banks(), p.banks) {
 			// The whole log, verified against the accepted prefix.
 			p.since = 0
 		}
@@ -250,7 +251,7 @@ func (e *Engine) check(ctx context.Context, a *fleet.Agent, p *plan, state *veri
 		return checked{result: e.invalid(a, fmt.Sprintf("the evidence starts at record %d, record %d was asked for", ev.LogStart, since), nil, now)}
 	}
 	wr := &watchReader{r: log}
-	o := verifier.Options{AK: p.ak, Nonce: nonce, PCRs: p.pcrs, Banks: p.banks, Reference: p.ref, State: state,
+	o := verifier.Options{AK: p.ak, Nonce: nonce, PCRs: p.pcrs, Banks: p.banks, Reference: p.ref, ReferenceFingerprint: p.refFP, State: state,
 		SaveState: true, Observe: true, AzureRoots: e.o.AzureRoots, Now: e.o.Now()}
 	res, err := verifier.Verify(ctx, verifier.Evidence{Header: ev, Log: wr}, o)
 	// Drain what the verifier left unread (records past a broken one), so
