@@ -47,15 +47,17 @@ func (s *switchPCRs) ExtendPCR(ctx context.Context, pcr int, d map[crypto.Hash][
 // machine is a real agent: a log written by eventlog/logfile on a TPM,
 // served by attest/agent.Handler over a real HTTP server.
 type machine struct {
-	t     *testing.T
-	tp    *tpm.TPM
-	pcrs  *switchPCRs
-	path  string
-	w     *logfile.Writer
-	srv   *httptest.Server
-	h     atomic.Pointer[http.Handler]
-	ak    crypto.PublicKey
-	akPEM string
+	t    *testing.T
+	tp   *tpm.TPM
+	pcrs *switchPCRs
+	path string
+	w    *logfile.Writer
+	srv  *httptest.Server
+	h    atomic.Pointer[http.Handler]
+	// verifier is the Rimon-Verifier header of the last request.
+	verifier atomic.Value
+	ak       crypto.PublicKey
+	akPEM    string
 }
 
 func newMachine(t *testing.T, tp *tpm.TPM) *machine {
@@ -72,14 +74,17 @@ func newMachine(t *testing.T, tp *tpm.TPM) *machine {
 	m := &machine{t: t, tp: tp, pcrs: &switchPCRs{TPM: tp}, path: filepath.Join(t.TempDir(), "m.log"), ak: ak.Key, akPEM: string(pemb)}
 	m.open()
 	m.serve(tp, m.path)
-	m.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*m.h.Load()).ServeHTTP(w, r) }))
+	m.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.verifier.Store(r.Header.Get("Rimon-Verifier"))
+		(*m.h.Load()).ServeHTTP(w, r)
+	}))
 	t.Cleanup(m.srv.Close)
 	return m
 }
 
 // serve makes the agent's server answer from tp and the log at path.
 func (m *machine) serve(tp *tpm.TPM, path string) {
-	var h http.Handler = agent.Handler(agent.HandlerOptions{TPM: tp, LogPath: path, PCRs: []int{23}, Banks: sha256Bank, Rate: 1000})
+	var h http.Handler = agent.Handler(agent.HandlerOptions{TPM: tp, LogPath: path, PCRs: []int{23}, Banks: sha256Bank, Rate: 1000, PerClient: 64})
 	m.h.Store(&h)
 }
 

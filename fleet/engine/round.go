@@ -150,6 +150,13 @@ func (e *Engine) round(ctx context.Context, j job) {
 	} else {
 		r = e.pull(ctx, a)
 	}
+	if ctx.Err() != nil {
+		// Stopping: a round cut short says nothing about the agent.
+		if j.owner != "" {
+			e.store.Release(context.WithoutCancel(ctx), a.ID, j.owner)
+		}
+		return
+	}
 	r.Owner = j.owner
 	e.save(ctx, a, r, start)
 }
