@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -153,5 +154,54 @@ func TestPush(t *testing.T) {
 	f.advance(time.Minute)
 	if b := f.poll("b"); b.Status != fleet.Unreachable || !strings.Contains(b.Reason, "no evidence pushed") {
 		t.Errorf("b after its interval and the grace period: %s (%s), want unreachable", b.Status, b.Reason)
+	}
+}
+
+// TestPushReboot: a push agent on swtpm restarts (a new boot): its next
+// push, the whole new log, is told to come back at once, the reboot is in
+// the history, and the push after it is trusted.
+func TestPushReboot(t *testing.T) {
+	proc := testtpm.StartSwtpm(t)
+	tp := openTPM(t, proc.Spec)
+	m := newMachine(t, tp)
+	m.file("/bin/a", "v1")
+	m.file("/bin/b", "v1")
+	f := newFixture(t, Options{})
+	f.add(fleet.Spec{Name: "a", Push: true, PushTokenHash: tokenHash("tok"), AK: m.akPEM})
+	srv := httptest.NewServer(f.e.PushHandler())
+	t.Cleanup(srv.Close)
+	p := &pushClient{t: t, url: srv.URL}
+	push := func() map[string]any {
+		t.Helper()
+		_, ch := p.post("/v1/push/a/challenge", "tok", nil)
+		if ch["since"].(float64) > 0 && m.w.Records() < int(ch["since"].(float64)) {
+			ch["since"] = float64(0) // the log is shorter: the whole log
+		}
+		code, rep := p.post("/v1/push/a/evidence", "tok", m.evidenceFor(ch))
+		if code != http.StatusOK {
+			t.Fatalf("push: %d %v", code, rep)
+		}
+		return rep
+	}
+	if rep := push(); rep["state"] != "trusted" {
+		t.Fatalf("first push: %v", rep)
+	}
+	m.w.Close()
+	tp.Close()
+	proc.Restart(true)
+	tp = openTPM(t, proc.Spec)
+	m.pcrs = &switchPCRs{TPM: tp}
+	m.path = filepath.Join(t.TempDir(), "boot2.log")
+	m.open()
+	m.serve(tp, m.path)
+	m.file("/bin/a", "v1")
+	if rep := push(); rep["next_in_seconds"].(float64) != 0 {
+		t.Fatalf("first push of a new boot: %v, want to come back at once", rep)
+	}
+	if rep := push(); rep["state"] != "trusted" {
+		t.Fatalf("push after the reboot: %v", rep)
+	}
+	if h := f.history("a"); !strings.Contains(strings.Join(h, " "), EventReboot) {
+		t.Errorf("history %v: no reboot", h)
 	}
 }

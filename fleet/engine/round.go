@@ -234,7 +234,12 @@ func (e *Engine) pull(ctx context.Context, a *fleet.Agent) fleet.Result {
 			events = append(events, c.result.Events...)
 			continue
 		}
-		c.result.Events = append(events, c.result.Events...)
+		if len(events) > 0 && c.result.Boot == nil {
+			// The TPM signed another boot, whose evidence failed: the
+			// old boot is over all the same.
+			c.result.Boot, c.result.NewBoot = &fleet.Boot{}, true
+			c.result.Events = append(events[:1], c.result.Events...)
+		}
 		return c.result
 	}
 	r := e.invalid(a, "the agent's evidence kept changing boots or refusing the records asked for", nil, now)
@@ -254,7 +259,12 @@ type checked struct {
 // agent's state. state and since are what the evidence was asked with.
 func (e *Engine) check(ctx context.Context, a *fleet.Agent, p *plan, state *verifier.State, since uint64, nonce []byte,
 	ev *attest.Evidence, log io.Reader, tooLarge func() bool, now time.Time) checked {
-	if ev.LogStart != since {
+	switch {
+	case ev.LogStart == 0:
+		// The whole log instead of the records asked for: verified
+		// against the accepted prefix all the same.
+		since = 0
+	case ev.LogStart != since:
 		return checked{result: e.invalid(a, fmt.Sprintf("the evidence starts at record %d, record %d was asked for", ev.LogStart, since), nil, now)}
 	}
 	wr := &watchReader{r: log}
