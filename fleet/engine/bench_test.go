@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -27,6 +28,7 @@ type softMachine struct {
 	ends  []int
 	pcrs  [][]byte
 	key   *rsa.PrivateKey
+	ec    *ecdsa.PrivateKey // when set, the AK (see softEvidence)
 	nonce []byte
 }
 
