@@ -225,3 +225,22 @@ func TestObservationsAreDistinct(t *testing.T) {
 		t.Error("two observations of record 2 accepted")
 	}
 }
+
+// TestObservationsOfALongLog: a log longer than MaxObservations records,
+// covered only by its last, keeps its few distinct measurements (none
+// counted past the bound).
+func TestObservationsOfALongLog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 70,000 records")
+	}
+	var l obsLog
+	f := func(k, v string) eventlog.Field { return eventlog.Field{Key: k, Str: v} }
+	const n = MaxObservations + 4464
+	for i := range n {
+		l.add(t, 23, f("kind", "file"), f("path", "/x"), f("reason", "changed"), f("sha256", obsDigests[i%2]))
+	}
+	m := l.match(t, nil, nil, n, n)
+	if len(m.Observations) != 2 || m.ObservationsOver != 0 || m.Observations[1].Record != n-1 || !m.Observations[1].Latest {
+		t.Errorf("%d observations (%+v), %d past the bound; want 2, none", len(m.Observations), m.Observations, m.ObservationsOver)
+	}
+}
