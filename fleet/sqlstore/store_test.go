@@ -3,6 +3,8 @@ package sqlstore
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -275,4 +277,27 @@ func TestClaimRelease(t *testing.T) {
 			t.Errorf("Claim(no owner) = %v, want ErrInvalid", err)
 		}
 	})
+}
+
+// TestSQLiteFileMode: a new SQLite database and its WAL are readable by
+// their owner only.
+func TestSQLiteFileMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "verifier.db")
+	s := openStore(t, path) // a plain path works as well as sqlite:PATH
+	mustAdd(t, s, "a")
+	for _, f := range []string{path, path + "-wal"} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := fi.Mode().Perm(); m != 0o600 {
+			t.Errorf("%s: mode %v, want 0600", filepath.Base(f), m)
+		}
+	}
+	if _, err := Open(bg, filepath.Join(t.TempDir(), "missing", "v.db")); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("Open in a missing directory = %v, want an error naming it", err)
+	}
+	if _, err := Open(bg, "sqlite:"); err == nil {
+		t.Error("Open(sqlite:) succeeded")
+	}
 }
