@@ -80,7 +80,7 @@ func CheckContainer(ref *policy.Reference, c eventlog.Container) (verdict string
 // container checks a container record as it streams by: a start the
 // reference does not approve is a failure (an unlisted one a warning when
 // the reference says "unlisted: warn").
-func (c *refChecker) container(i int, v *eventlog.View) {
+func (c *refChecker) container(i int, v fields) {
 	if c.ref == nil {
 		return
 	}
@@ -95,7 +95,7 @@ func (c *refChecker) container(i int, v *eventlog.View) {
 	})
 }
 
-func containerFromView(v *eventlog.View) eventlog.Container {
+func containerFromView(v fields) eventlog.Container {
 	return eventlog.Container{
 		Name: v.Str("name"), ID: v.Str("container_id"), Rootfs: v.Str("path"), RootfsSHA256: v.Str("sha256"),
 		LaunchSHA256: v.Str("launch_sha256"), ImageName: v.Str("image_name"), ImageRef: v.Str("image_ref"),
