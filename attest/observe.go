@@ -40,6 +40,10 @@ type Observation struct {
 	SHA256, ManifestDigest, ConfigDigest string
 	// Cause and Error are an unmeasured record's (the latest record's).
 	Cause, Error string
+	// Container is a container record's start (Kind [KindContainer]):
+	// its name, launch, root file system and image identity, all of which
+	// the reference checks read.
+	Container eventlog.Container
 	// Record is the latest covered record with this measurement; Latest
 	// says it is the latest covered record of its path.
 	Record int
@@ -85,6 +89,27 @@ func (o *Observation) Str(key string) string {
 			return eventlog.ReasonDeleted
 		}
 	}
+	if o.Kind == KindContainer {
+		c := &o.Container
+		switch key {
+		case "name":
+			return c.Name
+		case "container_id":
+			return c.ID
+		case "launch_sha256":
+			return c.LaunchSHA256
+		case "image_name":
+			return c.ImageName
+		case "image_ref":
+			return c.ImageRef
+		case "image_id":
+			return c.ImageID
+		case "image_digest":
+			return c.ImageDigest
+		case "image_source":
+			return c.ImageSource
+		}
+	}
 	return ""
 }
 
@@ -94,10 +119,11 @@ func (o *Observation) Is(key, want string) bool { return o.Str(key) == want }
 type obsKey struct {
 	path, escaped, kind, sha256, manifest, config string
 	deleted                                       bool
+	container                                     eventlog.Container
 }
 
 func (o *Observation) key() obsKey {
-	return obsKey{o.Path, o.PathEscaped, o.Kind, o.SHA256, o.ManifestDigest, o.ConfigDigest, o.Deleted}
+	return obsKey{o.Path, o.PathEscaped, o.Kind, o.SHA256, o.ManifestDigest, o.ConfigDigest, o.Deleted, o.Container}
 }
 
 // observer collects observations as the log streams by: a record counts
@@ -137,6 +163,10 @@ func (o *observer) record(i int, v fields, bound bool) {
 	switch {
 	case !bound:
 		ob.Kind = ObservedUnbound
+	case ob.Kind == KindContainer:
+		// Two starts with one root file system may differ in launch or image.
+		ob.Container = containerFromView(v)
+		ob.Container.ID = "" // a runtime's id is no part of what is approved
 	case ob.Kind == KindUnmeasured:
 		ob.PathEscaped, ob.Cause, ob.Error = v.Str("path_escaped"), v.Str("cause"), v.Str("error")
 		_, err := unmeasuredPath(ob.Path, ob.PathEscaped)

@@ -35,7 +35,12 @@ func (l *obsLog) random(t *testing.T, rng *rand.Rand) {
 	if rng.Intn(40) == 0 {
 		pcr = 16 // extends no quoted PCR
 	}
-	switch r := rng.Intn(20); {
+	switch r := rng.Intn(22); {
+	case r >= 20:
+		// A container start: one root file system, launch and image varying.
+		l.add(t, pcr, f("kind", "container"), f("path", "/rootfs"), f("reason", "launch:container:web-1"),
+			f("sha256", obsDigests[rng.Intn(3)]), f("name", "web-1"), f("container_id", fmt.Sprint("id", rng.Intn(3))),
+			f("launch_sha256", obsDigests[rng.Intn(3)]), f("image_id", "sha256:"+obsDigests[rng.Intn(3)]))
 	case r < 12:
 		l.add(t, pcr, f("kind", "file"), f("path", path), f("reason", "changed"), f("sha256", obsDigests[rng.Intn(3)]))
 	case r < 14:
@@ -115,6 +120,10 @@ func randomRef(t *testing.T, rng *rand.Rand) *policy.Reference {
 	}
 	if rng.Intn(2) == 0 {
 		fmt.Fprintf(&b, "required: [/p%d]\n", rng.Intn(4))
+	}
+	if rng.Intn(3) > 0 {
+		fmt.Fprintf(&b, "containers:\n  web-*:\n    launch: [%s]\n    rootfs: [%s]\n    image: ['sha256:%s']\n",
+			obsDigests[rng.Intn(3)], obsDigests[rng.Intn(3)], obsDigests[rng.Intn(3)])
 	}
 	ref, err := policy.ParseReference("r.yaml", strings.NewReader(b.String()))
 	if err != nil {

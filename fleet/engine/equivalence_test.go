@@ -18,8 +18,8 @@ import (
 // the next round (the whole log under continuity), against a one-shot
 // verify with the new reference.
 func TestRoundsAgreeWithOneShot(t *testing.T) {
-	const ref1 = "files:\n  /bin/*: [%v1, %v2]\nrequired: [/bin/a]\n"
-	const ref2 = "files:\n  /bin/*: [%v1, %bad]\n  /opt/*: [%v1]\nrequired: [/bin/a]\nunmeasured: warn\n"
+	const ref1 = "files:\n  /bin/*: [%v1, %v2]\nrequired: [/bin/a]\ncontainers:\n  web:\n    launch: [%v1]\n    rootfs: [%v1]\n"
+	const ref2 = "files:\n  /bin/*: [%v1, %bad]\n  /opt/*: [%v1]\nrequired: [/bin/a]\nunmeasured: warn\ncontainers:\n  web:\n    launch: [%v2]\n    rootfs: [%v1]\n"
 	type step struct {
 		name string
 		do   func(m *machine)
@@ -56,6 +56,12 @@ func TestRoundsAgreeWithOneShot(t *testing.T) {
 			{"first files", file("/bin/a", "v1")},
 			{"changed", file("/bin/a", "v2")},
 			{"changed back", file("/bin/a", "v1")},
+		}},
+		{"container start", []step{
+			// Approved by the first reference, refused by the second (launch):
+			// a re-evaluation must not lose what the start was.
+			{"first files", file("/bin/a", "v1")},
+			{"a container", func(m *machine) { m.container("web", "v1", "v1") }},
 		}},
 		{"required never measured", []step{
 			{"other files", file("/bin/b", "v1")},

@@ -119,6 +119,19 @@ func (m *machine) unmeasured(path string) {
 	}
 }
 
+// container records a container start (launch and root file system digests of contents).
+func (m *machine) container(name, launch, rootfs string) {
+	m.t.Helper()
+	ev, err := eventlog.Container{Name: name, ID: "0123456789abcdef", Rootfs: "/run/c/" + name + "/rootfs", RootfsSHA256: digest(rootfs),
+		LaunchSHA256: digest(launch)}.Event()
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	if _, err := m.w.Append(context.Background(), 23, ev); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
 // oneShot verifies the whole log once, as rimon attest does.
 func (m *machine) oneShot(ref *policy.Reference) *verifier.Result {
 	m.t.Helper()

@@ -371,6 +371,11 @@ func observations(v *attest.Result) []fleet.Observation {
 	for _, o := range v.Observations {
 		fo := fleet.Observation{Path: o.Path, Kind: o.Kind, Deleted: o.Deleted, SHA256: o.SHA256, ManifestDigest: o.ManifestDigest,
 			ConfigDigest: o.ConfigDigest, Cause: o.Cause, Error: o.Error, Record: uint64(o.Record), Latest: o.Latest}
+		if o.Kind == attest.KindContainer {
+			// The store keeps no launch or image digests: a container start
+			// fails a re-evaluation until the next whole replay.
+			fo.Kind, fo.Path, fo.Error = kindOpaque, o.Container.Name, "container start "+o.Container.Name+" (not kept for re-evaluation)"
+		}
 		if o.PathEscaped != "" {
 			// The store keeps UTF-8 paths: this one is not followed, and
 			// fails a re-evaluation until the next whole replay.
