@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -620,8 +621,15 @@ func TestBodyLimits(t *testing.T) {
 	e.must(413, "POST", "/v1/agents/a/clear", adminToken, api.ClearRequest{Reason: strings.Repeat("r", 5<<10)})
 	ref := api.ReferenceRequest{Name: "big", Body: "version: 1\n# " + strings.Repeat("x", 9<<10) + "\n"}
 	e.must(413, "POST", "/v1/references", adminToken, ref)
-	// A reference just under its own limit passes the agent limit.
-	ref.Body = referenceYAML(t, map[string]string{"/" + strings.Repeat("p", 5<<10): sum("p")})
+	// A reference under its own limit passes the agents' limit.
+	many := map[string]string{}
+	for i := range 60 {
+		many[fmt.Sprintf("/usr/lib/app/%03d", i)] = sum(fmt.Sprint(i))
+	}
+	ref.Body = referenceYAML(t, many)
+	if len(ref.Body) < 4<<10 {
+		t.Fatalf("the reference has %d bytes, want more than the agents' limit", len(ref.Body))
+	}
 	e.must(201, "POST", "/v1/references", adminToken, ref)
 }
 

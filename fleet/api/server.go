@@ -273,6 +273,9 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error, notFoun
 		writeError(w, http.StatusNotFound, errors.New(notFound))
 	case errors.Is(err, fleet.ErrExists), errors.Is(err, fleet.ErrConflict), errors.Is(err, fleet.ErrInUse):
 		writeError(w, http.StatusConflict, err)
+	case errors.Is(err, fleet.ErrInvalid), errors.Is(err, fleet.ErrLimit):
+		// What the API's own checks let through and the store refused.
+		writeError(w, http.StatusBadRequest, err)
 	default:
 		var fe *fieldError
 		if errors.As(err, &fe) {
