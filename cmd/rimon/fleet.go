@@ -334,6 +334,7 @@ func (f *fleetFlags) dashboard(sum *api.Summary, agents []api.Agent, now time.Ti
 		return
 	}
 	fmt.Fprintln(w)
+	agents = slices.Clone(agents)
 	slices.SortStableFunc(agents, func(a, b api.Agent) int {
 		if d := a.State.Severity() - b.State.Severity(); d != 0 {
 			return d

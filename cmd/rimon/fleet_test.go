@@ -1,0 +1,425 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rimon-dev/rimon/fleet"
+	"github.com/rimon-dev/rimon/fleet/api"
+	"github.com/rimon-dev/rimon/fleet/sqlstore"
+)
+
+// verifierProc is a `rimon verifier` running as its own process.
+type verifierProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stderr *lockedBuffer
+	done   chan error
+	url    string
+	db     string
+	env    []string // RIMON_SERVER and RIMON_TOKEN_FILE for rimon fleet
+}
+
+// startVerifier runs rimon verifier on a SQLite file in dir with the given
+// extra flags, and waits for its READY=1 on a real notify socket.
+func startVerifier(t *testing.T, dir string, extra ...string) *verifierProc {
+	t.Helper()
+	tokens := writeFile(t, filepath.Join(dir, "tokens"), "# test operators\n"+testAdminToken+"\n"+testReadToken+" read\n")
+	sock := filepath.Join(dir, "notify.sock")
+	nl, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	v := &verifierProc{t: t, stderr: &lockedBuffer{}, done: make(chan error, 1), db: filepath.Join(dir, "verifier.db")}
+	args := append([]string{"verifier", "--db", v.db, "--listen", "127.0.0.1:0", "--token-file", tokens, "--insecure-plain-http"}, extra...)
+	v.cmd = exec.Command(os.Args[0], args...)
+	v.cmd.Env = append(os.Environ(), "RIMON_AS_MAIN=1", "NOTIFY_SOCKET="+sock)
+	v.cmd.Stderr = v.stderr
+	v.cmd.Stdout = io.Discard
+	if err := v.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { v.done <- v.cmd.Wait() }()
+	t.Cleanup(v.stop)
+	// READY=1 comes once the database is migrated and the listener is up.
+	got := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		var all strings.Builder
+		for {
+			nl.SetReadDeadline(time.Now().Add(60 * time.Second))
+			n, err := nl.Read(buf)
+			if err != nil {
+				got <- all.String()
+				return
+			}
+			all.Write(buf[:n])
+			all.WriteString("\n")
+			if strings.Contains(string(buf[:n]), "READY=1") {
+				got <- all.String()
+				return
+			}
+		}
+	}()
+	select {
+	case msgs := <-got:
+		if !strings.Contains(msgs, "READY=1") {
+			t.Fatalf("no READY=1 from the verifier (got %q):\n%s", msgs, v.stderr.String())
+		}
+	case err := <-v.done:
+		t.Fatalf("the verifier stopped before it was ready: %v\n%s", err, v.stderr.String())
+	}
+	m := regexp.MustCompile(`msg="serving API" url=(http://\S+)`).FindStringSubmatch(v.stderr.String())
+	if m == nil {
+		t.Fatalf("the verifier did not say where it serves:\n%s", v.stderr.String())
+	}
+	v.url = m[1]
+	tokFile := writeFile(t, filepath.Join(dir, "my-token"), testAdminToken+"\n")
+	v.env = []string{"RIMON_SERVER=" + v.url, "RIMON_TOKEN_FILE=" + tokFile}
+	return v
+}
+
+const (
+	testAdminToken = "e2e-admin-7d1f0c9b8a7e6d5c4b3a"
+	testReadToken  = "e2e-reader-0f1e2d3c4b5a69788796"
+)
+
+func (v *verifierProc) stop() {
+	if v.cmd.Process == nil || v.cmd.ProcessState != nil {
+		return
+	}
+	v.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-v.done:
+	case <-time.After(60 * time.Second):
+		v.cmd.Process.Kill()
+		<-v.done
+	}
+}
+
+// fleet runs rimon fleet against the verifier, in process.
+func (v *verifierProc) fleet(args ...string) result {
+	v.t.Helper()
+	for _, kv := range v.env {
+		k, val, _ := strings.Cut(kv, "=")
+		v.t.Setenv(k, val)
+	}
+	return rimon(v.t, append([]string{"fleet"}, args...)...)
+}
+
+func (v *verifierProc) mustFleet(args ...string) string {
+	v.t.Helper()
+	r := v.fleet(args...)
+	if r.code != 0 {
+		v.t.Fatalf("rimon fleet %s: exit %d\n%s%s\nthe verifier's log (tail):\n%s", strings.Join(args, " "), r.code, r.stdout, r.stderr, tail(v.stderr.String(), 4000))
+	}
+	return r.stdout
+}
+
+// list is rimon fleet list --json, by name.
+func (v *verifierProc) list() map[string]api.Agent {
+	v.t.Helper()
+	var agents []api.Agent
+	if err := json.Unmarshal([]byte(v.mustFleet("list", "--json")), &agents); err != nil {
+		v.t.Fatal(err)
+	}
+	out := map[string]api.Agent{}
+	for _, a := range agents {
+		out[a.Name] = a
+	}
+	return out
+}
+
+// waitFor polls cond with a generous deadline: the point is whether the
+// state comes at all, not how fast.
+func (v *verifierProc) waitFor(what string, cond func() bool) {
+	v.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-v.done:
+			v.t.Fatalf("the verifier stopped while waiting for %s: %v\n%s", what, err, v.stderr.String())
+		default:
+		}
+		if cond() {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	v.t.Fatalf("timed out waiting for %s; rimon fleet list:\n%s\nthe verifier's log (tail):\n%s", what, v.fleet("list").stdout, tail(v.stderr.String(), 6000))
+}
+
+// startSimAgent runs rimon watch on the in-process simulator, serving
+// evidence, until it is ready.
+func startSimAgent(t *testing.T, dir, policy string) *agentProc {
+	t.Helper()
+	polPath := writeFile(t, filepath.Join(dir, "policy.yaml"), policy)
+	a := &agentProc{t: t, log: filepath.Join(dir, "m.log"), ak: filepath.Join(dir, "ak.pem"), stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	a.cmd = exec.Command(os.Args[0], "watch", "--tpm", "sim", "--policy", polPath, "--log", a.log, "--listen", "127.0.0.1:0", "--ak-out", a.ak)
+	a.cmd.Env = append(os.Environ(), "RIMON_AS_MAIN=1", "NOTIFY_SOCKET=")
+	a.cmd.Stderr = a.stderr
+	a.cmd.Stdout = io.Discard
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { a.done <- a.cmd.Wait() }()
+	t.Cleanup(a.stop)
+	a.waitFor("the agent to be ready", func() bool { return strings.Contains(a.stderr.String(), "msg=ready") })
+	m := regexp.MustCompile(`msg="serving evidence" url=(http://\S+)/v1/evidence`).FindStringSubmatch(a.stderr.String())
+	if m == nil {
+		t.Fatalf("the agent did not say where it serves evidence:\n%s", a.stderr.String())
+	}
+	a.url = m[1]
+	return a
+}
+
+// hookReceiver is a webhook receiver that checks each message's Standard
+// Webhooks signature itself (HMAC-SHA256 over "id.timestamp.body" with the
+// secret's bytes, base64, "v1," prefixed), independently of package
+// fleet/webhook.
+type hookReceiver struct {
+	mu     sync.Mutex
+	secret []byte
+	got    []fleet.Payload
+	ids    map[string]int
+	bad    []string
+}
+
+func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	id, ts, sigs := r.Header.Get("webhook-id"), r.Header.Get("webhook-timestamp"), r.Header.Get("webhook-signature")
+	mac := hmac.New(sha256.New, h.secret)
+	mac.Write([]byte(id + "." + ts + "." + string(body)))
+	want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	valid := err == nil && id != "" && time.Since(time.Unix(sec, 0)).Abs() < 5*time.Minute
+	matched := false
+	for _, s := range strings.Fields(sigs) {
+		matched = matched || hmac.Equal([]byte(s), []byte(want))
+	}
+	if !valid || !matched {
+		h.bad = append(h.bad, "id "+id+" ts "+ts+" sig "+sigs)
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	var p fleet.Payload
+	if err := json.Unmarshal(body, &p); err != nil {
+		h.bad = append(h.bad, "body "+string(body))
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	h.ids[id]++
+	h.got = append(h.got, p)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *hookReceiver) find(agent string, to fleet.Status) (fleet.Payload, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range h.got {
+		if p.Data.Agent == agent && p.Data.NewState == to {
+			return p, true
+		}
+	}
+	return fleet.Payload{}, false
+}
+
+// TestFleetEndToEnd: a real rimon verifier on SQLite and two real agents
+// (rimon watch --listen, one on the simulator, one on swtpm): both become
+// trusted; a file changed on one makes it untrusted, naming the file, while
+// the other stays trusted; a signed webhook says so; SIGTERM stops the
+// verifier cleanly with its state stored.
+func TestFleetEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a verifier and two agents")
+	}
+	dir := t.TempDir()
+	secretKey := []byte("a 24-byte signing secret")
+	secretFile := writeFile(t, filepath.Join(dir, "hook.secret"), "whsec_"+base64.StdEncoding.EncodeToString(secretKey)+"\n")
+	hooks := &hookReceiver{secret: secretKey, ids: map[string]int{}}
+	hookSrv := httptest.NewServer(hooks)
+	defer hookSrv.Close()
+
+	// Two agents, each watching its own application.
+	dirA, dirB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	appA := writeFile(t, filepath.Join(dirA, "app", "server"), "#!/bin/sh\necho a\n")
+	writeFile(t, filepath.Join(dirB, "app", "server"), "#!/bin/sh\necho b\n")
+	agentA := startSimAgent(t, dirA, "settings:\n  debounce: 50ms\nmeasure:\n  - dir: "+filepath.Join(dirA, "app")+"\n")
+	agentB := startWatch(t, dirB, "settings:\n  debounce: 50ms\nmeasure:\n  - dir: "+filepath.Join(dirB, "app")+"\n", false)
+	refA, refB := agentA.reference(), agentB.reference()
+
+	v := startVerifier(t, filepath.Join(dir, "verifier"), "--webhook", hookSrv.URL+"/hook", "--webhook-secret-file", secretFile)
+	// READY=1 means serving, with the database migrated.
+	resp, err := http.Get(v.url + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /healthz right after READY=1: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	v.mustFleet("reference", "add", "app-a", refA)
+	v.mustFleet("reference", "add", "app-b", refB)
+	out := v.mustFleet("add", "a", "--agent", agentA.url, "--ak", agentA.ak, "--reference", "app-a", "--interval", "1s")
+	if !strings.Contains(out, "added a (pending)") {
+		t.Errorf("rimon fleet add: %q", out)
+	}
+	v.mustFleet("add", "b", "--agent", agentB.url, "--ak", agentB.ak, "--reference", "app-b", "--interval", "1s")
+
+	v.waitFor("both agents trusted", func() bool {
+		l := v.list()
+		return l["a"].State == fleet.Trusted && l["b"].State == fleet.Trusted
+	})
+	if _, ok := hooks.find("a", fleet.Trusted); !ok {
+		v.waitFor("the webhook of a's first verdict", func() bool { _, ok := hooks.find("a", fleet.Trusted); return ok })
+	}
+
+	// The change: agent A's server binary replaced.
+	if err := os.WriteFile(appA, []byte("#!/bin/sh\necho hacked\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	v.waitFor("a untrusted", func() bool { return v.list()["a"].State == fleet.Untrusted })
+	l := v.list()
+	if l["b"].State != fleet.Trusted {
+		t.Errorf("b is %s (%s), want trusted: a change on a must not touch b", l["b"].State, l["b"].Reason)
+	}
+	var shown api.Agent
+	if err := json.Unmarshal([]byte(v.mustFleet("show", "a", "--json")), &shown); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(shown.Findings), appA) {
+		t.Errorf("a's findings do not name %s: %s (reason %q)", appA, shown.Findings, shown.Reason)
+	}
+	text := v.mustFleet("show", "a")
+	if !strings.Contains(text, "UNTRUSTED") || !strings.Contains(text, appA) {
+		t.Errorf("rimon fleet show a:\n%s", text)
+	}
+	var hist []api.Event
+	if err := json.Unmarshal([]byte(v.mustFleet("history", "a", "--json")), &hist); err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) == 0 || hist[0].OldState != fleet.Trusted || hist[0].NewState != fleet.Untrusted {
+		t.Errorf("a's history, newest first: %+v", hist)
+	}
+
+	// The webhook: signed, naming the agent, the states and the file.
+	v.waitFor("the webhook of a's change", func() bool { _, ok := hooks.find("a", fleet.Untrusted); return ok })
+	p, _ := hooks.find("a", fleet.Untrusted)
+	if p.Type != fleet.EventStateChanged || p.Data.OldState != fleet.Trusted || !strings.Contains(string(p.Data.Findings), appA) {
+		t.Errorf("webhook payload %+v", p)
+	}
+	hooks.mu.Lock()
+	t.Logf("%d webhook messages; a's change: %+v", len(hooks.got), p)
+	if len(hooks.bad) > 0 {
+		t.Errorf("webhook requests with a bad signature or body: %v", hooks.bad)
+	}
+	hooks.mu.Unlock()
+
+	// The dashboard a person reads first.
+	dash := v.mustFleet("list")
+	t.Logf("rimon fleet list:\n%s\nrimon fleet show a:\n%s", dash, text)
+	if !strings.HasPrefix(dash, "2 agents: 1 untrusted, 1 trusted\n") || strings.Index(dash, "\na ") > strings.Index(dash, "\nb ") {
+		t.Errorf("rimon fleet list:\n%s", dash)
+	}
+
+	// A read-only token reads and may not change.
+	readTok := writeFile(t, filepath.Join(dir, "read-token"), testReadToken+"\n")
+	r := v.fleet("list", "--token-file", readTok)
+	if r.code != 0 {
+		t.Errorf("list with a read token: %d %s", r.code, r.stderr)
+	}
+	r = v.fleet("remove", "b", "--token-file", readTok)
+	if r.code != exitError || !strings.Contains(r.stderr, "403 Forbidden") {
+		t.Errorf("remove with a read token: %d %q", r.code, r.stderr)
+	}
+	if strings.Contains(v.stderr.String(), testAdminToken) || strings.Contains(v.stderr.String(), testReadToken) {
+		t.Error("the verifier's log holds a token")
+	}
+
+	// SIGTERM: a clean stop, the state stored.
+	v.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-v.done:
+		if err != nil {
+			t.Fatalf("the verifier exited with %v after SIGTERM:\n%s", err, tail(v.stderr.String(), 3000))
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the verifier did not stop after SIGTERM:\n%s", tail(v.stderr.String(), 3000))
+	}
+	if !strings.Contains(v.stderr.String(), "msg=stopped") {
+		t.Errorf("no clean stop in the log:\n%s", tail(v.stderr.String(), 2000))
+	}
+	st, err := sqlstore.Open(context.Background(), v.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	a, err := st.Agent(context.Background(), "a")
+	if err != nil || a.Status != fleet.Untrusted || a.LeaseOwner != "" {
+		t.Errorf("after the stop, the stored agent a: %+v, %v; want untrusted with no lease", a, err)
+	}
+}
+
+// TestFleetDashboard pins what rimon fleet list prints: counts by state,
+// worst first, then the agents worst first in aligned columns with times
+// relative to now.
+func TestFleetDashboard(t *testing.T) {
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	var out bytes.Buffer
+	f := &fleetFlags{g: &globals{stdout: &out}}
+	sum := &api.Summary{Agents: 4, States: map[fleet.Status]int{fleet.Trusted: 2, fleet.Compromised: 1, fleet.Unreachable: 1}}
+	agents := []api.Agent{
+		{AgentSpec: api.AgentSpec{Name: "web-1"}, State: fleet.Trusted, Since: now.Add(-3 * time.Hour), LastPoll: now.Add(-12 * time.Second), Reason: "all 412 measurements approved by prod"},
+		{AgentSpec: api.AgentSpec{Name: "db-1"}, State: fleet.Unreachable, Since: now.Add(-5 * time.Minute), LastPoll: now.Add(-40 * time.Second), Reason: "dial tcp 10.0.0.7:8443: connection refused"},
+		{AgentSpec: api.AgentSpec{Name: "web-2"}, State: fleet.Trusted, Since: now.Add(-50 * time.Hour), LastPoll: now.Add(-2 * time.Second)},
+		{AgentSpec: api.AgentSpec{Name: "build-7"}, State: fleet.Compromised, Since: now.Add(-90 * time.Second), LastPoll: now.Add(-90 * time.Second), Reason: "continuity: the log no longer\nextends the accepted prefix"},
+	}
+	f.dashboard(sum, agents, now)
+	want := `4 agents: 1 compromised, 1 unreachable, 2 trusted
+
+NAME     STATE        SINCE   LAST CHECK  REASON
+build-7  COMPROMISED  1m ago  1m ago      continuity: the log no longer extends the accepted prefix
+db-1     UNREACHABLE  5m ago  40s ago     dial tcp 10.0.0.7:8443: connection refused
+web-1    TRUSTED      3h ago  12s ago     all 412 measurements approved by prod
+web-2    TRUSTED      2d ago  2s ago
+`
+	if out.String() != want {
+		t.Errorf("dashboard:\n%s\nwant:\n%s", out.String(), want)
+	}
+	// On a terminal, a reason is cut to the width.
+	out.Reset()
+	f.terminal, f.width = true, 60
+	f.dashboard(sum, []api.Agent{agents[3]}, now)
+	for _, line := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")[2:] {
+		if n := len([]rune(line)); n > 60 {
+			t.Errorf("a line of %d characters on a 60-column terminal: %q", n, line)
+		}
+	}
+	if !strings.Contains(out.String(), "…") {
+		t.Errorf("the long reason was not cut:\n%s", out.String())
+	}
+	out.Reset()
+	f.dashboard(&api.Summary{States: map[fleet.Status]int{}}, nil, now)
+	if !strings.HasPrefix(out.String(), "0 agents (add one: rimon fleet add") {
+		t.Errorf("an empty fleet: %q", out.String())
+	}
+}
