@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -31,6 +32,7 @@ var fleetNow = time.Now
 type fleetFlags struct {
 	g                      *globals
 	server, tokenFile, ca  string
+	cert, key              string
 	asJSON                 bool
 	client                 *api.Client
 	terminal               bool
@@ -51,10 +53,12 @@ unreachable.
 
 --server is the verifier's URL ($RIMON_SERVER); --token-file a file whose first
 token is sent as Authorization: Bearer ($RIMON_TOKEN_FILE), the same format as
-the verifier's --token-file. --ca pins the CA of the verifier's certificate.
+the verifier's --token-file; or --cert and --key, a client certificate signed
+by a CA of the verifier's --client-ca (an admin). --ca ($RIMON_CA) pins the CA
+of the verifier's certificate.
 
-Exit codes: 0 done, 2 error (the verifier unreachable, or its refusal with its
-message), 3 usage error.`,
+Exit codes: 0 done, 1 wait ran out of time, 2 error (the verifier
+unreachable, or its refusal with its message), 3 usage error.`,
 		Example: `  export RIMON_SERVER=https://verifier:8443 RIMON_TOKEN_FILE=~/.config/rimon/token
   rimon fleet reference add prod reference.yaml
   rimon fleet add web-1 --agent https://web-1:8443 --ak web-1.pem --reference prod
@@ -70,8 +74,10 @@ message), 3 usage error.`,
 	pf := c.PersistentFlags()
 	pf.StringVar(&f.server, "server", os.Getenv("RIMON_SERVER"), "the verifier's URL, https://HOST:PORT ($RIMON_SERVER)")
 	pf.StringVar(&f.tokenFile, "token-file", os.Getenv("RIMON_TOKEN_FILE"), "file holding the API token ($RIMON_TOKEN_FILE)")
-	pf.StringVar(&f.ca, "ca", "", "CA certificates (PEM) that sign the verifier's TLS certificate (default: the system's)")
-	c.AddCommand(f.addCmd(), f.listCmd(), f.showCmd(), f.historyCmd(), f.clearCmd(), f.removeCmd(), f.referenceCmd())
+	pf.StringVar(&f.ca, "ca", os.Getenv("RIMON_CA"), "CA certificates (PEM) that sign the verifier's TLS certificate (default: the system's) ($RIMON_CA)")
+	pf.StringVar(&f.cert, "cert", "", "a client certificate (PEM) to present instead of a token (the verifier's --client-ca signs it)")
+	pf.StringVar(&f.key, "key", "", "the client certificate's key (PEM)")
+	c.AddCommand(f.addCmd(), f.listCmd(), f.showCmd(), f.historyCmd(), f.waitCmd(), f.clearCmd(), f.removeCmd(), f.referenceCmd())
 	return c
 }
 
@@ -84,24 +90,43 @@ func (f *fleetFlags) connect() error {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return usageErr("--server %q: want the verifier's URL, https://HOST:PORT", f.server)
 	}
-	if f.tokenFile == "" {
-		return usageErr("--token-file (or $RIMON_TOKEN_FILE) is required: a file holding the API token")
+	if (f.cert == "") != (f.key == "") {
+		return usageErr("--cert and --key go together")
 	}
-	tok, err := readClientToken(f.tokenFile)
-	if err != nil {
-		return err
+	if f.cert != "" && u.Scheme != "https" {
+		return usageErr("--cert needs an https --server")
+	}
+	if f.tokenFile == "" && f.cert == "" {
+		return usageErr("--token-file (or $RIMON_TOKEN_FILE) is required: a file holding the API token (or a client certificate: --cert, --key)")
+	}
+	var tok string
+	if f.tokenFile != "" {
+		var err error
+		if tok, err = readClientToken(f.tokenFile); err != nil {
+			return err
+		}
 	}
 	hc := &http.Client{Timeout: 10 * time.Minute} // a reference replaced re-evaluates its agents before the reply
-	if f.ca != "" {
-		pemb, err := os.ReadFile(f.ca)
-		if err != nil {
-			return usageErr("--ca: %v", err)
+	if f.ca != "" || f.cert != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if f.ca != "" {
+			pemb, err := os.ReadFile(f.ca)
+			if err != nil {
+				return fmt.Errorf("--ca: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pemb) {
+				return fmt.Errorf("--ca %s: no PEM certificate", f.ca)
+			}
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemb) {
-			return usageErr("--ca %s: no PEM certificate", f.ca)
+		if f.cert != "" {
+			c, err := tls.LoadX509KeyPair(f.cert, f.key)
+			if err != nil {
+				return fmt.Errorf("--cert %s, --key %s: %w", f.cert, f.key, err)
+			}
+			tc.Certificates = []tls.Certificate{c}
 		}
-		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, Proxy: http.ProxyFromEnvironment}
+		hc.Transport = &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}
 	}
 	f.client = &api.Client{Base: f.server, Token: tok, HTTP: hc}
 	if o, ok := f.g.stdout.(*os.File); ok && isTerminal(o) {
@@ -552,7 +577,7 @@ func (f *fleetFlags) historyCmd() *cobra.Command {
 					change = fmt.Sprintf("%s -> %s", orDash(string(e.OldState)), orDash(string(e.NewState)))
 				}
 				reason := oneLine(e.Reason)
-				if fs := findings(e.Findings); len(fs) > 0 {
+				if fs := findings(e.Findings); len(fs) > 0 && !strings.Contains(reason, fs[0]) {
 					reason += " [" + strings.Join(fs, "; ") + "]"
 				}
 				rows = append(rows, []string{e.Time.UTC().Format(time.RFC3339), e.Event, change, reason})
@@ -571,6 +596,52 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+func (f *fleetFlags) waitCmd() *cobra.Command {
+	var state string
+	var timeout time.Duration
+	c := &cobra.Command{
+		Use:   "wait NAME --state STATE [--timeout 60s]",
+		Short: "Wait until an agent is in a state (for scripts): exit 0, or 1 when the time runs out",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !fleet.Status(state).Valid() {
+				return usageErr("--state %q: want one of %v", state, fleet.Statuses)
+			}
+			if timeout <= 0 {
+				return usageErr("--timeout %v: want a positive duration", timeout)
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			for {
+				a, err := f.client.Agent(ctx, args[0])
+				if err != nil && ctx.Err() == nil {
+					return apiErr(err)
+				}
+				if err == nil && a.State == fleet.Status(state) {
+					fmt.Fprintf(f.g.stdout, "%s is %s: %s\n", a.Name, a.State, oneLine(a.Reason))
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					if cmd.Context().Err() != nil {
+						return cmd.Context().Err()
+					}
+					now := "unknown"
+					if a != nil {
+						now = fmt.Sprintf("%s (%s)", a.State, oneLine(a.Reason))
+					}
+					return checkErr(fmt.Errorf("%s is not %s after %v: it is %s", args[0], state, timeout, now))
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+		},
+	}
+	c.Flags().StringVar(&state, "state", "", "the state to wait for (required)")
+	c.Flags().DurationVar(&timeout, "timeout", 60*time.Second, "how long to wait")
+	c.MarkFlagRequired("state")
+	return c
 }
 
 func (f *fleetFlags) clearCmd() *cobra.Command {

@@ -423,3 +423,110 @@ web-2    TRUSTED      2d ago  2s ago
 		t.Errorf("an empty fleet: %q", out.String())
 	}
 }
+
+// TestReadmeFleetQuickStart runs the README's fleet quick start as a new
+// user would, with bash, openssl and rimon (this test binary) on PATH: two
+// agents on the simulator, a verifier over HTTPS, rimon fleet. Only the
+// build step, the directory and the ports are changed.
+func TestReadmeFleetQuickStart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a verifier and two agents")
+	}
+	for _, tool := range []string{"bash", "openssl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("the quick start needs %s: %v", tool, err)
+		}
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)## Fleet quick start[^\n]*\n.*?```sh\n(.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no fleet quick start with a sh block")
+	}
+	script := string(m[1])
+	bin := t.TempDir()
+	writeFile(t, filepath.Join(bin, "rimon"), "#!/bin/sh\nRIMON_AS_MAIN=1 exec "+os.Args[0]+" \"$@\"\n")
+	os.Chmod(filepath.Join(bin, "rimon"), 0o755)
+	verifierPort, agentBase := freePort(t, 1), freePort(t, 2)-1
+	for _, r := range []struct{ old, new string }{
+		{"make build && export PATH=$PWD:$PATH\n", ""},
+		{`cd "$(mktemp -d)"`, `cd "$WORKDIR"`},
+		{"127.0.0.1:8443", "127.0.0.1:" + strconv.Itoa(verifierPort)},
+		{"127.0.0.1:910$n", "127.0.0.1:$((" + strconv.Itoa(agentBase) + "+n))"},
+	} {
+		if !strings.Contains(script, r.old) {
+			t.Fatalf("the quick start no longer has %q, which this test replaces", r.old)
+		}
+		script = strings.ReplaceAll(script, r.old, r.new)
+	}
+	work := t.TempDir()
+	cmd := exec.Command("bash", "-e", "-c", script)
+	cmd.Dir = work
+	cmd.Env = []string{"PATH=" + bin + ":" + os.Getenv("PATH"), "HOME=" + work, "WORKDIR=" + work,
+		"CGO_CFLAGS=" + os.Getenv("CGO_CFLAGS")}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pgid := cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL) })
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(5 * time.Minute):
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		<-done
+		t.Fatalf("the quick start did not end:\n%s", out.String())
+	}
+	text := out.String()
+	if err != nil {
+		t.Fatalf("the quick start failed (%v):\n%s\nverifier.log:\n%s", err, text, readTail(filepath.Join(work, "verifier.log")))
+	}
+	app1 := filepath.Join(work, "app1", "server")
+	for _, want := range []string{"2 agents: 2 trusted\n", "machine1 is untrusted: ", "2 agents: 1 untrusted, 1 trusted\n", app1, "trusted -> untrusted"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the quick start's output lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+func readTail(path string) string {
+	b, _ := os.ReadFile(path)
+	return tail(string(b), 3000)
+}
+
+// freePort finds n consecutive free loopback ports and returns the last.
+func freePort(t *testing.T, n int) int {
+	t.Helper()
+	for try := 0; try < 50; try++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		ok := true
+		var held []net.Listener
+		for i := 1; i < n && ok; i++ {
+			li, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+i))
+			if err != nil {
+				ok = false
+				break
+			}
+			held = append(held, li)
+		}
+		l.Close()
+		for _, h := range held {
+			h.Close()
+		}
+		if ok {
+			return p + n - 1
+		}
+	}
+	t.Fatal("no free ports")
+	return 0
+}
