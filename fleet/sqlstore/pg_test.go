@@ -3,4 +3,4 @@ package sqlstore
 import "testing"
 
 // extraBackends lists the databases besides SQLite.
-func extraBackends(t *testing.T) []backend { return nil }
+func extraBackends(t testing.TB) []backend { return nil }

@@ -18,6 +18,26 @@ const (
 	eventClear = "clear"
 )
 
+// The write path's statements.
+const (
+	sqlLockAgentByID   = `SELECT id, name, status, version, lease_owner FROM agents WHERE id = $1{{lockrow}}`
+	sqlLockAgentByName = `SELECT id, name, status, version, lease_owner FROM agents WHERE name = $1{{lockrow}}`
+	sqlAddTransition   = `INSERT INTO transitions (agent_id, agent, at, event, from_state, to_state, reason, findings)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`
+	sqlEnabledEndpoints = `SELECT url FROM endpoints WHERE declared = 1 AND enabled = 1 ORDER BY url`
+	sqlAddDelivery      = `INSERT INTO deliveries (id, endpoint, transition, payload, created, next_attempt, state)
+VALUES ($1, $2, $3, $4, $5, $5, 'pending')`
+	sqlDeleteObservations = `DELETE FROM observations WHERE agent_id = $1`
+	sqlUpsertObservation  = `INSERT INTO observations (agent_id, okey, path_key, path, kind, deleted, sha256,
+	manifest_digest, config_digest, cause, error, record, latest)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+ON CONFLICT (agent_id, okey) DO UPDATE SET cause = excluded.cause, error = excluded.error,
+	record = excluded.record, latest = excluded.latest`
+	sqlMarkLatest = `UPDATE observations SET latest = CASE WHEN okey = $3 THEN 1 ELSE 0 END
+WHERE agent_id = $1 AND path_key = $2 AND (latest = 1 OR okey = $3)`
+	sqlCountObservations = `SELECT COUNT(*) FROM observations WHERE agent_id = $1`
+)
+
 // rowState is what a write reads of an agent before changing it.
 type rowState struct {
 	id      int64
@@ -28,10 +48,10 @@ type rowState struct {
 }
 
 // lockAgent reads the agent's row for an update in the same transaction.
-func (s *Store) lockAgent(ctx context.Context, tx *sql.Tx, where string, arg any) (rowState, error) {
+func (s *Store) lockAgent(ctx context.Context, tx *txn, q string, arg any) (rowState, error) {
 	var r rowState
 	var st string
-	err := tx.QueryRowContext(ctx, `SELECT id, name, status, version, lease_owner FROM agents WHERE `+where+s.d.lockRow, arg).
+	err := tx.QueryRowContext(ctx, q, arg).
 		Scan(&r.id, &r.name, &st, &r.version, &r.owner)
 	r.status = fleet.Status(st)
 	return r, err
@@ -78,8 +98,8 @@ func (s *Store) SaveResult(ctx context.Context, r fleet.Result) error {
 			return invalid("result for agent #%d: observation %d: no path or kind", r.AgentID, i)
 		}
 	}
-	return s.write(ctx, fmt.Sprintf("save result for agent #%d", r.AgentID), func(ctx context.Context, tx *sql.Tx) error {
-		old, err := s.lockAgent(ctx, tx, `id = $1`, r.AgentID)
+	return s.write(ctx, fmt.Sprintf("save result for agent #%d", r.AgentID), func(ctx context.Context, tx *txn) error {
+		old, err := s.lockAgent(ctx, tx, sqlLockAgentByID, r.AgentID)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errorf("save result for agent #%d: %w", r.AgentID, fleet.ErrNotFound)
 		}
@@ -93,22 +113,13 @@ func (s *Store) SaveResult(ctx context.Context, r fleet.Result) error {
 			return errorf("save result for agent %s: leased to %q, not %q: %w", old.name, old.owner, r.Owner, fleet.ErrConflict)
 		}
 		changed := old.status != r.Status
-		q := `UPDATE agents SET status = $2, reason = $3, findings = $4, checks = $5, last_poll = $6, next_due = $7,
-	failures = $8, version = version + 1, lease_owner = '', lease_until = 0`
-		args := []any{old.id, string(r.Status), r.Reason, r.Findings, r.Checks, ts(r.At), ts(r.NextDue), r.Failures}
-		if changed {
-			args = append(args, ts(r.At))
-			q += `, since = $` + strconv.Itoa(len(args))
+		boot := r.Boot
+		if boot == nil {
+			boot = &fleet.Boot{}
 		}
-		if b := r.Boot; b != nil {
-			args = append(args, b2i(b.Known), int64(b.ResetCount), int64(b.RestartCount), int64(b.Clock), b.State, b2i(b.Refresh))
-			n := len(args)
-			q += fmt.Sprintf(`, boot_known = $%d, boot_reset = $%d, boot_restart = $%d, boot_clock = $%d, boot_state = $%d, boot_refresh = $%d`,
-				n-5, n-4, n-3, n-2, n-1, n)
-		}
-		args = append(args, r.Version)
-		q += ` WHERE id = $1 AND version = $` + strconv.Itoa(len(args))
-		if err := execOne(ctx, tx, q, args...); err != nil {
+		if err := execOne(ctx, tx, sqlSaveAgent, old.id, string(r.Status), r.Reason, r.Findings, r.Checks, ts(r.At), ts(r.NextDue),
+			r.Failures, b2i(changed), b2i(r.Boot != nil), b2i(boot.Known), int64(boot.ResetCount), int64(boot.RestartCount),
+			int64(boot.Clock), boot.State, b2i(boot.Refresh), r.Version); err != nil {
 			return err
 		}
 		for _, e := range r.Events {
@@ -136,8 +147,21 @@ func (s *Store) SaveResult(ctx context.Context, r fleet.Result) error {
 	})
 }
 
+// sqlSaveAgent stores a result in the agent's row: since moves when $9 is
+// 1, the boot is replaced when $10 is 1.
+const sqlSaveAgent = `UPDATE agents SET status = $2, reason = $3, findings = $4, checks = $5, last_poll = $6, next_due = $7,
+	failures = $8, version = version + 1, lease_owner = '', lease_until = 0,
+	since = CASE WHEN $9 = 1 THEN $6 ELSE since END,
+	boot_known = CASE WHEN $10 = 1 THEN $11 ELSE boot_known END,
+	boot_reset = CASE WHEN $10 = 1 THEN $12 ELSE boot_reset END,
+	boot_restart = CASE WHEN $10 = 1 THEN $13 ELSE boot_restart END,
+	boot_clock = CASE WHEN $10 = 1 THEN $14 ELSE boot_clock END,
+	boot_state = CASE WHEN $10 = 1 THEN $15 ELSE boot_state END,
+	boot_refresh = CASE WHEN $10 = 1 THEN $16 ELSE boot_refresh END
+WHERE id = $1 AND version = $17`
+
 // execOne runs a statement that must change exactly one row.
-func execOne(ctx context.Context, tx *sql.Tx, q string, args ...any) error {
+func execOne(ctx context.Context, tx *txn, q string, args ...any) error {
 	res, err := tx.ExecContext(ctx, q, args...)
 	if err != nil {
 		return err
@@ -152,17 +176,16 @@ func execOne(ctx context.Context, tx *sql.Tx, q string, args ...any) error {
 	return nil
 }
 
-func (s *Store) addTransition(ctx context.Context, tx *sql.Tx, agentID int64, agent string, at time.Time, event string, from, to fleet.Status, reason string, findings []byte) (int64, error) {
+func (s *Store) addTransition(ctx context.Context, tx *txn, agentID int64, agent string, at time.Time, event string, from, to fleet.Status, reason string, findings []byte) (int64, error) {
 	var id int64
-	err := tx.QueryRowContext(ctx, `INSERT INTO transitions (agent_id, agent, at, event, from_state, to_state, reason, findings)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
+	err := tx.QueryRowContext(ctx, sqlAddTransition,
 		agentID, agent, ts(at), event, string(from), string(to), reason, findings).Scan(&id)
 	return id, err
 }
 
 // stateChanged records a change of state: its transition, and one
 // delivery per enabled endpoint.
-func (s *Store) stateChanged(ctx context.Context, tx *sql.Tx, agentID int64, agent string, at time.Time, event string, from, to fleet.Status, reason string, findings []byte) error {
+func (s *Store) stateChanged(ctx context.Context, tx *txn, agentID int64, agent string, at time.Time, event string, from, to fleet.Status, reason string, findings []byte) error {
 	tid, err := s.addTransition(ctx, tx, agentID, agent, at, event, from, to, reason, findings)
 	if err != nil {
 		return err
@@ -182,7 +205,7 @@ func (s *Store) stateChanged(ctx context.Context, tx *sql.Tx, agentID int64, age
 	if err != nil {
 		return fmt.Errorf("webhook payload: %w", err)
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT url FROM endpoints WHERE declared = 1 AND enabled = 1 ORDER BY url`)
+	rows, err := tx.QueryContext(ctx, sqlEnabledEndpoints)
 	if err != nil {
 		return err
 	}
@@ -204,8 +227,7 @@ func (s *Store) stateChanged(ctx context.Context, tx *sql.Tx, agentID int64, age
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO deliveries (id, endpoint, transition, payload, created, next_attempt, state)
-VALUES ($1, $2, $3, $4, $5, $5, 'pending')`, id, u, tid, body, ts(at)); err != nil {
+		if _, err := tx.ExecContext(ctx, sqlAddDelivery, id, u, tid, body, ts(at)); err != nil {
 			return err
 		}
 	}
@@ -214,9 +236,9 @@ VALUES ($1, $2, $3, $4, $5, $5, 'pending')`, id, u, tid, body, ts(at)); err != n
 
 // saveObservations applies a result's observations: cleared first for a
 // new boot, upserted, the Latest mark moved, and the bound checked.
-func (s *Store) saveObservations(ctx context.Context, tx *sql.Tx, a rowState, r fleet.Result) error {
+func (s *Store) saveObservations(ctx context.Context, tx *txn, a rowState, r fleet.Result) error {
 	if r.NewBoot {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM observations WHERE agent_id = $1`, a.id); err != nil {
+		if _, err := tx.ExecContext(ctx, sqlDeleteObservations, a.id); err != nil {
 			return err
 		}
 	}
@@ -231,11 +253,7 @@ func (s *Store) saveObservations(ctx context.Context, tx *sql.Tx, a rowState, r 
 	for _, o := range r.Observations {
 		okey := hashKey(o.Path, o.Kind, strconv.FormatBool(o.Deleted), o.SHA256, o.ManifestDigest, o.ConfigDigest)
 		pk := hashKey(o.Path)
-		if _, err := tx.ExecContext(ctx, `INSERT INTO observations (agent_id, okey, path_key, path, kind, deleted, sha256,
-	manifest_digest, config_digest, cause, error, record, latest)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-ON CONFLICT (agent_id, okey) DO UPDATE SET cause = excluded.cause, error = excluded.error,
-	record = excluded.record, latest = excluded.latest`,
+		if _, err := tx.ExecContext(ctx, sqlUpsertObservation,
 			a.id, okey, pk, o.Path, o.Kind, b2i(o.Deleted), o.SHA256, o.ManifestDigest, o.ConfigDigest,
 			o.Cause, o.Error, int64(o.Record), b2i(o.Latest)); err != nil {
 			return err
@@ -245,13 +263,12 @@ ON CONFLICT (agent_id, okey) DO UPDATE SET cause = excluded.cause, error = exclu
 		}
 	}
 	for _, m := range marks {
-		if _, err := tx.ExecContext(ctx, `UPDATE observations SET latest = CASE WHEN okey = $3 THEN 1 ELSE 0 END
-WHERE agent_id = $1 AND path_key = $2 AND (latest = 1 OR okey = $3)`, a.id, m.pathKey, m.okey); err != nil {
+		if _, err := tx.ExecContext(ctx, sqlMarkLatest, a.id, m.pathKey, m.okey); err != nil {
 			return err
 		}
 	}
 	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM observations WHERE agent_id = $1`, a.id).Scan(&n); err != nil {
+	if err := tx.QueryRowContext(ctx, sqlCountObservations, a.id).Scan(&n); err != nil {
 		return err
 	}
 	if n > s.o.MaxObservations {
@@ -290,8 +307,8 @@ func (s *Store) Observations(ctx context.Context, agentID int64) ([]fleet.Observ
 // observations are forgotten (the next attestation replays the whole log),
 // its lease is dropped (a result in flight is refused), due at now.
 func (s *Store) Clear(ctx context.Context, name, reason string, now time.Time) error {
-	return s.write(ctx, "clear agent "+name, func(ctx context.Context, tx *sql.Tx) error {
-		old, err := s.lockAgent(ctx, tx, `name = $1`, name)
+	return s.write(ctx, "clear agent "+name, func(ctx context.Context, tx *txn) error {
+		old, err := s.lockAgent(ctx, tx, sqlLockAgentByName, name)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errorf("clear agent %s: %w", name, fleet.ErrNotFound)
 		}
@@ -307,7 +324,7 @@ func (s *Store) Clear(ctx context.Context, name, reason string, now time.Time) e
 		if err := execOne(ctx, tx, q+` WHERE id = $1`, old.id, string(fleet.Pending), reason, ts(now)); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM observations WHERE agent_id = $1`, old.id); err != nil {
+		if _, err := tx.ExecContext(ctx, sqlDeleteObservations, old.id); err != nil {
 			return err
 		}
 		if old.status == fleet.Pending {
