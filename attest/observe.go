@@ -249,3 +249,11 @@ func Reevaluate(obs []Observation, ref *policy.Reference) (*Reevaluation, error)
 	r.FailureTotal, r.WarningTotal = chk.nFail, chk.nWarn
 	return r, nil
 }
+
+// fingerprint is from.Fingerprint, or ref's computed.
+func (from From) fingerprint(ref *policy.Reference) string {
+	if from.Fingerprint != "" && ref != nil {
+		return from.Fingerprint
+	}
+	return ReferenceFingerprint(ref)
+}

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -329,6 +328,3 @@ func (o ownerHeader) RoundTrip(r *http.Request) (*http.Response, error) {
 	r.Header.Set("Rimon-Verifier", o.owner)
 	return o.rt.RoundTrip(r)
 }
-
-// describe names an agent in errors.
-func describe(a *fleet.Agent) string { return fmt.Sprintf("agent %s", a.Name) }
