@@ -209,6 +209,7 @@ func TestScrapeFailsWhenStoreFails(t *testing.T) {
 	}{
 		{"error", errStore{err: errors.New("database is locked")}},
 		{"hangs", hangStore{release: release}},
+		{"closed database", closed(t)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := prometheus.NewRegistry()
@@ -279,4 +280,13 @@ type hangStore struct {
 func (s hangStore) CountByStatus(context.Context) (map[fleet.Status]int, error) {
 	<-s.release
 	return map[fleet.Status]int{fleet.Trusted: 1}, nil
+}
+
+// closed is a real store whose database is closed.
+func closed(t *testing.T) fleet.Store {
+	st := newStore(t)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

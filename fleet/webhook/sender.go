@@ -108,7 +108,16 @@ type endpoint struct {
 	downUntil time.Time // no request before this (backoff, Retry-After)
 	lastErr   string
 	disabled  bool
+	// pace is the observed duration of a request (a moving average);
+	// horizon is when the last delivery deferred for a full line is due.
+	pace    time.Duration
+	horizon time.Time
+	// began holds the start of each request in flight (real time).
+	began map[*item]time.Time
 }
+
+// initialPace is the guess of a request's duration before one is seen.
+const initialPace = 20 * time.Millisecond
 
 // item is a claimed delivery: d is what will be written, orig the row as
 // read (to give back on shutdown), claimed when it was claimed.
@@ -194,12 +203,18 @@ func (s *Sender) Notify() {
 //
 // Each round reads the due deliveries (oldest first) and claims each by
 // moving its next attempt past a lease, so that the next read moves on to
-// others while it waits for its turn; requests run in their own goroutines,
-// at most PerEndpoint per endpoint and Concurrency in all, each bounded by
-// Timeout, so that neither a receiver that is down or slow nor another's
-// backlog holds back the rest, and the store is only ever held for one
-// short write. A process that dies with claims held loses nothing: the
-// claims lapse after the lease and the deliveries are sent again.
+// others while it waits for its turn in its endpoint's line (4 x
+// PerEndpoint long). A delivery that finds the line full stays due while
+// the line moves; when a request of that endpoint has run for over a
+// second, or when a whole read found nothing it could move, it is deferred
+// to when the line should have room, at the endpoint's observed pace, so
+// that the next read gets past that backlog to other endpoints.
+// Requests run in their own goroutines, at most PerEndpoint per endpoint
+// and Concurrency in all, each bounded by Timeout, so that neither a
+// receiver that is down or slow nor another's backlog holds back the
+// rest, and the store is only ever held for one short write. A process
+// that dies with claims held loses nothing: the claims lapse after the
+// lease ((4 + 2) x Timeout) and the deliveries are sent again.
 //
 // The outcome of every attempt is stored ([fleet.Store.UpdateDelivery]):
 //   - 2xx: delivered (and only then);
@@ -267,6 +282,7 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 		return s.o.Poll
 	}
 	wrote := 0
+	var full []*item // rows whose endpoint's line is full, left as they are
 	for _, d := range rows {
 		if ctx.Err() != nil {
 			break
@@ -292,29 +308,33 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 			it.d.Next = now.Add(s.lease)
 			claim = true
 			s.held[d.ID] = it
+		case s.stuck(ep):
+			// The line is full and not moving: come back when it
+			// should have room, after those deferred before, so that
+			// the next read gets past this endpoint's backlog.
+			it.d.Next = s.later(ep, now)
 		default:
-			// The endpoint's line is full: come back after the lease.
-			it.d.Next = now.Add(s.lease)
-		}
-		s.mu.Unlock()
-
-		d := it.d
-		if err := s.o.Store.UpdateDelivery(ctx, &d); err != nil {
-			if ctx.Err() == nil {
-				s.o.Logger.Warn("webhook delivery not updated", "id", d.ID, "err", err)
-			}
-			if claim {
-				s.mu.Lock()
-				delete(s.held, d.ID)
-				s.mu.Unlock()
-			}
+			// The line is full but moving: leave the row due; it is
+			// read again when a request ends.
+			full = append(full, it)
+			s.mu.Unlock()
 			continue
 		}
-		wrote++
-		if claim {
+		s.mu.Unlock()
+		if s.write(ctx, it, claim) {
+			wrote++
+		}
+	}
+	if len(rows) == s.o.Batch && wrote == 0 && ctx.Err() == nil {
+		// Nothing in a full batch could move: the next read would return
+		// the same rows. Defer the waiting ones to read past them.
+		for _, it := range full {
 			s.mu.Lock()
-			ep.queue = append(ep.queue, it)
+			it.d.Next = s.later(s.endpoint(it.d.Endpoint), now)
 			s.mu.Unlock()
+			if s.write(ctx, it, false) {
+				wrote++
+			}
 		}
 	}
 	s.start(ctx)
@@ -324,14 +344,74 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 	return s.o.Poll
 }
 
+// write stores a decision of pass; a claimed delivery then joins its
+// endpoint's line and may start at once.
+func (s *Sender) write(ctx context.Context, it *item, claim bool) bool {
+	d := it.d
+	if err := s.o.Store.UpdateDelivery(ctx, &d); err != nil {
+		if ctx.Err() == nil {
+			s.o.Logger.Warn("webhook delivery not updated", "id", d.ID, "err", err)
+		}
+		if claim {
+			s.mu.Lock()
+			delete(s.held, d.ID)
+			s.mu.Unlock()
+		}
+		return false
+	}
+	if claim {
+		s.mu.Lock()
+		ep := s.endpoint(d.Endpoint)
+		ep.queue = append(ep.queue, it)
+		s.mu.Unlock()
+		s.start(ctx)
+	}
+	return true
+}
+
+// slowAfter is how long a request runs before its endpoint counts as
+// stuck while its line is full.
+const slowAfter = time.Second
+
+// stuck reports whether a request of ep has run longer than slowAfter;
+// s.mu is held.
+func (s *Sender) stuck(ep *endpoint) bool {
+	for _, b := range ep.began {
+		if time.Since(b) > slowAfter {
+			return true
+		}
+	}
+	return false
+}
+
 // endpoint returns the state of url; s.mu is held.
 func (s *Sender) endpoint(url string) *endpoint {
 	ep := s.eps[url]
 	if ep == nil {
-		ep = &endpoint{url: url}
+		ep = &endpoint{url: url, pace: initialPace, began: map[*item]time.Time{}}
 		s.eps[url] = ep
 	}
 	return ep
+}
+
+// later is when a delivery that found its endpoint's line full comes back:
+// after the line and the deliveries deferred before it, at the endpoint's
+// observed pace, so that a backlog is spread over time and read again
+// about when it can be sent, instead of every pass. s.mu is held.
+func (s *Sender) later(ep *endpoint, now time.Time) time.Time {
+	// A request still running is at least as slow as its age: an
+	// endpoint that hangs is known as slow before its first timeout.
+	pace := ep.pace
+	for _, b := range ep.began {
+		pace = max(pace, time.Since(b))
+	}
+	per := max(pace/time.Duration(s.o.PerEndpoint), time.Millisecond)
+	start := now.Add(time.Duration(len(ep.queue)+ep.inflight) * per)
+	if ep.horizon.Before(start) {
+		ep.horizon = start
+	}
+	ep.horizon = ep.horizon.Add(per)
+	return ep.horizon
 }
 
 // start begins the requests the limits allow.
@@ -386,13 +466,24 @@ func (s *Sender) deliver(ctx context.Context, ep *endpoint, it *item) {
 		return
 	}
 
+	began := time.Now() // the pace is real time, whatever the clock says
+	s.mu.Lock()
+	ep.began[it] = began
+	s.mu.Unlock()
 	status, retryAfter, hasRetryAfter, err := s.send(ctx, d, now)
+	took := time.Since(began)
+	s.mu.Lock()
+	delete(ep.began, it)
+	s.mu.Unlock()
 	if err != nil && ctx.Err() != nil {
 		// Shutting down: the attempt did not finish; give the claim back.
 		s.restore(ctx, it)
 		return
 	}
 	now = s.o.Now()
+	s.mu.Lock()
+	ep.pace = (4*ep.pace + took) / 5
+	s.mu.Unlock()
 	d.Attempts++
 	d.LastStatus = status
 	ok := err == nil && status >= 200 && status <= 299
