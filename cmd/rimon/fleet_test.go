@@ -530,3 +530,106 @@ func freePort(t *testing.T, n int) int {
 	t.Fatal("no free ports")
 	return 0
 }
+
+// openssl runs openssl in dir; the test's certificates come from it, not
+// from rimon's code.
+func openssl(t *testing.T, dir string, args ...string) {
+	t.Helper()
+	cmd := exec.Command("openssl", args...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// TestVerifierTLSAndClientCertificates: a verifier over HTTPS with
+// --client-ca; rimon fleet with a client certificate and no token is an
+// admin; without the CA pinned the certificate check fails; a pushing
+// agent's token is printed once, into a file only its owner reads.
+func TestVerifierTLSAndClientCertificates(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a verifier")
+	}
+	dir := t.TempDir()
+	openssl(t, dir, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+		"-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", "server.key", "-out", "server.crt")
+	openssl(t, dir, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+		"-subj", "/CN=operators CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+		"-keyout", "ca.key", "-out", "ca.crt")
+	openssl(t, dir, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=alice", "-keyout", "alice.key", "-out", "alice.csr")
+	writeFile(t, filepath.Join(dir, "client.ext"), "extendedKeyUsage=clientAuth\n")
+	openssl(t, dir, "x509", "-req", "-in", "alice.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "client.ext", "-out", "alice.crt")
+	p := func(name string) string { return filepath.Join(dir, name) }
+
+	// startVerifier passes --insecure-plain-http: start this one by hand.
+	tokens := writeFile(t, p("tokens"), testAdminToken+"\n")
+	v := &verifierProc{t: t, stderr: &lockedBuffer{}, done: make(chan error, 1), db: p("v.db")}
+	v.cmd = exec.Command(os.Args[0], "verifier", "--db", v.db, "--listen", "127.0.0.1:0", "--token-file", tokens,
+		"--tls-cert", p("server.crt"), "--tls-key", p("server.key"), "--client-ca", p("ca.crt"))
+	v.cmd.Env = append(os.Environ(), "RIMON_AS_MAIN=1", "NOTIFY_SOCKET=")
+	v.cmd.Stderr, v.cmd.Stdout = v.stderr, io.Discard
+	if err := v.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { v.done <- v.cmd.Wait() }()
+	t.Cleanup(v.stop)
+	v.waitFor("the verifier to serve", func() bool { return strings.Contains(v.stderr.String(), "msg=ready") })
+	m := regexp.MustCompile(`msg="serving API" url=(https://\S+)`).FindStringSubmatch(v.stderr.String())
+	if m == nil {
+		t.Fatalf("the verifier does not serve https:\n%s", v.stderr.String())
+	}
+	v.url = m[1]
+	t.Setenv("RIMON_SERVER", v.url)
+	t.Setenv("RIMON_TOKEN_FILE", "")
+
+	r := rimon(t, "fleet", "list", "--ca", p("server.crt"), "--cert", p("alice.crt"), "--key", p("alice.key"))
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "0 agents") {
+		t.Fatalf("list with a client certificate: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	ak := writeFile(t, p("ak.pem"), string(mustRead(t, "../../testdata/azure/kinvolk/akpub.pem")))
+	r = rimon(t, "fleet", "add", "nat-1", "--push", "--ak", ak, "--push-token-out", p("push-token"),
+		"--ca", p("server.crt"), "--cert", p("alice.crt"), "--key", p("alice.key"))
+	if r.code != 0 || !strings.Contains(r.stdout, "its push token is in "+p("push-token")) {
+		t.Fatalf("add --push: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	fi, err := os.Stat(p("push-token"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the push token file: %v %v, want mode 0600", fi, err)
+	}
+	tok := strings.TrimSpace(string(mustRead(t, p("push-token"))))
+	if !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(tok) {
+		t.Errorf("push token %q", tok)
+	}
+	if !strings.Contains(v.stderr.String(), `who="client certificate CN=alice"`) {
+		t.Errorf("the log does not name the certificate's subject:\n%s", tail(v.stderr.String(), 2000))
+	}
+	// The token was shown once: neither show nor the log has it.
+	show := rimon(t, "fleet", "show", "nat-1", "--json", "--ca", p("server.crt"), "--token-file", tokens)
+	if show.code != 0 || strings.Contains(show.stdout, tok) || strings.Contains(v.stderr.String(), tok) {
+		t.Errorf("show: exit %d, or the token shown again or logged\n%s", show.code, show.stdout)
+	}
+	// The push token is not an API token.
+	r = rimon(t, "fleet", "list", "--ca", p("server.crt"), "--token-file", p("push-token"))
+	if r.code != exitError || !strings.Contains(r.stderr, "401 Unauthorized") {
+		t.Errorf("list with the push token: exit %d %q, want 2 and 401", r.code, r.stderr)
+	}
+	// Without the verifier's CA the client refuses the server.
+	r = rimon(t, "fleet", "list", "--token-file", tokens)
+	if r.code != exitError || !strings.Contains(r.stderr, "certificate") {
+		t.Errorf("list without --ca: exit %d %q, want 2 naming the certificate", r.code, r.stderr)
+	}
+	// A certificate the CA did not sign is no admin: the server's own works as a client certificate nowhere.
+	r = rimon(t, "fleet", "list", "--ca", p("server.crt"), "--cert", p("server.crt"), "--key", p("server.key"))
+	if r.code == 0 {
+		t.Errorf("a certificate from no trusted CA was accepted:\n%s", r.stdout)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
