@@ -82,8 +82,8 @@ func startVerifier(t *testing.T, dir string, extra ...string) *verifierProc {
 	}()
 	select {
 	case msgs := <-got:
-		if !strings.Contains(msgs, "READY=1") {
-			t.Fatalf("no READY=1 from the verifier (got %q):\n%s", msgs, v.stderr.String())
+		if !strings.Contains(msgs, "READY=1") || !strings.Contains(msgs, "STATUS=no agents registered") {
+			t.Fatalf("no READY=1 with a STATUS= from the verifier (got %q):\n%s", msgs, v.stderr.String())
 		}
 	case err := <-v.done:
 		t.Fatalf("the verifier stopped before it was ready: %v\n%s", err, v.stderr.String())

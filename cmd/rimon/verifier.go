@@ -279,9 +279,26 @@ func runVerifier(ctx context.Context, g *globals, f verifierFlags) error {
 	logger.Info("serving API", "url", scheme+"://"+ln.Addr().String(), "db", f.db, "agents", total,
 		"webhooks", len(setup.webhooks), "client_certificates", setup.tls != nil && setup.tls.ClientCAs != nil, "owner", f.owner)
 	if os.Getenv("NOTIFY_SOCKET") != "" {
-		if _, err := daemon.SdNotify(false, fmt.Sprintf("READY=1\nSTATUS=attesting %d agents; API at %s://%s", total, scheme, ln.Addr())); err != nil {
+		if _, err := daemon.SdNotify(false, "READY=1\nSTATUS="+statusLine(counts)); err != nil {
 			logger.Warn("sd_notify", "err", err)
 		}
+		// systemctl status shows the counts by state, refreshed.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(15 * time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-runCtx.Done():
+					return
+				case <-tick.C:
+				}
+				if c, err := store.CountByStatus(runCtx); err == nil {
+					daemon.SdNotify(false, "STATUS="+statusLine(c))
+				}
+			}
+		}()
 	}
 	logger.Info("ready")
 
@@ -313,3 +330,19 @@ func runVerifier(ctx context.Context, g *globals, f verifierFlags) error {
 }
 
 var _ fleet.Engine = (*engine.Engine)(nil)
+
+// statusLine is the counts by state, worst first, for systemd's STATUS=.
+func statusLine(counts map[fleet.Status]int) string {
+	total := 0
+	var parts []string
+	for _, st := range fleet.Statuses {
+		total += counts[st]
+		if counts[st] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", counts[st], st))
+		}
+	}
+	if total == 0 {
+		return "no agents registered"
+	}
+	return fmt.Sprintf("%d agents: %s", total, strings.Join(parts, ", "))
+}
