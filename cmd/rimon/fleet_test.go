@@ -297,7 +297,9 @@ func TestFleetEndToEnd(t *testing.T) {
 	if err := os.WriteFile(appA, []byte("#!/bin/sh\necho hacked\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	changed := time.Now()
 	v.waitFor("a untrusted", func() bool { return v.list()["a"].State == fleet.Untrusted })
+	t.Logf("a untrusted %v after the change (interval 1s)", time.Since(changed).Round(time.Millisecond))
 	l := v.list()
 	if l["b"].State != fleet.Trusted {
 		t.Errorf("b is %s (%s), want trusted: a change on a must not touch b", l["b"].State, l["b"].Reason)
@@ -632,4 +634,51 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestVerifierSIGTERMMidPoll: SIGTERM while an attestation waits on an
+// agent that does not answer. The verifier stops cleanly within its
+// shutdown timeout, stores no verdict for the round cut short, and gives
+// the agent back (no lease left) for the next start.
+func TestVerifierSIGTERMMidPoll(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a verifier")
+	}
+	asked := make(chan struct{}, 16)
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked <- struct{}{}
+		<-r.Context().Done() // never answers
+	}))
+	defer hang.Close()
+	defer hang.CloseClientConnections()
+	dir := t.TempDir()
+	v := startVerifier(t, dir, "--timeout", "5m", "--shutdown-timeout", "30s")
+	ak := writeFile(t, filepath.Join(dir, "ak.pem"), string(mustRead(t, "../../testdata/azure/kinvolk/akpub.pem")))
+	v.mustFleet("add", "silent", "--agent", hang.URL, "--ak", ak, "--interval", "1s")
+	select {
+	case <-asked:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the verifier never asked the agent:\n%s", v.stderr.String())
+	}
+	v.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-v.done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM mid-poll: %v\n%s", err, tail(v.stderr.String(), 3000))
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the verifier did not stop after SIGTERM mid-poll:\n%s", tail(v.stderr.String(), 3000))
+	}
+	st, err := sqlstore.Open(context.Background(), v.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	a, err := st.Agent(context.Background(), "silent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Status != fleet.Pending || a.LeaseOwner != "" || !a.LastPoll.IsZero() {
+		t.Errorf("after SIGTERM mid-poll: state %s (%s), lease %q, last poll %v; want pending, no lease, never polled", a.Status, a.Reason, a.LeaseOwner, a.LastPoll)
+	}
 }
