@@ -300,6 +300,17 @@ func TestFleetEndToEnd(t *testing.T) {
 	changed := time.Now()
 	v.waitFor("a untrusted", func() bool { return v.list()["a"].State == fleet.Untrusted })
 	t.Logf("a untrusted %v after the change (interval 1s)", time.Since(changed).Round(time.Millisecond))
+	var raw []map[string]any
+	if err := json.Unmarshal([]byte(v.mustFleet("list", "--json")), &raw); err != nil || len(raw) != 2 {
+		t.Fatalf("rimon fleet list --json: %v, %d objects", err, len(raw))
+	}
+	for _, o := range raw {
+		for _, k := range []string{"name", "state", "reason", "since"} {
+			if _, ok := o[k]; !ok {
+				t.Errorf("rimon fleet list --json: an object without %q: %v", k, o)
+			}
+		}
+	}
 	l := v.list()
 	if l["b"].State != fleet.Trusted {
 		t.Errorf("b is %s (%s), want trusted: a change on a must not touch b", l["b"].State, l["b"].Reason)
