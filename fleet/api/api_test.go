@@ -772,7 +772,9 @@ func TestClient(t *testing.T) {
 		t.Errorf("unreachable: %v", err)
 	}
 	// Something that is not the API.
-	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "<html>bad gateway</html>", http.StatusBadGateway) }))
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "<html>bad gateway</html>", http.StatusBadGateway)
+	}))
 	defer other.Close()
 	_, err = (&api.Client{Base: other.URL, Token: adminToken}).ListAgents(ctx, "", "")
 	if !errors.As(err, &se) || se.Status != 502 || !strings.Contains(se.Message, "bad gateway") {
