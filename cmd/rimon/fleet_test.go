@@ -25,6 +25,7 @@ import (
 	"github.com/rimon-dev/rimon/fleet"
 	"github.com/rimon-dev/rimon/fleet/api"
 	"github.com/rimon-dev/rimon/fleet/sqlstore"
+	"github.com/rimon-dev/rimon/internal/testtpm"
 )
 
 // verifierProc is a `rimon verifier` running as its own process.
@@ -88,11 +89,11 @@ func startVerifier(t *testing.T, dir string, extra ...string) *verifierProc {
 	case err := <-v.done:
 		t.Fatalf("the verifier stopped before it was ready: %v\n%s", err, v.stderr.String())
 	}
-	m := regexp.MustCompile(`msg="serving API" url=(http://\S+)`).FindStringSubmatch(v.stderr.String())
-	if m == nil {
-		t.Fatalf("the verifier did not say where it serves:\n%s", v.stderr.String())
-	}
-	v.url = m[1]
+	// Its stderr reaches the buffer through a pipe: the line that says
+	// where it serves, written before READY=1, may still be on its way.
+	serving := regexp.MustCompile(`msg="serving API" url=(http://\S+)`)
+	v.waitFor("the verifier to say where it serves", func() bool { return serving.MatchString(v.stderr.String()) })
+	v.url = serving.FindStringSubmatch(v.stderr.String())[1]
 	tokFile := writeFile(t, filepath.Join(dir, "my-token"), testAdminToken+"\n")
 	v.env = []string{"RIMON_SERVER=" + v.url, "RIMON_TOKEN_FILE=" + tokFile}
 	return v
@@ -691,5 +692,78 @@ func TestVerifierSIGTERMMidPoll(t *testing.T) {
 	}
 	if a.Status != fleet.Pending || a.LeaseOwner != "" || !a.LastPoll.IsZero() {
 		t.Errorf("after SIGTERM mid-poll: state %s (%s), lease %q, last poll %v; want pending, no lease, never polled", a.Status, a.Reason, a.LeaseOwner, a.LastPoll)
+	}
+}
+
+// TestFleetPushWithRimonQuote: an agent registered with rimon fleet add
+// --push gets a token that the verifier's push endpoint (the engine's,
+// behind the API's listener) accepts; evidence from rimon quote on swtpm
+// for the challenge's nonce makes it trusted; the same evidence again, or
+// another token, is refused.
+func TestFleetPushWithRimonQuote(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a verifier and swtpm")
+	}
+	dir := t.TempDir()
+	spec := testtpm.Swtpm(t)
+	ak := writeFile(t, filepath.Join(dir, "ak.pem"), mustRimon(t, "provision", "--tpm", spec))
+	log := filepath.Join(dir, "m.log")
+	mustRimon(t, "measure", "--tpm", spec, "--log", log, writeFile(t, filepath.Join(dir, "app"), "app v1\n"))
+	ref := writeFile(t, filepath.Join(dir, "ref.yaml"), mustRimon(t, "reference", "generate", "--from-log", log))
+
+	v := startVerifier(t, filepath.Join(dir, "v"))
+	v.mustFleet("reference", "add", "app", ref)
+	tokFile := filepath.Join(dir, "push-token")
+	v.mustFleet("add", "nat-1", "--push", "--ak", ak, "--reference", "app", "--push-token-out", tokFile)
+	token := strings.TrimSpace(string(mustRead(t, tokFile)))
+
+	post := func(path, tok string, body []byte) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", v.url+path, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	if code, _ := post("/v1/push/nat-1/challenge", testAdminToken, nil); code != http.StatusUnauthorized {
+		t.Errorf("a challenge with the API's admin token: %d, want 401", code)
+	}
+	// As an agent does: a challenge, a quote for its nonce, the evidence;
+	// a 503 ("push again") is answered with a new challenge.
+	var body []byte
+	var res map[string]any
+	for try := 1; ; try++ {
+		code, ch := post("/v1/push/nat-1/challenge", token, nil)
+		nonce, _ := ch["nonce"].(string)
+		if code != 200 || len(nonce) != 64 {
+			t.Fatalf("challenge: %d %v", code, ch)
+		}
+		ev := filepath.Join(dir, "evidence")
+		mustRimon(t, "quote", "--tpm", spec, "--log", log, "--nonce", nonce, "--bank", "sha256", "--out", ev)
+		body = mustRead(t, ev)
+		code, res = post("/v1/push/nat-1/evidence", token, body)
+		if code == http.StatusServiceUnavailable && try < 5 {
+			t.Logf("push %d: %d %v; pushing again", try, code, res)
+			continue
+		}
+		if code != 200 || res["state"] != string(fleet.Trusted) {
+			t.Fatalf("evidence (push %d): %d %v\n%s", try, code, res, tail(v.stderr.String(), 3000))
+		}
+		break
+	}
+	if code, res := post("/v1/push/nat-1/evidence", token, body); code != http.StatusConflict {
+		t.Errorf("the same evidence again: %d %v, want 409", code, res)
+	}
+	var a api.Agent
+	if err := json.Unmarshal([]byte(v.mustFleet("show", "nat-1", "--json")), &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.State != fleet.Trusted || !a.Push {
+		t.Errorf("after the push: %+v", a)
 	}
 }
