@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"net/url"
+	"sort"
 	"time"
 
 	"github.com/rimon-dev/rimon/fleet"
@@ -96,6 +97,43 @@ ORDER BY d.created, d.seq LIMIT $3`, deliveryPending, ts(now), limit)
 	out, err := scanDeliveries(rows)
 	return out, s.fail("due deliveries", err)
 }
+
+// ClaimDeliveries is DueDeliveries for several senders at once (replicas
+// on one PostgreSQL): the deliveries it returns have their next attempt
+// moved to now+hold in the same transaction, so that no other sender gets
+// them meanwhile (claims skip the rows another is claiming). The sender
+// then stores each attempt's outcome with UpdateDelivery; a delivery whose
+// sender died is due again after hold (at least once, not lost). hold
+// should exceed a delivery attempt's timeout.
+func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, hold time.Duration, limit int) ([]*fleet.Delivery, error) {
+	if hold <= 0 {
+		return nil, invalid("claim deliveries: hold %v: want a positive duration", hold)
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	var out []*fleet.Delivery
+	err := s.write(ctx, "claim deliveries", func(ctx context.Context, tx *txn) error {
+		rows, err := tx.QueryContext(ctx, sqlClaimDeliveries, ts(now.Add(hold)), deliveryPending, ts(now), limit)
+		if err != nil {
+			return err
+		}
+		out, err = scanDeliveries(rows)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out, nil
+}
+
+const sqlClaimDeliveries = `UPDATE deliveries SET next_attempt = $1
+WHERE seq IN (SELECT d.seq FROM deliveries d
+	WHERE d.state = $2 AND d.next_attempt <= $3
+		AND EXISTS (SELECT 1 FROM endpoints e WHERE e.url = d.endpoint AND e.declared = 1 AND e.enabled = 1)
+	ORDER BY d.created, d.seq LIMIT $4{{skiplocked}})
+RETURNING id, endpoint, payload, created, attempts, next_attempt, state, last_status, last_error`
 
 // UpdateDelivery stores an attempt's outcome: attempts, next attempt,
 // state, last status and error.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rimon-dev/rimon/fleet"
@@ -28,15 +29,54 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`
 	sqlAddDelivery      = `INSERT INTO deliveries (id, endpoint, transition, payload, created, next_attempt, state)
 VALUES ($1, $2, $3, $4, $5, $5, 'pending')`
 	sqlDeleteObservations = `DELETE FROM observations WHERE agent_id = $1`
-	sqlUpsertObservation  = `INSERT INTO observations (agent_id, okey, path_key, path, kind, deleted, sha256,
-	manifest_digest, config_digest, cause, error, record, latest)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-ON CONFLICT (agent_id, okey) DO UPDATE SET cause = excluded.cause, error = excluded.error,
-	record = excluded.record, latest = excluded.latest`
-	sqlMarkLatest = `UPDATE observations SET latest = CASE WHEN okey = $3 THEN 1 ELSE 0 END
-WHERE agent_id = $1 AND path_key = $2 AND (latest = 1 OR okey = $3)`
-	sqlCountObservations = `SELECT COUNT(*) FROM observations WHERE agent_id = $1`
+	sqlCountObservations  = `SELECT COUNT(*) FROM observations WHERE agent_id = $1`
 )
+
+// rowsPerStatement bounds the rows of one statement writing observations.
+const rowsPerStatement = 16
+
+// sqlUpsertObservations[n] upserts n observations ($1 the agent, then 12
+// values per row); sqlMarkLatest[n] gives n paths their latest ($1 the
+// agent, then n observation keys, then their n path keys).
+var sqlUpsertObservations, sqlMarkLatest = observationStatements()
+
+func observationStatements() (upsert, mark []string) {
+	upsert = make([]string, rowsPerStatement+1)
+	mark = make([]string, rowsPerStatement+1)
+	for n := 1; n <= rowsPerStatement; n++ {
+		var b strings.Builder
+		b.WriteString(`INSERT INTO observations (agent_id, okey, path_key, path, kind, deleted, sha256,
+	manifest_digest, config_digest, cause, error, record, latest) VALUES `)
+		p := 2
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("($1")
+			for j := 0; j < 12; j++ {
+				fmt.Fprintf(&b, ", $%d", p)
+				p++
+			}
+			b.WriteString(")")
+		}
+		b.WriteString(`
+ON CONFLICT (agent_id, okey) DO UPDATE SET cause = excluded.cause, error = excluded.error,
+	record = excluded.record, latest = excluded.latest`)
+		upsert[n] = b.String()
+
+		list := func(from int) string {
+			var l []string
+			for i := 0; i < n; i++ {
+				l = append(l, "$"+strconv.Itoa(from+i))
+			}
+			return strings.Join(l, ", ")
+		}
+		okeys, pks := list(2), list(2+n)
+		mark[n] = `UPDATE observations SET latest = CASE WHEN okey IN (` + okeys + `) THEN 1 ELSE 0 END
+WHERE agent_id = $1 AND path_key IN (` + pks + `) AND (latest = 1 OR okey IN (` + okeys + `))`
+	}
+	return upsert, mark
+}
 
 // rowState is what a write reads of an agent before changing it.
 type rowState struct {
@@ -248,24 +288,59 @@ func (s *Store) saveObservations(ctx context.Context, tx *txn, a rowState, r fle
 	if len(r.Observations) > s.o.MaxObservations {
 		return errorf("save result for agent %s: %d observations, the bound is %d per agent: %w", a.name, len(r.Observations), s.o.MaxObservations, fleet.ErrLimit)
 	}
-	type latest struct{ pathKey, okey string }
-	var marks []latest
+	// One row per key (the last wins), one Latest per path (the last
+	// wins), in statements of up to rowsPerStatement rows.
+	type row struct {
+		o             fleet.Observation
+		okey, pathKey string
+	}
+	rows := make([]row, 0, len(r.Observations))
+	at := map[string]int{}
+	latest := map[string]string{} // path key → okey
+	var paths []string            // path keys with a Latest, in order
 	for _, o := range r.Observations {
-		okey := hashKey(o.Path, o.Kind, strconv.FormatBool(o.Deleted), o.SHA256, o.ManifestDigest, o.ConfigDigest)
-		pk := hashKey(o.Path)
-		if _, err := tx.ExecContext(ctx, sqlUpsertObservation,
-			a.id, okey, pk, o.Path, o.Kind, b2i(o.Deleted), o.SHA256, o.ManifestDigest, o.ConfigDigest,
-			o.Cause, o.Error, int64(o.Record), b2i(o.Latest)); err != nil {
-			return err
+		x := row{o, hashKey(o.Path, o.Kind, strconv.FormatBool(o.Deleted), o.SHA256, o.ManifestDigest, o.ConfigDigest), hashKey(o.Path)}
+		if i, ok := at[x.okey]; ok {
+			rows[i] = x
+		} else {
+			at[x.okey] = len(rows)
+			rows = append(rows, x)
 		}
 		if o.Latest {
-			marks = append(marks, latest{pk, okey})
+			if _, ok := latest[x.pathKey]; !ok {
+				paths = append(paths, x.pathKey)
+			}
+			latest[x.pathKey] = x.okey
 		}
 	}
-	for _, m := range marks {
-		if _, err := tx.ExecContext(ctx, sqlMarkLatest, a.id, m.pathKey, m.okey); err != nil {
+	for len(rows) > 0 {
+		n := min(len(rows), rowsPerStatement)
+		args := make([]any, 0, 1+12*n)
+		args = append(args, a.id)
+		for _, x := range rows[:n] {
+			o := x.o
+			args = append(args, x.okey, x.pathKey, o.Path, o.Kind, b2i(o.Deleted), o.SHA256, o.ManifestDigest, o.ConfigDigest,
+				o.Cause, o.Error, int64(o.Record), b2i(o.Latest))
+		}
+		if _, err := tx.ExecContext(ctx, sqlUpsertObservations[n], args...); err != nil {
 			return err
 		}
+		rows = rows[n:]
+	}
+	for len(paths) > 0 {
+		n := min(len(paths), rowsPerStatement)
+		args := make([]any, 0, 1+2*n)
+		args = append(args, a.id)
+		for _, pk := range paths[:n] {
+			args = append(args, latest[pk])
+		}
+		for _, pk := range paths[:n] {
+			args = append(args, pk)
+		}
+		if _, err := tx.ExecContext(ctx, sqlMarkLatest[n], args...); err != nil {
+			return err
+		}
+		paths = paths[n:]
 	}
 	var n int
 	if err := tx.QueryRowContext(ctx, sqlCountObservations, a.id).Scan(&n); err != nil {

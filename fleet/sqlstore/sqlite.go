@@ -53,6 +53,14 @@ func openSQLite(ctx context.Context, path string, o Options) (*Store, error) {
 			return nil, fmt.Errorf("sqlstore: database directory %s is not a directory", dir)
 		}
 	}
+	// A new database is created readable by its owner only (SQLite gives
+	// the -wal and -shm files the database file's mode): it names the
+	// fleet's machines, keys and files.
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+		f.Close()
+	} else if !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("sqlstore: create %s: %w", path, err)
+	}
 	common := url.Values{}
 	common.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeoutMS))
 	common.Add("_pragma", "foreign_keys(1)")
@@ -63,6 +71,7 @@ func openSQLite(ctx context.Context, path string, o Options) (*Store, error) {
 		wq[k] = append([]string(nil), v...)
 	}
 	wq.Add("_pragma", "journal_mode(WAL)")
+	wq.Add("_pragma", "journal_size_limit(67108864)") // truncate the WAL past 64 MiB after a checkpoint
 	wq.Set("_txlock", "immediate")
 	w, err := sql.Open("sqlite", path+"?"+wq.Encode())
 	if err != nil {

@@ -121,6 +121,13 @@ func (s *Store) Close() error {
 	return err
 }
 
+// Ping checks that the database answers (for health checks).
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	return s.fail("ping", s.r.PingContext(ctx))
+}
+
 // SchemaVersion is the version of the schema this package writes.
 func SchemaVersion() int { return len(migrations) }
 

@@ -3,6 +3,9 @@ package sqlstore
 import (
 	"context"
 	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -273,6 +276,56 @@ func TestClaimRelease(t *testing.T) {
 		}
 		if _, err := s.Claim(bg, "", t0, time.Second, 1); !errors.Is(err, fleet.ErrInvalid) {
 			t.Errorf("Claim(no owner) = %v, want ErrInvalid", err)
+		}
+	})
+}
+
+// TestSQLiteFileMode: a new SQLite database and its WAL are readable by
+// their owner only.
+func TestSQLiteFileMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "verifier.db")
+	s := openStore(t, path) // a plain path works as well as sqlite:PATH
+	mustAdd(t, s, "a")
+	for _, f := range []string{path, path + "-wal"} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := fi.Mode().Perm(); m != 0o600 {
+			t.Errorf("%s: mode %v, want 0600", filepath.Base(f), m)
+		}
+	}
+	if _, err := Open(bg, filepath.Join(t.TempDir(), "missing", "v.db")); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("Open in a missing directory = %v, want an error naming it", err)
+	}
+	if _, err := Open(bg, "sqlite:"); err == nil {
+		t.Error("Open(sqlite:) succeeded")
+	}
+}
+
+// TestBuildsWithoutCgo: the fleet packages build with CGO_ENABLED=0 (the
+// SQLite driver is pure Go).
+func TestBuildsWithoutCgo(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command is not in $PATH: %v", err)
+	}
+	cmd := exec.Command(gobin, "build", "./fleet/...")
+	cmd.Dir = filepath.Join("..", "..")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 go build ./fleet/...: %v\n%s", err, out)
+	}
+}
+
+func TestPing(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *Store, _ string) {
+		if err := s.Ping(bg); err != nil {
+			t.Errorf("Ping = %v", err)
+		}
+		s.Close()
+		if err := s.Ping(bg); err == nil {
+			t.Error("Ping after Close succeeded")
 		}
 	})
 }

@@ -58,7 +58,12 @@ func (t *txn) QueryRowContext(ctx context.Context, q string, args ...any) *sql.R
 var hotStatements = []string{
 	sqlSavepoint, sqlRelease, sqlRollbackTo,
 	sqlLockAgentByID, sqlSaveAgent, sqlAddTransition, sqlEnabledEndpoints, sqlAddDelivery,
-	sqlDeleteObservations, sqlUpsertObservation, sqlMarkLatest, sqlCountObservations, sqlClaim,
+	sqlDeleteObservations, sqlCountObservations, sqlClaim, sqlClaimDeliveries,
+}
+
+func init() {
+	hotStatements = append(hotStatements, sqlUpsertObservations[1:]...)
+	hotStatements = append(hotStatements, sqlMarkLatest[1:]...)
 }
 
 const (
