@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/policy"
@@ -99,15 +100,23 @@ func (o *Observation) key() obsKey {
 	return obsKey{o.Path, o.PathEscaped, o.Kind, o.SHA256, o.ManifestDigest, o.ConfigDigest, o.Deleted}
 }
 
-// observer collects observations as the log streams by: pending until a
-// later record proves to be covered by the quote, as the reference checks.
+// observer collects observations as the log streams by: a record counts
+// once a later record proves to be covered by the quote, as for the
+// reference checks. Records of the same measurement share one entry, so
+// memory grows with the distinct measurements, not with the log.
 type observer struct {
 	on      bool
 	index   map[obsKey]int
-	list    []Observation
-	pending []Observation
-	over    int // distinct observations past the bound, committed
-	pOver   int // pending records past the bound
+	entries []obsEntry
+	pending []int // entries with a record not yet known to be covered
+	over    int   // covered records past the bound on distinct entries
+	pOver   int   // pending records past it
+}
+
+type obsEntry struct {
+	ob, pend   Observation // the latest covered record; the latest pending one
+	covered    bool
+	hasPending bool
 }
 
 func newObserver(on bool) *observer {
@@ -121,10 +130,6 @@ func newObserver(on bool) *observer {
 // record notes rimon record i; bound says it extends a quoted PCR.
 func (o *observer) record(i int, v fields, bound bool) {
 	if !o.on {
-		return
-	}
-	if len(o.pending) >= MaxObservations {
-		o.pOver++
 		return
 	}
 	ob := Observation{Path: v.Str("path"), Kind: v.Str("kind"), Deleted: v.Is("reason", eventlog.ReasonDeleted),
@@ -142,7 +147,23 @@ func (o *observer) record(i int, v fields, bound bool) {
 			ob.Kind, ob.Error = ObservedMalformed, err.Error()
 		}
 	}
-	o.pending = append(o.pending, ob)
+	k := ob.key()
+	j, ok := o.index[k]
+	if !ok {
+		if len(o.entries) >= MaxObservations {
+			o.pOver++
+			return
+		}
+		j = len(o.entries)
+		o.index[k] = j
+		o.entries = append(o.entries, obsEntry{})
+	}
+	e := &o.entries[j]
+	if !e.hasPending {
+		e.hasPending = true
+		o.pending = append(o.pending, j)
+	}
+	e.pend = ob
 }
 
 // commit: every record so far is covered.
@@ -150,39 +171,36 @@ func (o *observer) commit() {
 	if !o.on {
 		return
 	}
-	for _, ob := range o.pending {
-		k := ob.key()
-		if j, ok := o.index[k]; ok {
-			o.list[j].Record, o.list[j].Cause, o.list[j].Error = ob.Record, ob.Cause, ob.Error
-			continue
-		}
-		if len(o.list) >= MaxObservations {
-			o.over++
-			continue
-		}
-		o.index[k] = len(o.list)
-		o.list = append(o.list, ob)
+	for _, j := range o.pending {
+		e := &o.entries[j]
+		e.ob, e.covered, e.hasPending = e.pend, true, false
 	}
 	o.pending = o.pending[:0]
 	o.over += o.pOver
 	o.pOver = 0
 }
 
-// result returns the committed observations in record order, each path's
-// latest marked.
+// result returns the covered observations in record order, each path's
+// latest marked, and the count of covered records past the bound.
 func (o *observer) result() ([]Observation, int) {
 	if !o.on {
 		return nil, 0
 	}
-	sort.Slice(o.list, func(i, j int) bool { return o.list[i].Record < o.list[j].Record })
+	var list []Observation
+	for i := range o.entries {
+		if o.entries[i].covered {
+			list = append(list, o.entries[i].ob)
+		}
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].Record < list[j].Record })
 	latest := map[string]int{}
-	for i, ob := range o.list {
+	for i, ob := range list {
 		latest[ob.Path+"\x00"+ob.PathEscaped] = i
 	}
 	for _, i := range latest {
-		o.list[i].Latest = true
+		list[i].Latest = true
 	}
-	return o.list, o.over
+	return list, o.over
 }
 
 // Reevaluation is what [Reevaluate] finds.
@@ -248,6 +266,45 @@ func Reevaluate(obs []Observation, ref *policy.Reference) (*Reevaluation, error)
 	r.Failures, r.Warnings = chk.finish()
 	r.FailureTotal, r.WarningTotal = chk.nFail, chk.nWarn
 	return r, nil
+}
+
+// refIndexes holds the path lookup of references by fingerprint, for
+// callers that give the fingerprint ([From.Fingerprint]): a verifier that
+// checks many machines against one reference builds it once. The
+// fingerprint covers every entry, so two references with the same one
+// look paths up alike.
+var refIndexes = struct {
+	sync.Mutex
+	m map[string]*refChecker
+}{m: map[string]*refChecker{}}
+
+// maxRefIndexes bounds the references indexed at once.
+const maxRefIndexes = 64
+
+// newRefCheckerFor is newRefChecker, with the path lookup shared between
+// checkers of references with the same (given) fingerprint.
+func newRefCheckerFor(ref *policy.Reference, fp string) *refChecker {
+	if ref == nil || fp == "" {
+		return newRefChecker(ref)
+	}
+	refIndexes.Lock()
+	idx, ok := refIndexes.m[fp]
+	refIndexes.Unlock()
+	if !ok {
+		idx = newRefChecker(ref)
+		refIndexes.Lock()
+		if len(refIndexes.m) >= maxRefIndexes {
+			clear(refIndexes.m)
+		}
+		refIndexes.m[fp] = idx
+		refIndexes.Unlock()
+	}
+	c := &refChecker{ref: ref, exact: idx.exact, patterns: idx.patterns, unmeasured: map[string]Finding{}, unmPending: map[string]unmState{},
+		required: map[string]reqState{}}
+	for _, p := range ref.Required {
+		c.required[p] = reqState{}
+	}
+	return c
 }
 
 // fingerprint is from.Fingerprint, or ref's computed.

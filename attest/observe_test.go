@@ -53,6 +53,10 @@ func (l *obsLog) random(t *testing.T, rng *rand.Rand) {
 // match runs MatchLogFrom over records [from, to) with the quote after
 // record covered (covered >= from).
 func (l *obsLog) match(t *testing.T, ref *policy.Reference, prior *Prior, to, covered int) *LogMatch {
+	return l.matchFP(t, ref, prior, to, covered, "")
+}
+
+func (l *obsLog) matchFP(t *testing.T, ref *policy.Reference, prior *Prior, to, covered int, fp string) *LogMatch {
 	t.Helper()
 	st, err := eventlog.Replay(l.recs[:covered], []crypto.Hash{crypto.SHA256})
 	if err != nil {
@@ -69,7 +73,7 @@ func (l *obsLog) match(t *testing.T, ref *policy.Reference, prior *Prior, to, co
 		b, _ := l.recs[i].Marshal()
 		log.Write(b)
 	}
-	m, err := MatchLogFrom(&log, q, ref, From{Prior: prior, Keep: true, Observe: true})
+	m, err := MatchLogFrom(&log, q, ref, From{Prior: prior, Keep: true, Observe: true, Fingerprint: fp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,6 +170,10 @@ func TestReevaluateAgreesWithReplay(t *testing.T) {
 		}
 		other := randomRef(t, rng)
 		full := l.match(t, other, nil, covered, covered)
+		// The path lookup shared by fingerprint gives the same verdict.
+		if fast := l.matchFP(t, other, nil, covered, covered, ReferenceFingerprint(other)); fast.FailureTotal != full.FailureTotal || fast.WarningTotal != full.WarningTotal {
+			t.Fatalf("iteration %d: with the fingerprint %d failures, %d warnings; without %d, %d", iter, fast.FailureTotal, fast.WarningTotal, full.FailureTotal, full.WarningTotal)
+		}
 		re, err := Reevaluate(obs, other)
 		if err != nil {
 			t.Fatal(err)
@@ -215,5 +223,24 @@ func TestObservationsAreDistinct(t *testing.T) {
 	}
 	if _, err := Reevaluate(append(m.Observations, Observation{Path: "/y", Kind: "file", Record: 2}), ref); err == nil {
 		t.Error("two observations of record 2 accepted")
+	}
+}
+
+// TestObservationsOfALongLog: a log longer than MaxObservations records,
+// covered only by its last, keeps its few distinct measurements (none
+// counted past the bound).
+func TestObservationsOfALongLog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 70,000 records")
+	}
+	var l obsLog
+	f := func(k, v string) eventlog.Field { return eventlog.Field{Key: k, Str: v} }
+	const n = MaxObservations + 4464
+	for i := range n {
+		l.add(t, 23, f("kind", "file"), f("path", "/x"), f("reason", "changed"), f("sha256", obsDigests[i%2]))
+	}
+	m := l.match(t, nil, nil, n, n)
+	if len(m.Observations) != 2 || m.ObservationsOver != 0 || m.Observations[1].Record != n-1 || !m.Observations[1].Latest {
+		t.Errorf("%d observations (%+v), %d past the bound; want 2, none", len(m.Observations), m.Observations, m.ObservationsOver)
 	}
 }

@@ -196,7 +196,7 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, from From) (*
 	}
 	var moved []eventlog.PCRKey
 	m := &LogMatch{Covered: -1}
-	chk := newRefChecker(ref)
+	chk := newRefCheckerFor(ref, from.Fingerprint)
 	obs := newObserver(from.Observe)
 	if prior != nil {
 		chk.seed(&prior.Ref)

@@ -60,6 +60,16 @@
 // not continued ([attest.ErrPriorUnusable]): the caller verifies the whole
 // log, with the state, once.
 //
+// A verifier that watches a machine continuously also needs to know which
+// boot a quote belongs to: [Result.Clock] is the quote's signed clock
+// information (resetCount changes with every TPM Reset, a PCR reset does
+// not move it), given once the quote's own checks passed, even when the
+// continuity check then failed, so that the caller can tell a reboot (a
+// new log from record 0) from a broken history. [Options.Observe] asks
+// for the distinct measurements of the newly covered records
+// ([attest.Observation]), which such a verifier keeps to check the
+// machine against a new reference without its log ([attest.Reevaluate]).
+//
 // # What it needs
 //
 // No TPM: the package does not import package tpm (nor the cgo TPM

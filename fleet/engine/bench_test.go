@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -27,6 +28,7 @@ type softMachine struct {
 	ends  []int
 	pcrs  [][]byte
 	key   *rsa.PrivateKey
+	ec    *ecdsa.PrivateKey // when set, the AK (see softEvidence)
 	nonce []byte
 }
 
@@ -187,4 +189,26 @@ func BenchmarkIncrementalRound(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rounds/s")
 	})
+}
+
+// BenchmarkFirstRound: the first round of an agent with a 100,000-record
+// log (whole log, state saved), with and without the observations the
+// engine keeps for re-evaluation.
+//
+//	go test ./fleet/engine/ -run '^$' -bench FirstRound -benchtime 5x
+func BenchmarkFirstRound(b *testing.B) {
+	const n = 100_000
+	m := newSoftMachine(b, n)
+	ev := m.evidence(b, 0, n)
+	for _, observe := range []bool{false, true} {
+		b.Run(fmt.Sprintf("observe=%v", observe), func(b *testing.B) {
+			for b.Loop() {
+				res, err := verifier.Verify(context.Background(), verifier.Evidence{Header: ev, Log: bytes.NewReader(ev.Log)},
+					verifier.Options{AK: &m.key.PublicKey, Nonce: m.nonce, SaveState: true, Observe: observe, Banks: sha256Bank})
+				if err != nil || res.Verdict.Covered != n {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

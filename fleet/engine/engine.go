@@ -300,7 +300,7 @@ func (e *Engine) client(s fleet.Spec) (*http.Client, error) {
 	if c, ok := e.clients[s.AgentCA]; ok {
 		return c, nil
 	}
-	tr := &http.Transport{Proxy: nil, MaxIdleConns: 1024, MaxIdleConnsPerHost: 2, IdleConnTimeout: 2 * time.Minute,
+	tr := &http.Transport{Proxy: nil, MaxIdleConns: 1024, MaxIdleConnsPerHost: e.o.Concurrency, IdleConnTimeout: 2 * time.Minute,
 		TLSHandshakeTimeout: 10 * time.Second, TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12}}
 	if s.AgentCA != "" {
 		pool := x509.NewCertPool()

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -107,4 +108,54 @@ func expand(s string) string {
 		s = strings.ReplaceAll(s, "%"+c, digest(c))
 	}
 	return s
+}
+
+// TestReferenceReplacedManyAgents: every agent that uses a replaced
+// reference is re-evaluated (with a "reference" event), an agent that
+// uses another is not, and a compromised one keeps its state.
+func TestReferenceReplacedManyAgents(t *testing.T) {
+	m := newMachine(t, testtpm.Open(t))
+	m.file("/bin/a", "v1")
+	f := newFixture(t, Options{})
+	f.putRef("r", expand("files:\n  /bin/a: [%v1]\n"), false)
+	f.putRef("other", expand("files:\n  /bin/a: [%v1]\n"), false)
+	names := []string{"m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "m9", "x"}
+	for _, n := range names {
+		ref := "r"
+		if n == "x" {
+			ref = "other"
+		}
+		f.add(fleet.Spec{Name: n, URL: m.srv.URL, AK: m.akPEM, Reference: ref})
+		if a := f.poll(n); a.Status != fleet.Trusted {
+			t.Fatalf("%s: %s (%s)", n, a.Status, a.Reason)
+		}
+	}
+	// m9 is compromised (its stored clock far ahead of the TPM's).
+	a, _ := f.store.Agent(context.Background(), "m9")
+	boot := a.Boot
+	boot.Clock += 1 << 40
+	if err := f.store.SaveResult(context.Background(), fleet.Result{AgentID: a.ID, Version: a.Version, At: f.e.o.Now(), Status: a.Status, Boot: &boot, NextDue: a.NextDue}); err != nil {
+		t.Fatal(err)
+	}
+	if a := f.poll("m9"); a.Status != fleet.Compromised {
+		t.Fatalf("m9: %s", a.Status)
+	}
+	f.putRef("r", expand("files:\n  /bin/a: [%v2]\n"), true)
+	if err := f.e.ReferenceReplaced(context.Background(), "r"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		a, _ := f.store.Agent(context.Background(), n)
+		want := fleet.Untrusted
+		switch n {
+		case "x":
+			want = fleet.Trusted
+		case "m9":
+			want = fleet.Compromised
+		}
+		h := f.history(n)
+		if a.Status != want || (want == fleet.Untrusted) != slices.Contains(h, EventReference) {
+			t.Errorf("%s: %s (%s), history %v; want %s", n, a.Status, a.Reason, h, want)
+		}
+	}
 }

@@ -3,10 +3,17 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -72,17 +79,26 @@ func TestFaults(t *testing.T) {
 	}
 	otherPEM, _ := attest.PublicKeyPEM(&other.PublicKey)
 
+	// The real agent behind TLS, its certificate pinned (or another one).
+	tlsSrv := httptest.NewTLSServer(m.srv.Config.Handler)
+	t.Cleanup(tlsSrv.Close)
+	caPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsSrv.Certificate().Raw}))
+	otherCA := selfSigned(t)
+
 	cases := []struct {
 		name   string
 		url    string
 		ak     string
+		ca     string
 		status fleet.Status
 		reason string
 	}{
-		{"real", m.srv.URL, m.akPEM, fleet.Trusted, "records verified"},
-		{"down", "http://" + freeAddr(t), m.akPEM, fleet.Unreachable, "connection refused"},
-		{"slow", serve(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }), m.akPEM, fleet.Unreachable, "no answer within"},
-		{"garbage", serve(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "<html>hello</html>") }), m.akPEM, fleet.Invalid, "evidence"},
+		{"real", m.srv.URL, m.akPEM, "", fleet.Trusted, "records verified"},
+		{"tls-pinned", tlsSrv.URL, m.akPEM, caPEM, fleet.Trusted, "records verified"},
+		{"tls-another-CA", tlsSrv.URL, m.akPEM, otherCA, fleet.Unreachable, "certificate"},
+		{"down", "http://" + freeAddr(t), m.akPEM, "", fleet.Unreachable, "connection refused"},
+		{"slow", serve(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }), m.akPEM, "", fleet.Unreachable, "no answer within"},
+		{"garbage", serve(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "<html>hello</html>") }), m.akPEM, "", fleet.Invalid, "evidence"},
 		{"huge", serve(func(w http.ResponseWriter, r *http.Request) {
 			// A real header and log, then 100 MB.
 			rsp, err := http.Get(m.srv.URL + r.URL.String())
@@ -97,14 +113,14 @@ func TestFaults(t *testing.T) {
 					return
 				}
 			}
-		}), m.akPEM, fleet.Invalid, "larger than the limit"},
-		{"503", serve(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "busy", http.StatusServiceUnavailable) }), m.akPEM, fleet.Unreachable, "503"},
-		{"another machines AK", m.srv.URL, string(otherPEM), fleet.Invalid, "signature"},
-		{"replayed answer", serve(func(w http.ResponseWriter, r *http.Request) { w.Write(oldBody) }), m.akPEM, fleet.Invalid, "nonce"},
+		}), m.akPEM, "", fleet.Invalid, "larger than the limit"},
+		{"503", serve(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "busy", http.StatusServiceUnavailable) }), m.akPEM, "", fleet.Unreachable, "503"},
+		{"another machines AK", m.srv.URL, string(otherPEM), "", fleet.Invalid, "signature"},
+		{"replayed answer", serve(func(w http.ResponseWriter, r *http.Request) { w.Write(oldBody) }), m.akPEM, "", fleet.Invalid, "nonce"},
 	}
 	var names []string
 	for _, c := range cases {
-		f.add(fleet.Spec{Name: strings.ReplaceAll(c.name, " ", "-"), URL: c.url, AK: c.ak})
+		f.add(fleet.Spec{Name: strings.ReplaceAll(c.name, " ", "-"), URL: c.url, AK: c.ak, AgentCA: c.ca})
 		names = append(names, strings.ReplaceAll(c.name, " ", "-"))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -117,6 +133,7 @@ func TestFaults(t *testing.T) {
 	}
 	for _, c := range cases {
 		a := got[strings.ReplaceAll(c.name, " ", "-")]
+		t.Logf("%s: %s (%s)", c.name, a.Status, a.Reason)
 		if a.Status != c.status || !strings.Contains(a.Reason, c.reason) {
 			t.Errorf("%s: %s (%s), want %s with %q", c.name, a.Status, a.Reason, c.status, c.reason)
 		}
@@ -125,4 +142,20 @@ func TestFaults(t *testing.T) {
 	if a := got["down"]; a.Failures != 1 || a.NextDue.Sub(a.LastPoll) < a.Interval*9/10 {
 		t.Errorf("down: failures %d, next in %v", a.Failures, a.NextDue.Sub(a.LastPoll))
 	}
+}
+
+// selfSigned is a CA certificate (PEM) nobody signed the test servers with.
+func selfSigned(t *testing.T) string {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "another CA"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }

@@ -97,22 +97,36 @@ func (e *Engine) ReferenceReplaced(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	var errs []error
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, 8)
+	)
 	for _, a := range agents {
-		for try := 0; ; try++ {
-			err := e.reevaluate(ctx, a)
-			if !errors.Is(err, fleet.ErrConflict) || try == 3 {
-				if err != nil {
-					errs = append(errs, fmt.Errorf("agent %s: %w", a.Name, err))
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			name := a.Name
+			for try := 0; ; try++ {
+				err := e.reevaluate(ctx, a)
+				if errors.Is(err, fleet.ErrConflict) && try < 3 {
+					// A round stored a result meanwhile: read it again.
+					if a, err = e.store.Agent(ctx, name); err == nil {
+						continue
+					}
 				}
-				break
+				if err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("agent %s: %w", name, err))
+					mu.Unlock()
+				}
+				return
 			}
-			if a, err = e.store.Agent(ctx, a.Name); err != nil {
-				errs = append(errs, fmt.Errorf("agent %s: %w", a.Name, err))
-				break
-			}
-		}
+		}()
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 

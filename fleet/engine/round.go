@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -303,9 +304,9 @@ func (e *Engine) check(ctx context.Context, a *fleet.Agent, p *plan, state *veri
 		case errors.Is(err, attest.ErrPriorUnusable):
 			return checked{result: e.invalid(a, err.Error()+" (clear the agent to accept a new history)", checks, now)}
 		case errors.As(err, &ce) && state != nil && (ce.Check == attest.CheckContinuity || ce.Check == attest.CheckLog):
-			return checked{result: e.compromised(a, "continuity: "+ce.Err.Error(), checks, now)}
+			return checked{result: e.compromised(a, named(attest.CheckContinuity, ce), checks, now)}
 		case errors.As(err, &ce):
-			return checked{result: e.invalid(a, ce.Check+": "+ce.Err.Error(), checks, now)}
+			return checked{result: e.invalid(a, named(ce.Check, ce), checks, now)}
 		}
 		return checked{result: e.invalid(a, err.Error(), checks, now)}
 	}
@@ -345,6 +346,15 @@ func (e *Engine) check(ctx context.Context, a *fleet.Agent, p *plan, state *veri
 		r.Events[i].To = r.Status
 	}
 	return checked{result: r}
+}
+
+// named is a failed check's message, starting with the check's name.
+func named(check string, ce *verifier.CheckError) string {
+	msg := ce.Error()
+	if strings.HasPrefix(msg, check+": ") {
+		return msg
+	}
+	return check + ": " + msg
 }
 
 // resultChecks is res.Checks, or none.
@@ -445,6 +455,11 @@ func (e *Engine) fetchFailure(ctx context.Context, a *fleet.Agent, err error, no
 		return e.unreachable(a, fmt.Sprintf("no answer within %v", e.o.Timeout), now)
 	case errors.Is(err, attest.ErrInvalid):
 		return e.invalid(a, err.Error(), nil, now)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		// Without the URL, which holds the nonce.
+		return e.unreachable(a, "fetch evidence: "+ue.Err.Error(), now)
 	}
 	return e.unreachable(a, err.Error(), now)
 }
