@@ -74,7 +74,8 @@ type Options struct {
 	Now func() time.Time
 	// Jitter returns a number in [0, 1) (default math/rand/v2.Float64).
 	Jitter func() float64
-	// Metrics counts attempts (default none).
+	// Metrics counts attempts and times the store's outbox operations
+	// (default none).
 	Metrics fleet.Metrics
 	// Logger reports store errors (default: discarded). Endpoint URLs
 	// are logged without their query and user info.
@@ -204,11 +205,11 @@ func (s *Sender) Notify() {
 // Each round reads the due deliveries (oldest first) and claims each by
 // moving its next attempt past a lease, so that the next read moves on to
 // others while it waits for its turn in its endpoint's line (4 x
-// PerEndpoint long). A delivery that finds the line full stays due while
-// the line moves; when a request of that endpoint has run for over a
-// second, or when a whole read found nothing it could move, it is deferred
-// to when the line should have room, at the endpoint's observed pace, so
-// that the next read gets past that backlog to other endpoints.
+// PerEndpoint long). A delivery that finds the line full stays due; but
+// when a whole read finds nothing it can move, the deliveries waiting for
+// full lines are deferred to when their lines should have room, at each
+// endpoint's observed pace, so that the next read gets past that backlog
+// to other endpoints.
 // Requests run in their own goroutines, at most PerEndpoint per endpoint
 // and Concurrency in all, each bounded by Timeout, so that neither a
 // receiver that is down or slow nor another's backlog holds back the
@@ -274,7 +275,9 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 	s.mu.Unlock()
 
 	now := s.o.Now()
+	t := time.Now()
 	rows, err := s.o.Store.DueDeliveries(ctx, now, s.o.Batch)
+	s.o.Metrics.DB("due_deliveries", time.Since(t))
 	if err != nil {
 		if ctx.Err() == nil {
 			s.o.Logger.Warn("webhook outbox unreadable", "err", err)
@@ -308,14 +311,9 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 			it.d.Next = now.Add(s.lease)
 			claim = true
 			s.held[d.ID] = it
-		case s.stuck(ep):
-			// The line is full and not moving: come back when it
-			// should have room, after those deferred before, so that
-			// the next read gets past this endpoint's backlog.
-			it.d.Next = s.later(ep, now)
 		default:
-			// The line is full but moving: leave the row due; it is
-			// read again when a request ends.
+			// The line is full: leave the row due for now; it is read
+			// again when a request ends.
 			full = append(full, it)
 			s.mu.Unlock()
 			continue
@@ -327,7 +325,8 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 	}
 	if len(rows) == s.o.Batch && wrote == 0 && ctx.Err() == nil {
 		// Nothing in a full batch could move: the next read would return
-		// the same rows. Defer the waiting ones to read past them.
+		// the same rows. Defer the waiting ones, to when their lines
+		// should have room, so that the next read gets past them.
 		for _, it := range full {
 			s.mu.Lock()
 			it.d.Next = s.later(s.endpoint(it.d.Endpoint), now)
@@ -348,7 +347,10 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 // endpoint's line and may start at once.
 func (s *Sender) write(ctx context.Context, it *item, claim bool) bool {
 	d := it.d
-	if err := s.o.Store.UpdateDelivery(ctx, &d); err != nil {
+	t := time.Now()
+	err := s.o.Store.UpdateDelivery(ctx, &d)
+	s.o.Metrics.DB("update_delivery", time.Since(t))
+	if err != nil {
 		if ctx.Err() == nil {
 			s.o.Logger.Warn("webhook delivery not updated", "id", d.ID, "err", err)
 		}
@@ -367,21 +369,6 @@ func (s *Sender) write(ctx context.Context, it *item, claim bool) bool {
 		s.start(ctx)
 	}
 	return true
-}
-
-// slowAfter is how long a request runs before its endpoint counts as
-// stuck while its line is full.
-const slowAfter = time.Second
-
-// stuck reports whether a request of ep has run longer than slowAfter;
-// s.mu is held.
-func (s *Sender) stuck(ep *endpoint) bool {
-	for _, b := range ep.began {
-		if time.Since(b) > slowAfter {
-			return true
-		}
-	}
-	return false
 }
 
 // endpoint returns the state of url; s.mu is held.
@@ -617,7 +604,10 @@ func Backoff(n int) time.Duration {
 func (s *Sender) store(ctx context.Context, d *fleet.Delivery) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := s.o.Store.UpdateDelivery(wctx, d); err != nil {
+	t := time.Now()
+	err := s.o.Store.UpdateDelivery(wctx, d)
+	s.o.Metrics.DB("update_delivery", time.Since(t))
+	if err != nil {
 		// The claim stays: the delivery is sent again when it lapses.
 		s.o.Logger.Warn("webhook delivery outcome not stored", "id", d.ID, "state", d.State, "err", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -588,4 +589,79 @@ func TestBacklogDrains(t *testing.T) {
 		t.Errorf("%d distinct webhook-ids received, want %d", len(ids), n)
 	}
 	t.Logf("%d requests, %d writes, %d reads for %d deliveries", len(rc.requests()), cs.writes.Load(), cs.reads.Load(), n)
+}
+
+// TestTimeoutHoldsEndpoint: a request without an answer within Timeout is
+// a failed attempt; the endpoint's other deliveries wait for its next
+// attempt instead of each waiting out a timeout of their own.
+func TestTimeoutHoldsEndpoint(t *testing.T) {
+	st := newStore(t)
+	clk := &clock{t: t0}
+	release := make(chan struct{})
+	var calls atomic.Int64
+	rc := newReceiver(t, clk.Now, func(int, http.ResponseWriter) {
+		calls.Add(1)
+		<-release
+	})
+	t.Cleanup(func() { close(release) })
+	setEndpoints(t, st, rc.URL)
+	for i := range 5 {
+		change(t, st, "a1", t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	clk.Add(time.Second)
+	s := newTestSender(t, Options{Store: st, Secrets: map[string][]byte{rc.URL: testKey}, Now: clk.Now,
+		Timeout: 100 * time.Millisecond, PerEndpoint: 1})
+	sweep(s)
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d requests to an endpoint that does not answer, want 1 (the others wait for its next attempt)", n)
+	}
+	var attempted *fleet.Delivery
+	for _, d := range deliveries(t, st, rc.URL) {
+		if d.State != StatePending || !d.Next.After(clk.Now()) {
+			t.Errorf("%+v: want pending, not due now", d)
+		}
+		if d.Attempts == 1 {
+			attempted = d
+		}
+	}
+	if attempted == nil || !strings.Contains(attempted.LastError, "no answer within 100ms") {
+		t.Fatalf("attempted delivery %+v: want one attempt that timed out", attempted)
+	}
+}
+
+// TestSlowEndpointDoesNotDelayOthers: an endpoint that answers, slowly,
+// with a backlog larger than a read, does not make another endpoint wait
+// for that backlog: a read that can move nothing defers the waiting
+// deliveries and the next reads reach the other endpoint.
+func TestSlowEndpointDoesNotDelayOthers(t *testing.T) {
+	st := newStore(t)
+	slow := newReceiver(t, time.Now, func(int, http.ResponseWriter) { time.Sleep(300 * time.Millisecond) })
+	ok := newReceiver(t, time.Now, status(http.StatusOK))
+	setEndpoints(t, st, slow.URL)
+	now := time.Now()
+	const backlog = 30
+	for i := range backlog {
+		change(t, st, "a1", now.Add(time.Duration(i-60)*time.Second))
+	}
+	setEndpoints(t, st, slow.URL, ok.URL)
+	for i := range 3 {
+		change(t, st, "a1", now.Add(time.Duration(i-20)*time.Second))
+	}
+	s := newTestSender(t, Options{Store: st, Secrets: map[string][]byte{slow.URL: testKey, ok.URL: testKey},
+		Batch: 5, PerEndpoint: 1, Poll: time.Hour})
+	runSender(t, s)
+	waitFor(t, "the other endpoint's deliveries", func() bool {
+		n := 0
+		for _, d := range deliveries(t, st, ok.URL) {
+			if d.State == StateDelivered {
+				n++
+			}
+		}
+		return n == 3
+	})
+	// Waiting for the backlog would have meant at least 22 of it sent
+	// first (until fewer than a read's worth were left due).
+	if n := len(slow.requests()); n > backlog-20 {
+		t.Errorf("the slow endpoint got %d requests before the other endpoint's 3 were delivered, want at most %d", n, backlog-20)
+	}
 }
