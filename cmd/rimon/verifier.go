@@ -55,8 +55,9 @@ its history. Every change of state is sent to each --webhook, signed per the
 Standard Webhooks convention, from an outbox in the database that survives
 restarts. docs/FLEET.md describes it all.
 
---db is a path or sqlite:PATH (default ` + DefaultVerifierDB + `); the schema is
-created or migrated at start. --listen serves the API (docs/fleet-api.yaml),
+--db is a path or sqlite:PATH (default ` + DefaultVerifierDB + `), or
+postgres://... (docs/FLEET-STORAGE.md); the schema is created or migrated at
+start. --listen serves the API (docs/fleet-api.yaml),
 /metrics (Prometheus, behind a token) and /healthz, over HTTPS with --tls-cert
 and --tls-key; plain HTTP only with --insecure-plain-http, which sends API
 tokens, push tokens and evidence in the clear (tests, or a loopback address
@@ -80,7 +81,7 @@ progress end (or gives their agents back), and closes the database.`,
 		},
 	}
 	fl := c.Flags()
-	fl.StringVar(&f.db, "db", envOr("RIMON_VERIFIER_DB", DefaultVerifierDB), "the database: a path or sqlite:PATH ($RIMON_VERIFIER_DB)")
+	fl.StringVar(&f.db, "db", envOr("RIMON_VERIFIER_DB", DefaultVerifierDB), "the database: a path, sqlite:PATH or postgres://... ($RIMON_VERIFIER_DB)")
 	fl.StringVar(&f.listen, "listen", ":8443", "serve the API, push, /metrics and /healthz at ADDR")
 	fl.StringVar(&f.tokenFile, "token-file", "", `API tokens, one per line ("TOKEN read" for a read-only one) (required)`)
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate (PEM) for --listen")
