@@ -25,6 +25,7 @@ import (
 	"github.com/rimon-dev/rimon/fleet"
 	"github.com/rimon-dev/rimon/fleet/api"
 	"github.com/rimon-dev/rimon/fleet/sqlstore"
+	"github.com/rimon-dev/rimon/fleet/sqlstore/sqltest"
 	"github.com/rimon-dev/rimon/internal/testtpm"
 )
 
@@ -83,7 +84,7 @@ func startVerifier(t *testing.T, dir string, extra ...string) *verifierProc {
 	}()
 	select {
 	case msgs := <-got:
-		if !strings.Contains(msgs, "READY=1") || !strings.Contains(msgs, "STATUS=no agents registered") {
+		if !strings.Contains(msgs, "READY=1") || !strings.Contains(msgs, "STATUS=") {
 			t.Fatalf("no READY=1 with a STATUS= from the verifier (got %q):\n%s", msgs, v.stderr.String())
 		}
 	case err := <-v.done:
@@ -765,5 +766,61 @@ func TestFleetPushWithRimonQuote(t *testing.T) {
 	}
 	if a.State != fleet.Trusted || !a.Push {
 		t.Errorf("after the push: %+v", a)
+	}
+}
+
+// TestVerifierOnPostgres: the same verifier on a private PostgreSQL
+// cluster: an agent becomes trusted, and a second verifier process started
+// on the database after the first stopped finds it as it was.
+func TestVerifierOnPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL, a verifier and an agent")
+	}
+	ctx := context.Background()
+	pg, err := sqltest.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Stop() })
+	dsn, err := pg.CreateDatabase(ctx, "rimon_fleet_e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "app", "server"), "#!/bin/sh\necho pg\n")
+	agent := startSimAgent(t, dir, "settings:\n  debounce: 50ms\nmeasure:\n  - dir: "+filepath.Join(dir, "app")+"\n")
+	v := startVerifier(t, filepath.Join(dir, "v1"), "--db", dsn)
+	v.mustFleet("reference", "add", "app", agent.reference())
+	v.mustFleet("add", "pg-1", "--agent", agent.url, "--ak", agent.ak, "--reference", "app", "--interval", "1s")
+	v.waitFor("pg-1 trusted", func() bool { return v.list()["pg-1"].State == fleet.Trusted })
+	v.stop()
+	if err := v.cmd.ProcessState; err == nil || !err.Success() {
+		t.Fatalf("the first verifier did not stop cleanly: %v\n%s", err, tail(v.stderr.String(), 2000))
+	}
+
+	v2 := startVerifier(t, filepath.Join(dir, "v2"), "--db", dsn)
+	if !strings.Contains(v2.stderr.String(), "agents=1") {
+		t.Errorf("the second verifier does not count the agent at start:\n%s", v2.stderr.String())
+	}
+	a := v2.list()["pg-1"]
+	if a.State != fleet.Trusted {
+		t.Errorf("on the second verifier pg-1 is %q (%s), want trusted as stored", a.State, a.Reason)
+	}
+	var hist []api.Event
+	if err := json.Unmarshal([]byte(v2.mustFleet("history", "pg-1", "--json")), &hist); err != nil || len(hist) == 0 || hist[len(hist)-1].NewState != fleet.Trusted {
+		t.Errorf("pg-1's history on the second verifier: %+v (%v)", hist, err)
+	}
+}
+
+func TestRedactDSN(t *testing.T) {
+	for in, want := range map[string]string{
+		"/var/lib/rimon/verifier.db":                    "/var/lib/rimon/verifier.db",
+		"sqlite:/tmp/v.db":                              "sqlite:/tmp/v.db",
+		"postgres://rimon:s3cret@db:5432/fleet":         "postgres://rimon:xxxxx@db:5432/fleet",
+		"postgres://rimon@db/fleet?sslmode=verify-full": "postgres://rimon@db/fleet?sslmode=verify-full",
+	} {
+		if got := redactDSN(in); got != want {
+			t.Errorf("redactDSN(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

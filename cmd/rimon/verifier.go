@@ -277,7 +277,7 @@ func runVerifier(ctx context.Context, g *globals, f verifierFlags) error {
 	for _, n := range counts {
 		total += n
 	}
-	logger.Info("serving API", "url", scheme+"://"+ln.Addr().String(), "db", f.db, "agents", total,
+	logger.Info("serving API", "url", scheme+"://"+ln.Addr().String(), "db", redactDSN(f.db), "agents", total,
 		"webhooks", len(setup.webhooks), "client_certificates", setup.tls != nil && setup.tls.ClientCAs != nil, "owner", f.owner)
 	if os.Getenv("NOTIFY_SOCKET") != "" {
 		if _, err := daemon.SdNotify(false, "READY=1\nSTATUS="+statusLine(counts)); err != nil {
@@ -331,6 +331,14 @@ func runVerifier(ctx context.Context, g *globals, f verifierFlags) error {
 }
 
 var _ fleet.Engine = (*engine.Engine)(nil)
+
+// redactDSN hides a password in a database URL (postgres://user:PASSWORD@...).
+func redactDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return dsn
+}
 
 // statusLine is the counts by state, worst first, for systemd's STATUS=.
 func statusLine(counts map[fleet.Status]int) string {
