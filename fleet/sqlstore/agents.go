@@ -106,8 +106,9 @@ func (s *Store) referenceExists(ctx context.Context, tx *txn, agent, ref string)
 
 // UpdateSpec changes an agent's registration, not its state. The name
 // cannot change (s.Name is name or empty). A spec that pushes without a
-// token hash keeps the stored one. The version moves, so that a result
-// computed under the old spec is refused.
+// token hash keeps the stored one. The version moves and the lease is
+// dropped: a result computed under the old spec (an AK no longer pinned)
+// is refused, and the agent can be claimed again at once.
 func (s *Store) UpdateSpec(ctx context.Context, name string, spec fleet.Spec) error {
 	if spec.Name == "" {
 		spec.Name = name
@@ -141,7 +142,8 @@ func (s *Store) UpdateSpec(ctx context.Context, name string, spec fleet.Spec) er
 			return invalid("agent %s: push: no push token hash", name)
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE agents SET url = $2, agent_ca = $3, ak = $4, azure = $5, vm_id = $6,
-	reference = $7, pcrs = $8, banks = $9, interval_ns = $10, push = $11, push_token_hash = $12, version = version + 1
+	reference = $7, pcrs = $8, banks = $9, interval_ns = $10, push = $11, push_token_hash = $12, version = version + 1,
+	lease_owner = '', lease_until = 0
 WHERE name = $1`,
 			name, spec.URL, spec.AgentCA, spec.AK, b2i(spec.Azure), spec.VMID, nullString(spec.Reference),
 			string(pcrs), string(banks), int64(spec.Interval), b2i(spec.Push), hash)

@@ -17,8 +17,15 @@
 // returns. SQLite runs in WAL mode with synchronous=FULL (a committed
 // transaction survives a power loss), foreign keys on, and one writer
 // connection inside the process, so that concurrent callers wait for each
-// other instead of failing with "database is locked"; a busy timeout
-// covers another process holding the file.
+// other instead of failing with "database is locked", and writes that
+// arrive together share one commit (group commit, each under its own
+// savepoint); a busy timeout covers another process holding the file.
+//
+// On PostgreSQL, replicas share the fleet: [Store.Claim] leases due agents
+// with FOR UPDATE SKIP LOCKED, results are stored only over the version
+// and lease they were computed under, [Store.ClaimDeliveries] hands each
+// webhook delivery to one sender at a time, and migrations run under a
+// transaction-level advisory lock.
 package sqlstore
 
 import (

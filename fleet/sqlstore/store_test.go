@@ -147,7 +147,11 @@ func TestListCountUpdateRemove(t *testing.T) {
 			t.Errorf("CountByStatus (-want +got):\n%s", diff)
 		}
 
-		// UpdateSpec: the state stays, the version moves, a push token is kept.
+		// UpdateSpec: the state stays, the version moves, the lease goes,
+		// a push token is kept.
+		if got, err := s.Claim(bg, "r1", t0.Add(time.Hour), time.Hour, 10); err != nil || len(got) != 4 {
+			t.Fatalf("Claim = %d, %v", len(got), err)
+		}
 		before := mustAgent(t, s, "web-2")
 		sp := before.Spec
 		sp.Interval = 5 * time.Second
@@ -162,7 +166,8 @@ func TestListCountUpdateRemove(t *testing.T) {
 			t.Fatalf("UpdateSpec without token = %v", err)
 		}
 		after := mustAgent(t, s, "web-2")
-		if after.Status != fleet.Trusted || after.Interval != 5*time.Second || after.PushTokenHash != strings.Repeat("cd", 32) || after.Version != before.Version+2 {
+		if after.Status != fleet.Trusted || after.Interval != 5*time.Second || after.PushTokenHash != strings.Repeat("cd", 32) ||
+			after.Version != before.Version+2 || after.LeaseOwner != "" || !after.LeaseUntil.IsZero() {
 			t.Errorf("after UpdateSpec: %+v", after)
 		}
 		sp.Name = "other"
