@@ -91,7 +91,7 @@ func (s *syncBuffer) String() string {
 }
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	url    string
 	store  *sqlstore.Store
 	engine *fakeEngine
@@ -100,7 +100,11 @@ type env struct {
 }
 
 // newEnv serves the API over a real HTTP server on a real SQLite store.
-func newEnv(t *testing.T, mod func(*api.Options)) *env {
+func newEnv(t *testing.T, mod func(*api.Options)) *env { return newEnvOpts(t, mod) }
+
+func newEnvTB(t testing.TB) *env { return newEnvOpts(t, nil) }
+
+func newEnvOpts(t testing.TB, mod func(*api.Options)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := sqlstore.Open(context.Background(), filepath.Join(dir, "verifier.db"))
@@ -204,7 +208,7 @@ func (e *env) must(status int, method, path, token string, body any) reply {
 }
 
 // akPEM is a real attestation key: an Azure vTPM's (testdata/azure/SOURCES.md).
-func akPEM(t *testing.T) string {
+func akPEM(t testing.TB) string {
 	t.Helper()
 	b, err := os.ReadFile("../../testdata/azure/kinvolk/akpub.pem")
 	if err != nil {
