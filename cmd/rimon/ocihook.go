@@ -305,7 +305,7 @@ func (g *globals) reportContainers(f verifyFlags, ev *attest.Evidence, logStart 
 		if s.Verdict == attest.ContainerApproved || s.Verdict == attest.ContainerUnchecked {
 			v = s.Verdict
 		}
-		line := fmt.Sprintf("  container %s [record %d]: %s (launch %s, rootfs %s", c.Name, s.Index, v, short(c.LaunchSHA256), short(orNone(c.RootfsSHA256)))
+		line := fmt.Sprintf("  container %s [record %d]: %s (launch %s, rootfs %s", c.Name, s.Index, v, shortDigest(c.LaunchSHA256), shortDigest(orNone(c.RootfsSHA256)))
 		if c.ImageName != "" || c.ImageID != "" {
 			line += ", image " + strings.TrimSpace(c.ImageName+" "+c.ImageID)
 		}
@@ -317,7 +317,7 @@ func (g *globals) reportContainers(f verifyFlags, ev *attest.Evidence, logStart 
 	}
 }
 
-func short(d string) string {
+func shortDigest(d string) string {
 	if len(d) > 16 {
 		return d[:16] + "…"
 	}

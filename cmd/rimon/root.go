@@ -111,7 +111,7 @@ Exit codes: 0 success, 1 a check failed, 2 error, 3 usage error.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.tpm, "tpm", envOr(tpm.EnvVar, tpm.DefaultDevice), "TPM: device path, tcp:HOST:PORT, unix:PATH or sim ($"+tpm.EnvVar+")")
 	pf.StringVar(&g.log, "log", envOr("RIMON_LOG", policy.DefaultLog), "measurement log ($RIMON_LOG)")
-	root.AddCommand(newMeasureCmd(g), newWatchCmd(g), newPolicyCmd(g), newLogCmd(g), newPCRCmd(g), newProvisionCmd(g), newAKCmd(g), newQuoteCmd(g), newVerifyCmd(g), newAttestCmd(g), newReferenceCmd(g), newAzureCmd(g), newEnrollCmd(g), newOCIHookCmd(g), newManCmd(g))
+	root.AddCommand(newMeasureCmd(g), newWatchCmd(g), newPolicyCmd(g), newLogCmd(g), newPCRCmd(g), newProvisionCmd(g), newAKCmd(g), newQuoteCmd(g), newVerifyCmd(g), newAttestCmd(g), newReferenceCmd(g), newAzureCmd(g), newEnrollCmd(g), newOCIHookCmd(g), newVerifierCmd(g), newFleetCmd(g), newManCmd(g))
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
 	if help, _, err := root.Find([]string{"help"}); err == nil && help != root {

@@ -12,10 +12,12 @@ root=$stage/rimon
 
 install -D -m 0755 "$bin" "$root/usr/bin/rimon"
 install -D -m 0644 packaging/systemd/rimon.service "$root/lib/systemd/system/rimon.service"
+install -D -m 0644 packaging/systemd/rimon-verifier.service "$root/lib/systemd/system/rimon-verifier.service"
 install -D -m 0640 packaging/examples/minimal.yaml "$root/etc/rimon/policy.yaml"
 install -d "$root/usr/share/doc/rimon/examples"
 install -m 0644 packaging/examples/*.yaml packaging/systemd/myapp.service.example "$root/usr/share/doc/rimon/examples/"
-install -m 0644 README.md docs/FORMAT.md "$root/usr/share/doc/rimon/"
+install -m 0644 packaging/examples/verifier-tokens.example packaging/examples/verifier.env.example "$root/usr/share/doc/rimon/examples/"
+install -m 0644 README.md docs/FORMAT.md docs/FLEET.md docs/fleet-api.yaml "$root/usr/share/doc/rimon/"
 install -m 0644 LICENSE "$root/usr/share/doc/rimon/copyright"
 "$bin" man "$root/usr/share/man/man1" >/dev/null
 gzip -9n "$root"/usr/share/man/man1/*.1
@@ -37,6 +39,8 @@ Description: runtime integrity monitor for machines with a TPM 2.0
  /etc/rimon/policy.yaml with SHA-256, records each measurement in a log and
  extends TPM PCR 23, then keeps measuring them as they change. The log and
  the PCR vouch for each other, so a TPM quote proves what the machine ran.
+ The same binary is the fleet verifier (rimon verifier, rimon-verifier.service),
+ which attests many such machines continuously and alerts on changes.
 CONTROL
 echo /etc/rimon/policy.yaml >"$root/DEBIAN/conffiles"
 cat >"$root/DEBIAN/postinst" <<'SCRIPT'
@@ -53,7 +57,7 @@ SCRIPT
 cat >"$root/DEBIAN/prerm" <<'SCRIPT'
 #!/bin/sh
 set -e
-if [ -d /run/systemd/system ] && [ "$1" = remove ]; then systemctl stop rimon.service || true; fi
+if [ -d /run/systemd/system ] && [ "$1" = remove ]; then systemctl stop rimon.service rimon-verifier.service || true; fi
 SCRIPT
 chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/postrm" "$root/DEBIAN/prerm"
 mkdir -p dist
