@@ -590,6 +590,27 @@ func FuzzImportKeylime(f *testing.F) {
 	})
 }
 
+// TestWriteReferenceLongPaths: a path longer than YAML's 1024-character
+// limit on implicit keys is written so that the file reads back.
+func TestWriteReferenceLongPaths(t *testing.T) {
+	long := "/" + strings.Repeat("d/", 600) + "file*"
+	files := map[string][]string{long: {emptySHA256}, "/bin/short": {emptySHA256}}
+	var buf bytes.Buffer
+	if err := WriteReference(&buf, RefFile{Files: files}); err != nil {
+		t.Fatal(err)
+	}
+	ref, err := ParseReference("long.yaml", &buf)
+	if err != nil {
+		t.Fatalf("the written reference does not parse: %v", err)
+	}
+	for path, want := range files {
+		e, ok := Lookup(ref.Files, path)
+		if !ok || len(e.Allowed) != 1 || e.Allowed[0] != want[0] {
+			t.Errorf("%.40s...: entry %+v, %v", path, e, ok)
+		}
+	}
+}
+
 func TestWriteReferenceRefusesInvalidUTF8(t *testing.T) {
 	err := WriteReference(&bytes.Buffer{}, RefFile{Files: map[string][]string{"/bin/\xff": {emptySHA256}}})
 	if err == nil || !strings.Contains(err.Error(), "not valid UTF-8") {

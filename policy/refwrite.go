@@ -51,7 +51,14 @@ func WriteReference(w io.Writer, f RefFile) error {
 			if !utf8.ValidString(k) {
 				return fmt.Errorf("reference: the path %q is not valid UTF-8, which a reference file cannot hold", k)
 			}
-			fmt.Fprintf(&b, "  %s:\n", strconv.Quote(EscapePath(k)))
+			key := strconv.Quote(EscapePath(k))
+			if len(key) > maxImplicitKey {
+				// YAML reads a key of more than 1024 characters only in the
+				// explicit form.
+				fmt.Fprintf(&b, "  ? %s\n  :\n", key)
+			} else {
+				fmt.Fprintf(&b, "  %s:\n", key)
+			}
 			ds := append([]string(nil), sec.m[k]...)
 			sort.Strings(ds)
 			for _, d := range ds {
@@ -74,6 +81,10 @@ func WriteReference(w io.Writer, f RefFile) error {
 	_, err := io.WriteString(w, b.String())
 	return err
 }
+
+// maxImplicitKey is the longest key written in the implicit "key:" form
+// (YAML allows 1024 characters).
+const maxImplicitKey = 1000
 
 // EscapePath writes a literal path so that a reference file reads it as
 // that path: a path holding *, ? or [ would be read as a pattern, so then
