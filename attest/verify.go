@@ -886,7 +886,12 @@ func Verify(attest, sig []byte, values map[eventlog.PCRKey][]byte, log io.Reader
 	res.Failures, res.Warnings = m.Failures, m.Warnings
 	res.FailureTotal, res.WarningTotal = m.FailureTotal, m.WarningTotal
 	if opts.Reference != nil {
-		res.Checks = append(res.Checks, CheckResult{"reference values", fmt.Sprintf("%d measurements checked against %s", m.Measured, opts.Reference.Source)})
+		detail := fmt.Sprintf("%d measurements checked against %s", m.Measured, opts.Reference.Source)
+		if m.FailureTotal > 0 {
+			// The check ran; what it found is the verdict's, not a pass.
+			detail += fmt.Sprintf(": %d finding(s) not approved (see the findings)", m.FailureTotal)
+		}
+		res.Checks = append(res.Checks, CheckResult{"reference values", detail})
 	}
 	// The agent's own word that changes are unrecorded: reported first.
 	var unrec []Finding

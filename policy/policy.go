@@ -197,7 +197,7 @@ func Parse(name string, r io.Reader) (*Policy, error) {
 		case "containers":
 			return p.containers(v, pol)
 		}
-		return p.errf(v, key, "unknown key (want version, settings, measure or exclude)")
+		return p.errf(v, key, "unknown key (want version, settings, measure, exclude or containers)")
 	})
 	if err != nil {
 		return nil, err

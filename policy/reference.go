@@ -218,7 +218,7 @@ func ParseReference(name string, r io.Reader) (*Reference, error) {
 				ref.Required = append(ref.Required, s)
 			}
 		default:
-			return p.errf(v, key, "unknown key (want version, unlisted, deletions, unmeasured, files, required, images, ignore or azure)")
+			return p.errf(v, key, "unknown key (want version, unlisted, deletions, unmeasured, files, required, images, containers, ignore or azure)")
 		}
 		return nil
 	})

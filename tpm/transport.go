@@ -45,7 +45,7 @@ func dialSocket(ctx context.Context, network, addr, name string) (transport.TPMC
 	if err != nil {
 		hint := "is swtpm running with --server type=tcp,port=PORT?"
 		if network == "unix" {
-			hint = "is swtpm running with --server type=unixio,path=PATH?"
+			hint = "is swtpm running with --server type=unixio,path=PATH --flags not-need-init,startup-clear?"
 		}
 		return nil, fmt.Errorf("%w at %s: %v (%s)", ErrUnreachable, name, unwrapOpError(err), hint)
 	}

@@ -73,7 +73,7 @@ the policy's containers.when (else always), and whose arguments name the TPM,
 the log and the policy, since the runtime passes the hook no environment.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return installOCIHook(g, dir, bin, f.policy)
+			return installOCIHook(g, dir, bin, f.policy, cmd.Flags().Changed("log") || os.Getenv("RIMON_LOG") != "")
 		},
 	}
 	inst.Flags().StringVar(&dir, "dir", defaultHooksDir, "hooks directory")
@@ -210,9 +210,15 @@ type hookCmd struct {
 	Env  []string `json:"env,omitempty"`
 }
 
-func installOCIHook(g *globals, dir, bin, policyPath string) error {
+// installOCIHook writes the hooks.d file. The log is named in it when
+// given (--log or $RIMON_LOG) or when there is no policy: with a policy,
+// the hook reads the policy's settings.log, as rimon watch does.
+func installOCIHook(g *globals, dir, bin, policyPath string, logSet bool) error {
 	cs := policy.DefaultContainers()
-	args := []string{"rimon", "oci-hook", "--tpm", g.tpm, "--log", g.log}
+	args := []string{"rimon", "oci-hook", "--tpm", g.tpm}
+	if logSet || policyPath == "" {
+		args = append(args, "--log", g.log)
+	}
 	if policyPath != "" {
 		abs, err := filepath.Abs(policyPath)
 		if err != nil {
