@@ -865,7 +865,7 @@ func Verify(attest, sig []byte, values map[eventlog.PCRKey][]byte, log io.Reader
 		Observations: m.Observations, ObservationsOver: m.ObservationsOver}
 	fp, _ := Fingerprint(opts.AK)
 	res.Checks = []CheckResult{
-		{CheckSignature, fmt.Sprintf("signed by the pinned attestation key (SHA-256 fingerprint %s), %v", fp, q.Hash)},
+		{CheckSignature, fmt.Sprintf("signed by the attestation key (SHA-256 fingerprint %s), %v", fp, q.Hash)},
 		{CheckMagic, "TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE"},
 		{CheckNonce, "extraData equals the nonce " + hex.EncodeToString(opts.Nonce)},
 		{CheckSelection, describeSel(q.Selection)},

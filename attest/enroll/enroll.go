@@ -212,7 +212,13 @@ func viaActivation(ctx context.Context, id *Identity, ak *AK, o Options, activat
 			if first == nil {
 				first = err
 			}
-			msgs = append(msgs, fmt.Sprintf("EK 0x%08X: %v", e.NVIndex, err))
+			// The step is named once, in front, when it is the first's.
+			var ce, fe *CheckError
+			if errors.As(err, &ce) && errors.As(first, &fe) && ce.Step == fe.Step {
+				msgs = append(msgs, fmt.Sprintf("EK 0x%08X: %v", e.NVIndex, ce.Err))
+			} else {
+				msgs = append(msgs, fmt.Sprintf("EK 0x%08X: %v", e.NVIndex, err))
+			}
 			continue
 		}
 		return activateWith(ctx, res, e, ak, o, activate)
@@ -260,7 +266,7 @@ func checkEK(e EKInfo, o Options) (*Result, error) {
 	}
 	steps = append(steps,
 		Step{StepEKCert, fmt.Sprintf("NV 0x%08X, %s", e.NVIndex, describeEK(ekc))},
-		Step{StepEK, fmt.Sprintf("%s %s in the TPM (the certificate's key)", e.Template, keyDesc(key))})
+		Step{StepEK, fmt.Sprintf("the TPM's EK, template %s, key sha256:%s (the certificate's key)", e.Template, fingerprint(key))})
 	return &Result{Path: PathActivation, EK: ekc, EKIndex: e.NVIndex, Chain: chain, Steps: steps}, nil
 }
 
@@ -413,6 +419,14 @@ func describeEK(ek *EKCert) string {
 		parts = append(parts, "read despite: "+strings.Join(ek.Repairs, ", "))
 	}
 	return strings.Join(parts, ", ")
+}
+
+func fingerprint(k crypto.PublicKey) string {
+	fp, err := attest.Fingerprint(k)
+	if err != nil {
+		return fmt.Sprintf("(%T)", k)
+	}
+	return fp
 }
 
 func keyDesc(k crypto.PublicKey) string {

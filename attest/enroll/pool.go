@@ -148,7 +148,7 @@ func (p *CAPool) Verify(c *x509.Certificate, now time.Time, intermediates ...*x5
 	if err != nil {
 		var ua x509.UnknownAuthorityError
 		if errors.As(err, &ua) {
-			return nil, fmt.Errorf("issuer %q is not in the CA bundle (%d certificates), nor signed by one of them", c.Issuer.String(), p.Len())
+			return nil, fmt.Errorf("issuer %q is not in the CA bundle (%d certificates), nor signed by one of them: the bundle needs the issuing CA and any intermediates up to a root", c.Issuer.String(), p.Len())
 		}
 		return nil, err
 	}

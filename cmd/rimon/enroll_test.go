@@ -76,7 +76,7 @@ func TestAttestEnrollEKCA(t *testing.T) {
 		t.Fatalf("rimon attest --ek-ca: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	for _, want := range []string{"ENROLLED via ek-activation", "1 vendor CA", "EK certificate         NV 0x01C00002",
-		"RSA 2048 (L-1) RSA 2048 key", "credential activation", "\nTRUSTED\n"} {
+		"template RSA 2048 (L-1), key sha256:", "credential activation", "\nTRUSTED\n"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("rimon attest --ek-ca output lacks %q:\n%s", want, r.stdout)
 		}
@@ -98,7 +98,7 @@ func TestAttestEnrollEKCA(t *testing.T) {
 	tpm2tools(t, p.Spec, "tpm2_nvundefine", "-C", "p", "0x01C00002")
 	a = startWatchOn(t, p.Spec, dir)
 	r = rimon(t, "attest", "--agent", a.url, "--ek-ca", p.CADir+"/swtpm-localca-rootca-cert.pem", "--ek-ca", p.IssuerCA, "--reference", a.reference())
-	if r.code != 0 || !strings.Contains(r.stdout, "NV 0x01C00016") || !strings.Contains(r.stdout, "ECC NIST P-384 (H-3) ECC P-384 key") {
+	if r.code != 0 || !strings.Contains(r.stdout, "NV 0x01C00016") || !strings.Contains(r.stdout, "template ECC NIST P-384 (H-3), key sha256:") {
 		t.Fatalf("rimon attest --ek-ca with the P-384 EK: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
