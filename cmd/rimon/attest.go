@@ -267,6 +267,7 @@ Exit codes: 0 trusted, 1 untrusted (evidence fine, content not approved),
 2 evidence invalid, 3 usage error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			g.stdout = newTermSafe(g.stdout)
 			return runVerify(g, f, nil)
 		},
 	}
@@ -530,6 +531,7 @@ trust is printed step by step, with the path that vouched; a refusal names the
 step that failed (exit 2).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			g.stdout = newTermSafe(g.stdout)
 			if agent == "" {
 				return usageErr("--agent is required")
 			}

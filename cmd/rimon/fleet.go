@@ -65,6 +65,8 @@ unreachable, or its refusal with its message), 3 usage error.`,
   rimon fleet list
   rimon fleet show web-1`,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			// Reasons and file names come from monitored machines.
+			f.g.stdout = newTermSafe(f.g.stdout)
 			if cmd.HasSubCommands() {
 				return nil // a group: it prints its help
 			}

@@ -86,6 +86,7 @@ unknown content type) is shown as an extended digest, not recomputable.
 It reads rimon's logs and systemd's /run/log/systemd/tpm2-measure.log.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			g.stdout = newTermSafe(g.stdout)
 			recs, err := g.snapshot(cmd)
 			if err != nil {
 				return err
