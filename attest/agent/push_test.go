@@ -265,7 +265,9 @@ func TestPushEvidenceIsTheEndpoints(t *testing.T) {
 		m.measure(fmt.Sprintf("/usr/bin/app%d", i), "v1")
 	}
 	ho := agent.HandlerOptions{TPM: m.tpm, LogPath: m.log, PCRs: []int{23}, Banks: []crypto.Hash{crypto.SHA256},
-		Unrecorded: func() []attest.Unrecorded { return []attest.Unrecorded{{Path: "/x", Cause: "io", Since: "t", Tries: 1}} }}
+		Unrecorded: func() []attest.Unrecorded {
+			return []attest.Unrecorded{{Path: "/x", Cause: "io", Since: "t", Tries: 1}}
+		}}
 	url := serve(t, agent.Handler(ho), 8, 4)
 	ctx := context.Background()
 	pushed, err := ho.Evidence(ctx, nonce, 3, []int{23}, []crypto.Hash{crypto.SHA256})
