@@ -108,6 +108,10 @@ type PushRound struct {
 	Wait time.Duration
 }
 
+// Check reports whether the options are usable: a URL, a name that is
+// one path segment, a token, an evidence source.
+func (o PushOptions) Check() error { return o.defaults() }
+
 func (o *PushOptions) defaults() error {
 	u, err := url.Parse(o.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
