@@ -79,6 +79,11 @@ type LogMatch struct {
 	// them all).
 	TrailingFailures     []Finding
 	TrailingFailureTotal int
+	// Observations are the distinct measurements of the records covered
+	// in this call (with From.Observe; at most [MaxObservations], the
+	// rest counted in ObservationsOver).
+	Observations     []Observation
+	ObservationsOver int
 }
 
 // MaxFindings bounds the failures and warnings a result lists one by one.
@@ -118,6 +123,8 @@ type From struct {
 	// SHA-256 pass over the log's bytes (the prefix digest); with Prior or
 	// Extends it is always kept.
 	Keep bool
+	// Observe asks for [LogMatch.Observations] (see [Observation]).
+	Observe bool
 }
 
 // MatchLogFrom is [MatchLog] for a verifier that accepted a prefix of the
@@ -187,6 +194,7 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, from From) (*
 	var moved []eventlog.PCRKey
 	m := &LogMatch{Covered: -1}
 	chk := newRefChecker(ref)
+	obs := newObserver(from.Observe)
 	if prior != nil {
 		chk.seed(&prior.Ref)
 		m.Measured = prior.Ref.Measured
@@ -222,6 +230,7 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, from From) (*
 			}
 		}
 		if v.IsRimon() {
+			obs.record(i, v, len(moved) > 0)
 			if len(moved) > 0 {
 				pendingMeasured++
 				chk.record(i, v)
@@ -234,6 +243,7 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, from From) (*
 			m.Measured += pendingMeasured
 			pendingMeasured = 0
 			chk.commit()
+			obs.commit()
 			m.snapshot(st, q.Selection)
 			next = replayer.Checkpoint()
 			m.TrailingProblem = ""
@@ -307,6 +317,7 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, from From) (*
 	}
 	m.Failures, m.Warnings = chk.finish()
 	m.FailureTotal, m.WarningTotal = chk.nFail, chk.nWarn
+	m.Observations, m.ObservationsOver = obs.result()
 	return m, nil
 }
 
@@ -517,7 +528,7 @@ func (c *refChecker) lookupFile(path string) (*policy.RefEntry, bool) {
 // bank: the quote says nothing of it, so what it records is unknown to the
 // verifier. It is never approved, and it fails the verdict: a quote of
 // other PCRs than the log's must not vouch for a log it does not cover.
-func (c *refChecker) unbound(i int, v *eventlog.View) {
+func (c *refChecker) unbound(i int, v fields) {
 	c.add(false, func() Finding {
 		return Finding{Measured: c.measured(i, v.Str("path"), v),
 			Problem: "extends no PCR the quote covers: not vouched for"}
@@ -542,7 +553,7 @@ func (c *refChecker) setUnmeasured(path string, f *Finding) {
 	}
 }
 
-func (c *refChecker) record(i int, v *eventlog.View) {
+func (c *refChecker) record(i int, v fields) {
 	path := v.Str("path")
 	if v.Is("kind", KindUnmeasured) {
 		c.unmeasuredRecord(i, path, v)
@@ -595,7 +606,7 @@ func (c *refChecker) record(i int, v *eventlog.View) {
 // unmeasuredRecord handles a record saying a path could not be measured:
 // the path is not approved until a later record measures it. A malformed
 // one fails on its own.
-func (c *refChecker) unmeasuredRecord(i int, path string, v *eventlog.View) {
+func (c *refChecker) unmeasuredRecord(i int, path string, v fields) {
 	m := c.measured(i, path, v)
 	m.PathEscaped, m.Cause, m.ErrorText = v.Str("path_escaped"), v.Str("cause"), v.Str("error")
 	key, err := unmeasuredPath(m.Path, m.PathEscaped)
@@ -681,7 +692,7 @@ func unhex(c byte) byte {
 	return c - 'A' + 10
 }
 
-func (c *refChecker) measured(i int, path string, v *eventlog.View) Measured {
+func (c *refChecker) measured(i int, path string, v fields) Measured {
 	return Measured{Index: i, Kind: v.Str("kind"), Path: path, SHA256: v.Str("sha256"), Reason: v.Str("reason"),
 		ManifestDigest: v.Str("manifest_digest"), ConfigDigest: v.Str("config_digest")}
 }
@@ -822,6 +833,10 @@ type Result struct {
 	Measured     int `json:"measured_records"`
 	// Next is the state after the covered records, for the next round.
 	Next *Prior `json:"-"`
+	// Observations and ObservationsOver are [LogMatch]'s (with
+	// From.Observe).
+	Observations     []Observation `json:"-"`
+	ObservationsOver int           `json:"-"`
 }
 
 // Verify checks a quote, its PCR values (nil to derive them from the log)
@@ -839,7 +854,8 @@ func Verify(attest, sig []byte, values map[eventlog.PCRKey][]byte, log io.Reader
 		return nil, err
 	}
 	res := &Result{Trusted: true, PCRs: map[string]string{}, Records: m.Records, Covered: m.Covered,
-		Trailing: m.Records - m.Covered, TailProblem: m.TailProblem, TrailingProblem: m.TrailingProblem, Measured: m.Measured, Next: m.Next}
+		Trailing: m.Records - m.Covered, TailProblem: m.TailProblem, TrailingProblem: m.TrailingProblem, Measured: m.Measured, Next: m.Next,
+		Observations: m.Observations, ObservationsOver: m.ObservationsOver}
 	fp, _ := Fingerprint(opts.AK)
 	res.Checks = []CheckResult{
 		{CheckSignature, fmt.Sprintf("signed by the pinned attestation key (SHA-256 fingerprint %s), %v", fp, q.Hash)},

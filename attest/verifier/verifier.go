@@ -116,6 +116,9 @@ type Options struct {
 	Now time.Time
 	// AllowTrailing is as in [attest.Options]: zero means one.
 	AllowTrailing int
+	// Observe asks for the distinct measurements of the newly covered
+	// records ([attest.Result.Observations], [attest.Observation]).
+	Observe bool
 }
 
 // Check is one check and its outcome.
@@ -141,6 +144,12 @@ type Result struct {
 	// State is the state to save for the next round: the trusted prefix
 	// and the reference checks after it (nil when invalid).
 	State *State
+	// Clock is the quote's clock information, once the quote's own checks
+	// (signature, nonce, selection, digest) passed: with a verdict, and
+	// when the log then failed the replay or continuity check, or the
+	// state could not be continued (a caller tells a reboot from a broken
+	// history by it). nil otherwise.
+	Clock *Clock
 }
 
 // quoteChecks are package attest's checks, in the order they run.
@@ -236,7 +245,7 @@ func Verify(ctx context.Context, ev Evidence, o Options) (*Result, error) {
 		Reference:     o.Reference,
 		Unrecorded:    h.Unrecorded,
 		AllowTrailing: o.AllowTrailing,
-		From:          attest.From{Prior: prior, Extends: extends, Keep: o.SaveState},
+		From:          attest.From{Prior: prior, Extends: extends, Keep: o.SaveState, Observe: o.Observe},
 	}
 	v, err := attest.Verify(h.Quote.Attest, h.Quote.Signature, values, log, opts)
 	if cerr := ctx.Err(); cerr != nil {
@@ -244,12 +253,16 @@ func Verify(ctx context.Context, ev Evidence, o Options) (*Result, error) {
 		return res, cerr
 	}
 	if errors.Is(err, attest.ErrPriorUnusable) {
+		res.Clock = clockOf(h.Quote.Attest)
 		return res, err
 	}
 	if err != nil {
 		var ce *attest.CheckError
 		if !errors.As(err, &ce) {
 			return failed(CheckEvidence, err)
+		}
+		if ce.Check == attest.CheckContinuity || ce.Check == attest.CheckLog {
+			res.Clock = clockOf(h.Quote.Attest)
 		}
 		// The quote and log checks run in order: those before the failed one passed.
 		for _, name := range quoteChecks {
@@ -284,6 +297,7 @@ func Verify(ctx context.Context, ev Evidence, o Options) (*Result, error) {
 		}
 	}
 	res.Verdict = v
+	res.Clock = clockOf(h.Quote.Attest)
 	if v.Next != nil && v.Next.Log != nil {
 		res.State = &State{*v.Next}
 	}
