@@ -38,8 +38,9 @@ type Challenge struct {
 type PushReply struct {
 	State  string `json:"state"`
 	Reason string `json:"reason"`
-	// NextInSeconds is when to push next.
-	NextInSeconds float64 `json:"next_in_seconds"`
+	// NextInSeconds is when to push next: 0 is at once (a new boot's
+	// whole log is wanted, say); nil when the verifier names no time.
+	NextInSeconds *float64 `json:"next_in_seconds"`
 }
 
 // PushError is a verifier's answer other than 200 OK.
@@ -80,7 +81,8 @@ type PushOptions struct {
 	Evidence func(ctx context.Context, nonce []byte, since uint64, pcrs []int, banks []crypto.Hash) ([]byte, error)
 	// Interval is the wait when the verifier's reply names none
 	// (default one minute). A verifier's next_in_seconds is kept within
-	// one second and one day.
+	// one day, and a second zero in a row waits MinBackoff, so that a
+	// verifier cannot make the agent push in a tight loop.
 	Interval time.Duration
 	// MinBackoff and MaxBackoff bound the wait after a failed round
 	// (defaults one second and five minutes); it doubles with each
@@ -159,7 +161,7 @@ func Push(ctx context.Context, o PushOptions) error {
 	if err := o.defaults(); err != nil {
 		return err
 	}
-	failures := 0
+	failures, zeros := 0, 0
 	for {
 		rd := pushOnce(ctx, o)
 		if ctx.Err() != nil {
@@ -171,6 +173,13 @@ func Push(ctx context.Context, o PushOptions) error {
 		} else {
 			failures = 0
 			rd.Wait = o.jitter(o.next(rd.Reply))
+			if rd.Wait == 0 {
+				if zeros++; zeros > 1 {
+					rd.Wait = o.MinBackoff
+				}
+			} else {
+				zeros = 0
+			}
 		}
 		rd.Failures = failures
 		if o.Report != nil {
@@ -197,11 +206,11 @@ func PushOnce(ctx context.Context, o PushOptions) (*PushReply, error) {
 
 // next is how long the verifier asked the agent to wait.
 func (o *PushOptions) next(r *PushReply) time.Duration {
-	if r == nil || r.NextInSeconds <= 0 {
+	if r == nil || r.NextInSeconds == nil || *r.NextInSeconds != *r.NextInSeconds {
 		return o.Interval
 	}
-	d := time.Duration(r.NextInSeconds * float64(time.Second))
-	return min(max(d, time.Second), 24*time.Hour)
+	s := min(max(*r.NextInSeconds, 0), 86400)
+	return time.Duration(s * float64(time.Second))
 }
 
 // backoff is the wait after the n-th failure in a row.

@@ -97,12 +97,12 @@ func (v *pushVerifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		v.err = err
 		v.logs = append(v.logs, h.LogStart)
 		if err != nil {
-			reply(http.StatusOK, agent.PushReply{State: "invalid", Reason: err.Error(), NextInSeconds: v.next})
+			reply(http.StatusOK, agent.PushReply{State: "invalid", Reason: err.Error(), NextInSeconds: &v.next})
 			return
 		}
 		v.state = res.State
 		v.results = append(v.results, res)
-		reply(http.StatusOK, agent.PushReply{State: "trusted", NextInSeconds: v.next})
+		reply(http.StatusOK, agent.PushReply{State: "trusted", NextInSeconds: &v.next})
 	default:
 		reply(http.StatusNotFound, map[string]string{"error": "unknown agent"})
 	}
@@ -298,5 +298,31 @@ func TestPushEvidenceIsTheEndpoints(t *testing.T) {
 	}
 	if _, err := ho.Evidence(ctx, nonce, 0, nil, []crypto.Hash{crypto.SHA512}); err == nil {
 		t.Error("bank sha512 asked: no error")
+	}
+}
+
+// TestPushNextZero: a reply of next_in_seconds 0 (a new boot: come back
+// for the whole log) is honoured at once, but not twice in a row.
+func TestPushNextZero(t *testing.T) {
+	m := newMachine(t)
+	m.measure("/usr/bin/app", "v1")
+	v, url := newPushVerifier(t, m, "tok")
+	v.next = 0
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	o := pushOptions(m, url, "tok")
+	o.MinBackoff = 5 * time.Millisecond
+	var waits []time.Duration
+	o.Report = func(r agent.PushRound) {
+		if r.Err != nil {
+			t.Errorf("round: %v", r.Err)
+		}
+		if waits = append(waits, r.Wait); len(waits) == 3 {
+			cancel()
+		}
+	}
+	agent.Push(ctx, o)
+	if fmt.Sprint(waits) != "[0s 5ms 5ms]" {
+		t.Errorf("waits %v, want [0s 5ms 5ms]", waits)
 	}
 }

@@ -80,7 +80,7 @@ func TestWatchPush(t *testing.T) {
 				verifier.Options{AK: ak, Nonce: n, State: state, SaveState: true})
 			if err != nil {
 				verr = err
-				json.NewEncoder(w).Encode(attestagent.PushReply{State: "invalid", Reason: err.Error(), NextInSeconds: 1})
+				json.NewEncoder(w).Encode(attestagent.PushReply{State: "invalid", Reason: err.Error(), NextInSeconds: secs(1)})
 				return
 			}
 			state = res.State
@@ -93,7 +93,7 @@ func TestWatchPush(t *testing.T) {
 				}
 				paths = append(paths, rec.Event().Path)
 			}
-			json.NewEncoder(w).Encode(attestagent.PushReply{State: "trusted", NextInSeconds: 1})
+			json.NewEncoder(w).Encode(attestagent.PushReply{State: "trusted", NextInSeconds: secs(1)})
 		default:
 			w.WriteHeader(http.StatusNotFound)
 		}
@@ -185,3 +185,5 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func secs(f float64) *float64 { return &f }

@@ -80,12 +80,12 @@ func TestPush(t *testing.T) {
 				verifier.Options{AK: k.a.Public(), Nonce: n, Reference: ref, State: k.state, SaveState: true})
 			if err != nil || !res.Verdict.Trusted {
 				failures = append(failures, name)
-				json.NewEncoder(w).Encode(agent.PushReply{State: "invalid", NextInSeconds: 1})
+				json.NewEncoder(w).Encode(agent.PushReply{State: "invalid", NextInSeconds: secs(1)})
 				return
 			}
 			k.state = res.State
 			k.pushes++
-			json.NewEncoder(w).Encode(agent.PushReply{State: "trusted", NextInSeconds: 1})
+			json.NewEncoder(w).Encode(agent.PushReply{State: "trusted", NextInSeconds: secs(1)})
 		}
 	}))
 	defer srv.Close()
@@ -131,3 +131,5 @@ func TestPush(t *testing.T) {
 		t.Errorf("polls: %d pushes ok, %d of agent 4 recorded", ok, refused)
 	}
 }
+
+func secs(f float64) *float64 { return &f }
