@@ -253,6 +253,16 @@ var (
 	ErrInUse = errors.New("in use")
 )
 
+// More errors the store returns.
+var (
+	// ErrInvalid: the input (a Spec, a Result, a name) was refused; the
+	// message names the field.
+	ErrInvalid = errors.New("invalid")
+	// ErrLimit: storing would pass a bound (such as the observations kept
+	// per agent); nothing was stored.
+	ErrLimit = errors.New("limit reached")
+)
+
 // Store keeps the fleet. Every method is safe for concurrent use; each
 // write is one transaction.
 type Store interface {

@@ -1,0 +1,6 @@
+package sqlstore
+
+import "testing"
+
+// extraBackends lists the databases besides SQLite.
+func extraBackends(t *testing.T) []backend { return nil }
