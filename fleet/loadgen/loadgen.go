@@ -117,7 +117,7 @@ const (
 	// Garbage answers 200 with bytes that are not evidence.
 	Garbage
 	// Huge answers 200 with a valid header followed by Options.HugeSize
-	// bytes of records, streamed (never held in memory).
+	// bytes that are no record, streamed (never held in memory).
 	Huge
 )
 

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"encoding/hex"
@@ -93,9 +94,9 @@ func (f *Fleet) serveEvidence(w http.ResponseWriter, r *http.Request) {
 	w.Write(b)
 }
 
-// serveHuge writes a valid header and then well-formed records, numbered
-// on from the log start, until HugeSize bytes are written or the client
-// goes away.
+// serveHuge writes a valid header and then HugeSize bytes that are no
+// record (no line feed, no record separator), until they are written or
+// the client goes away.
 func (f *Fleet) serveHuge(w http.ResponseWriter, r *http.Request, a *Agent) {
 	q, err := parseQuery(r.URL.RawQuery)
 	if err != nil {
@@ -114,30 +115,10 @@ func (f *Fleet) serveHuge(w http.ResponseWriter, r *http.Request, a *Agent) {
 	}
 	w.Header().Set("Content-Type", "application/json-seq")
 	w.Write(h)
-	c, err := eventlog.Event{Kind: eventlog.KindFile, Path: filePath(0), SHA256: fileDigest(filePath(0), 0),
-		Reason: eventlog.ReasonChanged, Time: eventlog.FormatTime(f.opts.Now())}.Content()
-	if err != nil {
-		return
-	}
-	rec := eventlog.Record{HasRecNum: true, PCR: PCR, ContentType: eventlog.ContentTypeRimon, Content: c, Digests: c.Digests(a.banks)}
-	left := f.opts.HugeSize - int64(len(h))
-	var buf []byte
-	for n := ev.LogStart; left > 0 && r.Context().Err() == nil; n++ {
-		rec.RecNum = n
-		b, err := rec.Marshal()
-		if err != nil {
+	chunk := bytes.Repeat([]byte("x"), 64<<10)
+	for left := f.opts.HugeSize - int64(len(h)); left > 0 && r.Context().Err() == nil; left -= int64(len(chunk)) {
+		if _, err := w.Write(chunk[:min(int64(len(chunk)), left)]); err != nil {
 			return
-		}
-		buf = append(buf, b...)
-		if len(buf) >= 64<<10 || int64(len(buf)) >= left {
-			if int64(len(buf)) > left {
-				buf = buf[:left]
-			}
-			if _, err := w.Write(buf); err != nil {
-				return
-			}
-			left -= int64(len(buf))
-			buf = buf[:0]
 		}
 	}
 }
