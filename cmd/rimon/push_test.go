@@ -21,6 +21,9 @@ import (
 	attestagent "github.com/rimon-dev/rimon/attest/agent"
 	"github.com/rimon-dev/rimon/attest/verifier"
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/fleet"
+	"github.com/rimon-dev/rimon/fleet/engine"
+	"github.com/rimon-dev/rimon/fleet/sqlstore"
 	"github.com/rimon-dev/rimon/policy"
 )
 
@@ -187,3 +190,90 @@ func (s *syncBuffer) String() string {
 }
 
 func secs(f float64) *float64 { return &f }
+
+// TestWatchPushEngine runs the agent on the simulator with --push to the
+// fleet verifier's engine (its push handler, a SQLite store): trusted,
+// then untrusted with the file named once the file changes.
+func TestWatchPushEngine(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := sqlstore.Open(ctx, filepath.Join(dir, "verifier.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	app := writeFile(t, filepath.Join(dir, "app"), "v1")
+	v1 := sha256.Sum256([]byte("v1"))
+	ref := "version: 1\nfiles:\n  " + app + ": [" + hex.EncodeToString(v1[:]) + "]\n"
+	if err := st.PutReference(ctx, fleet.Reference{Name: "app", Body: []byte(ref)}, false); err != nil {
+		t.Fatal(err)
+	}
+	e := engine.New(st, engine.Options{ClaimEvery: 50 * time.Millisecond})
+	srv := httptest.NewServer(e.PushHandler())
+	defer srv.Close()
+	engineDone := make(chan struct{})
+	go func() { e.Run(ctx); close(engineDone) }()
+	defer func() { cancel(); <-engineDone }()
+
+	polPath := writeFile(t, filepath.Join(dir, "policy.yaml"), "settings:\n  debounce: 10ms\nmeasure:\n  - file: "+app+"\n")
+	pol, err := policy.Load(polPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const token = "engine-push-token-0a1b2c"
+	tokFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	akPath := filepath.Join(dir, "ak.pem")
+	var stderr syncBuffer
+	g := &globals{tpm: "sim", log: filepath.Join(dir, "m.log"), stdout: &bytes.Buffer{}, stderr: &stderr}
+	sf := serveFlags{akOut: akPath, push: pushFlags{url: srv.URL, tokenFile: tokFile, name: "web-8"}}
+	if err := sf.push.check(); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- runWatchServe(wctx, g, pol, polPath, "text", 0, sf) }()
+	defer func() {
+		wcancel()
+		if err := <-done; err != nil {
+			t.Errorf("runWatchServe: %v\n%s", err, stderr.String())
+		}
+		if strings.Contains(stderr.String(), token) {
+			t.Errorf("the token is in the agent's log:\n%s", stderr.String())
+		}
+	}()
+	var akPEM []byte
+	for deadline := time.Now().Add(30 * time.Second); len(akPEM) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no --ak-out:\n%s", stderr.String())
+		}
+		akPEM, _ = os.ReadFile(akPath)
+	}
+	h := sha256.Sum256([]byte(token))
+	if _, err := st.AddAgent(ctx, fleet.Spec{Name: "web-8", AK: string(akPEM), Reference: "app", PCRs: []int{23}, Banks: []string{"sha256"},
+		Interval: time.Second, Push: true, PushTokenHash: hex.EncodeToString(h[:])}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wait := func(want fleet.Status) *fleet.Agent {
+		t.Helper()
+		var a *fleet.Agent
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if a, err = st.Agent(ctx, "web-8"); err == nil && a.Status == want {
+				return a
+			}
+		}
+		t.Fatalf("not %s within 60 s: %+v, %v\n%s", want, a, err, stderr.String())
+		return nil
+	}
+	wait(fleet.Trusted)
+	if err := os.WriteFile(app, []byte("v2"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := wait(fleet.Untrusted)
+	if !strings.Contains(string(a.Findings), app) {
+		t.Errorf("findings %s do not name %s", a.Findings, app)
+	}
+}
