@@ -186,6 +186,16 @@ func (f *Fleet) Round() error {
 	return nil
 }
 
+// SetGrowOnPoll turns Options.GrowOnPoll on or off for every agent (off:
+// the logs stop growing, so that a verifier can catch up with them).
+func (f *Fleet) SetGrowOnPoll(on bool) {
+	for _, a := range f.agents {
+		a.mu.Lock()
+		a.opts.GrowOnPoll = on
+		a.mu.Unlock()
+	}
+}
+
 // Reference returns a reference values file (YAML) that allows every
 // digest the agents record for their files, and no other: a record made
 // by [Agent.ChangeFile] fails it.
