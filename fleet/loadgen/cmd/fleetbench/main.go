@@ -289,6 +289,7 @@ func runVerifier(args []string) error {
 	e := engine.New(st, engine.Options{Owner: "bench", Concurrency: *conc, Metrics: col,
 		Client: func(fleet.Spec) (*http.Client, error) { return client, nil }})
 	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	done := make(chan error, 1)
 	cpu0 := cpuSeconds()
 	go func() { done <- e.Run(rctx) }()
