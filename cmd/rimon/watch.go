@@ -58,8 +58,17 @@ cannot record for now (the TPM unreachable, the log not writable: a full disk,
 chattr +i) it logs why, reconnects to a socket TPM as soon as it answers, and
 sends no watchdog pings, so that systemd restarts it if the fault lasts.
 
+With --push URL --token-file F, a machine the verifier cannot reach (NAT, a
+firewall that allows only outgoing connections) attests itself: it asks the
+fleet verifier at URL for a challenge (POST URL/v1/push/NAME/challenge, NAME
+from --push-name, default the host name), quotes for its nonce, posts the
+records the verifier does not hold yet, and comes back when the verifier's
+reply says (longer after errors). The token, the file's first line, is sent
+as a bearer token and never logged; a token file others may read is refused.
+
 The log path comes from the policy's settings.log unless --log is given.`,
 		Example: `  rimon watch --tpm sim --policy packaging/examples/minimal.yaml --log /tmp/rimon.log
+  rimon watch --push https://verifier.example:8443 --token-file /etc/rimon/push.token
   systemctl start rimon   # packaging/systemd/rimon.service`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
