@@ -4,11 +4,18 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/rimon-dev/rimon/attest"
 	"github.com/rimon-dev/rimon/attest/verifier"
 	"github.com/rimon-dev/rimon/eventlog"
+	"github.com/rimon-dev/rimon/fleet"
+	"github.com/rimon-dev/rimon/fleet/sqlstore"
 	"github.com/rimon-dev/rimon/policy"
 )
 
@@ -210,4 +217,79 @@ func BenchmarkFirstPoll100k(b *testing.B) {
 			b.Fatalf("Verify = %+v, %v", res, err)
 		}
 	}
+}
+
+// BenchmarkSaveResult stores one incremental attestation's result in the
+// SQLite store as the engine does after a poll of 10 new records: the
+// state (the saved verifier state, about 1 KB of JSON), the 10 records'
+// observations, the next due time; set RIMON_BENCH_DB_DIR to put the file
+// elsewhere than the test's temporary directory (a tmpfs, say).
+func BenchmarkSaveResult(b *testing.B) {
+	ctx := context.Background()
+	dir := os.Getenv("RIMON_BENCH_DB_DIR")
+	if dir == "" {
+		dir = b.TempDir()
+	} else {
+		var err error
+		if dir, err = os.MkdirTemp(dir, "bench"); err != nil {
+			b.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+	}
+	st, err := sqlstore.Open(ctx, filepath.Join(dir, "verifier.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	c := newChain(b, 10, true)
+	if err := st.PutReference(ctx, fleet.Reference{Name: "fleet", Body: Reference(64)}, false); err != nil {
+		b.Fatal(err)
+	}
+	// A fleet's worth of other agents, so the tables are not tiny.
+	var ids []int64
+	for i := 0; i < 1000; i++ {
+		a, err := st.AddAgent(ctx, fleet.Spec{Name: fmt.Sprintf("agent-%05d", i), URL: "http://127.0.0.1:1", AK: c.a.AKPEM(),
+			Reference: "fleet", PCRs: []int{23}, Banks: []string{"sha256"}, Interval: time.Minute}, time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		ids = append(ids, a.ID)
+	}
+	js, err := c.state.MarshalJSON()
+	if err != nil {
+		b.Fatal(err)
+	}
+	versions := map[int64]int64{}
+	for _, id := range ids {
+		versions[id] = 1
+	}
+	a, err := st.Agent(ctx, "agent-00000")
+	if err != nil {
+		b.Fatal(err)
+	}
+	versions[ids[0]] = a.Version
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		id := ids[i%len(ids)]
+		var obs []fleet.Observation
+		for k := 0; k < 10; k++ {
+			n := i*10 + k
+			p := filePath(n % 64)
+			obs = append(obs, fleet.Observation{Path: p, Kind: "file", SHA256: fileDigest(p, (n/64)%2), Record: uint64(n), Latest: true})
+		}
+		err := st.SaveResult(ctx, fleet.Result{AgentID: id, Version: versions[id], At: time.Now(), Status: fleet.Trusted,
+			Reason: "trusted", Boot: &fleet.Boot{Known: true, ResetCount: 1, Clock: uint64(i), State: js},
+			Observations: obs, NextDue: time.Now().Add(time.Minute)})
+		if errors.Is(err, fleet.ErrConflict) {
+			a, _ := st.Agent(ctx, fmt.Sprintf("agent-%05d", i%len(ids)))
+			versions[id] = a.Version
+			i--
+			continue
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		versions[id]++
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "saves/s")
 }
