@@ -65,7 +65,7 @@ func (s *Store) AddAgent(ctx context.Context, spec fleet.Spec, now time.Time) (*
 	pcrs, _ := json.Marshal(spec.PCRs)
 	banks, _ := json.Marshal(spec.Banks)
 	var a *fleet.Agent
-	err = s.write(ctx, "add agent "+spec.Name, func(ctx context.Context, tx *sql.Tx) error {
+	err = s.write(ctx, "add agent "+spec.Name, func(ctx context.Context, tx *txn) error {
 		if err := s.referenceExists(ctx, tx, spec.Name, spec.Reference); err != nil {
 			return err
 		}
@@ -90,7 +90,7 @@ RETURNING `+agentCols,
 }
 
 // referenceExists refuses a spec naming a reference that is not stored.
-func (s *Store) referenceExists(ctx context.Context, tx *sql.Tx, agent, ref string) error {
+func (s *Store) referenceExists(ctx context.Context, tx *txn, agent, ref string) error {
 	if ref == "" {
 		return nil
 	}
@@ -121,12 +121,12 @@ func (s *Store) UpdateSpec(ctx context.Context, name string, spec fleet.Spec) er
 	}
 	pcrs, _ := json.Marshal(spec.PCRs)
 	banks, _ := json.Marshal(spec.Banks)
-	return s.write(ctx, "update agent "+name, func(ctx context.Context, tx *sql.Tx) error {
+	return s.write(ctx, "update agent "+name, func(ctx context.Context, tx *txn) error {
 		if err := s.referenceExists(ctx, tx, name, spec.Reference); err != nil {
 			return err
 		}
 		var old string
-		err := tx.QueryRowContext(ctx, `SELECT push_token_hash FROM agents WHERE name = $1`+s.d.lockRow, name).Scan(&old)
+		err := tx.QueryRowContext(ctx, `SELECT push_token_hash FROM agents WHERE name = $1{{lockrow}}`, name).Scan(&old)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errorf("agent %s: %w", name, fleet.ErrNotFound)
 		}
@@ -152,7 +152,7 @@ WHERE name = $1`,
 // RemoveAgent removes an agent with its history and observations (its
 // queued webhook deliveries stay).
 func (s *Store) RemoveAgent(ctx context.Context, name string) error {
-	return s.write(ctx, "remove agent "+name, func(ctx context.Context, tx *sql.Tx) error {
+	return s.write(ctx, "remove agent "+name, func(ctx context.Context, tx *txn) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM agents WHERE name = $1`, name)
 		if err != nil {
 			return err
@@ -183,13 +183,18 @@ func (s *Store) Agent(ctx context.Context, name string) (*fleet.Agent, error) {
 // likeEscape escapes a substring for LIKE ... ESCAPE '\'.
 var likeEscape = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
+// listCols are agentCols without the boot's saved state, which lists do
+// not need and which is the largest column.
+var listCols = strings.Replace(agentCols, "boot_state", "NULL", 1)
+
 // ListAgents lists agents by name; Filter.Name matches a substring,
-// ignoring ASCII case.
+// ignoring ASCII case. The agents' Boot.State is left empty (Agent,
+// AgentsUsing and Claim return it).
 func (s *Store) ListAgents(ctx context.Context, f fleet.Filter) ([]*fleet.Agent, error) {
 	if f.Status != "" && !f.Status.Valid() {
 		return nil, invalid("state %q: want one of %v", f.Status, fleet.Statuses)
 	}
-	q := `SELECT ` + agentCols + ` FROM agents WHERE 1 = 1`
+	q := `SELECT ` + listCols + ` FROM agents WHERE 1 = 1`
 	var args []any
 	if f.Status != "" {
 		args = append(args, string(f.Status))
@@ -252,6 +257,13 @@ func (s *Store) AgentsUsing(ctx context.Context, reference string) ([]*fleet.Age
 		`SELECT `+agentCols+` FROM agents WHERE reference = $1 ORDER BY name`, reference)
 }
 
+// sqlClaim leases the agents due.
+const sqlClaim = `UPDATE agents SET lease_owner = $1, lease_until = $2, version = version + 1
+WHERE id IN (SELECT id FROM agents
+	WHERE next_due <= $3 AND lease_until <= $3 AND status <> $4
+	ORDER BY next_due, id LIMIT $5{{skiplocked}})
+RETURNING ` + agentCols
+
 // Claim leases up to limit agents due at now (not leased, not
 // compromised: a compromised agent is not attested until cleared) to owner
 // until now+lease, earliest due first; each claim moves the version.
@@ -266,13 +278,9 @@ func (s *Store) Claim(ctx context.Context, owner string, now time.Time, lease ti
 		return nil, nil
 	}
 	var out []*fleet.Agent
-	err := s.write(ctx, "claim agents", func(ctx context.Context, tx *sql.Tx) error {
+	err := s.write(ctx, "claim agents", func(ctx context.Context, tx *txn) error {
 		out = out[:0]
-		rows, err := tx.QueryContext(ctx, `UPDATE agents SET lease_owner = $1, lease_until = $2, version = version + 1
-WHERE id IN (SELECT id FROM agents
-	WHERE next_due <= $3 AND lease_until <= $3 AND status <> $4
-	ORDER BY next_due, id LIMIT $5`+s.d.skipLocked+`)
-RETURNING `+agentCols,
+		rows, err := tx.QueryContext(ctx, sqlClaim,
 			owner, ts(now.Add(lease)), ts(now), string(fleet.Compromised), limit)
 		if err != nil {
 			return err
@@ -303,7 +311,7 @@ RETURNING `+agentCols,
 // fleet.ErrConflict if owner does not hold it, fleet.ErrNotFound if the
 // agent is gone.
 func (s *Store) Release(ctx context.Context, agentID int64, owner string) error {
-	return s.write(ctx, fmt.Sprintf("release agent #%d", agentID), func(ctx context.Context, tx *sql.Tx) error {
+	return s.write(ctx, fmt.Sprintf("release agent #%d", agentID), func(ctx context.Context, tx *txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE agents SET lease_owner = '', lease_until = 0
 WHERE id = $1 AND lease_owner = $2`, agentID, owner)
 		if err != nil {

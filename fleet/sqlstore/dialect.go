@@ -7,13 +7,13 @@ import "strings"
 // argument).
 type dialect struct {
 	name string
-	// words expands the schema's {{...}} words.
+	// words expands the {{...}} words of the schema and the queries:
+	// {{id}} and {{blob}} (see the schema), {{lockrow}} ending a SELECT
+	// that reads a row about to be updated in the same transaction (FOR
+	// UPDATE), {{skiplocked}} ending the claim's SELECT (FOR UPDATE SKIP
+	// LOCKED). The last two are empty on SQLite, whose write transactions
+	// are serialized.
 	words *strings.Replacer
-	// lockRow is appended to a SELECT that reads a row about to be
-	// updated in the same transaction (FOR UPDATE); skipLocked to the
-	// claim's SELECT (FOR UPDATE SKIP LOCKED). Empty on SQLite, whose
-	// write transactions are serialized.
-	lockRow, skipLocked string
 	// lockMigrations, when set, runs first in the migration transaction.
 	lockMigrations string
 	// diskFull and unique classify errors.

@@ -13,17 +13,17 @@ import (
 // database.
 type backend struct {
 	name string
-	dsn  func(t *testing.T) string
+	dsn  func(t testing.TB) string
 }
 
 func sqliteBackend() backend {
-	return backend{name: "sqlite", dsn: func(t *testing.T) string {
+	return backend{name: "sqlite", dsn: func(t testing.TB) string {
 		return "sqlite:" + filepath.Join(t.TempDir(), "verifier.db")
 	}}
 }
 
 // backends lists the databases every store test runs on.
-func backends(t *testing.T) []backend {
+func backends(t testing.TB) []backend {
 	return append([]backend{sqliteBackend()}, extraBackends(t)...)
 }
 

@@ -30,7 +30,7 @@ func (s *Store) SetEndpoints(ctx context.Context, urls []string) error {
 			return invalid("webhook endpoint %q: want an http or https URL", u)
 		}
 	}
-	return s.write(ctx, "set webhook endpoints", func(ctx context.Context, tx *sql.Tx) error {
+	return s.write(ctx, "set webhook endpoints", func(ctx context.Context, tx *txn) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE endpoints SET declared = 0`); err != nil {
 			return err
 		}
@@ -47,7 +47,7 @@ ON CONFLICT (url) DO UPDATE SET declared = 1`, u); err != nil {
 // DisableEndpoint stops deliveries to an endpoint (it answered 410 Gone):
 // its pending deliveries become disabled, and no new ones are queued.
 func (s *Store) DisableEndpoint(ctx context.Context, u string) error {
-	return s.write(ctx, "disable webhook endpoint "+u, func(ctx context.Context, tx *sql.Tx) error {
+	return s.write(ctx, "disable webhook endpoint "+u, func(ctx context.Context, tx *txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE endpoints SET enabled = 0, disabled = $2 WHERE url = $1`, u, time.Now().UnixNano())
 		if err != nil {
 			return err
@@ -105,7 +105,7 @@ func (s *Store) UpdateDelivery(ctx context.Context, d *fleet.Delivery) error {
 	default:
 		return invalid("delivery %s: state %q: want pending, delivered, failed or disabled", d.ID, d.State)
 	}
-	return s.write(ctx, "update delivery "+d.ID, func(ctx context.Context, tx *sql.Tx) error {
+	return s.write(ctx, "update delivery "+d.ID, func(ctx context.Context, tx *txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE deliveries SET attempts = $2, next_attempt = $3, state = $4,
 	last_status = $5, last_error = $6 WHERE id = $1`, d.ID, d.Attempts, ts(d.Next), d.State, d.LastStatus, d.LastError)
 		if err != nil {

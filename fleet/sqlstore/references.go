@@ -34,7 +34,7 @@ func (s *Store) PutReference(ctx context.Context, r fleet.Reference, replace boo
 	if r.Updated.IsZero() {
 		r.Updated = time.Now()
 	}
-	return s.write(ctx, "put reference "+r.Name, func(ctx context.Context, tx *sql.Tx) error {
+	return s.write(ctx, "put reference "+r.Name, func(ctx context.Context, tx *txn) error {
 		if replace {
 			res, err := tx.ExecContext(ctx, `UPDATE reference_files SET body = $2, fingerprint = $3, updated = $4 WHERE name = $1`,
 				r.Name, r.Body, r.Fingerprint, ts(r.Updated))

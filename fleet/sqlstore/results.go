@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rimon-dev/rimon/fleet"
@@ -18,6 +19,65 @@ const (
 	eventClear = "clear"
 )
 
+// The write path's statements.
+const (
+	sqlLockAgentByID   = `SELECT id, name, status, version, lease_owner FROM agents WHERE id = $1{{lockrow}}`
+	sqlLockAgentByName = `SELECT id, name, status, version, lease_owner FROM agents WHERE name = $1{{lockrow}}`
+	sqlAddTransition   = `INSERT INTO transitions (agent_id, agent, at, event, from_state, to_state, reason, findings)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`
+	sqlEnabledEndpoints = `SELECT url FROM endpoints WHERE declared = 1 AND enabled = 1 ORDER BY url`
+	sqlAddDelivery      = `INSERT INTO deliveries (id, endpoint, transition, payload, created, next_attempt, state)
+VALUES ($1, $2, $3, $4, $5, $5, 'pending')`
+	sqlDeleteObservations = `DELETE FROM observations WHERE agent_id = $1`
+	sqlCountObservations  = `SELECT COUNT(*) FROM observations WHERE agent_id = $1`
+)
+
+// rowsPerStatement bounds the rows of one statement writing observations.
+const rowsPerStatement = 16
+
+// sqlUpsertObservations[n] upserts n observations ($1 the agent, then 12
+// values per row); sqlMarkLatest[n] gives n paths their latest ($1 the
+// agent, then n observation keys, then their n path keys).
+var sqlUpsertObservations, sqlMarkLatest = observationStatements()
+
+func observationStatements() (upsert, mark []string) {
+	upsert = make([]string, rowsPerStatement+1)
+	mark = make([]string, rowsPerStatement+1)
+	for n := 1; n <= rowsPerStatement; n++ {
+		var b strings.Builder
+		b.WriteString(`INSERT INTO observations (agent_id, okey, path_key, path, kind, deleted, sha256,
+	manifest_digest, config_digest, cause, error, record, latest) VALUES `)
+		p := 2
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("($1")
+			for j := 0; j < 12; j++ {
+				fmt.Fprintf(&b, ", $%d", p)
+				p++
+			}
+			b.WriteString(")")
+		}
+		b.WriteString(`
+ON CONFLICT (agent_id, okey) DO UPDATE SET cause = excluded.cause, error = excluded.error,
+	record = excluded.record, latest = excluded.latest`)
+		upsert[n] = b.String()
+
+		list := func(from int) string {
+			var l []string
+			for i := 0; i < n; i++ {
+				l = append(l, "$"+strconv.Itoa(from+i))
+			}
+			return strings.Join(l, ", ")
+		}
+		okeys, pks := list(2), list(2+n)
+		mark[n] = `UPDATE observations SET latest = CASE WHEN okey IN (` + okeys + `) THEN 1 ELSE 0 END
+WHERE agent_id = $1 AND path_key IN (` + pks + `) AND (latest = 1 OR okey IN (` + okeys + `))`
+	}
+	return upsert, mark
+}
+
 // rowState is what a write reads of an agent before changing it.
 type rowState struct {
 	id      int64
@@ -28,10 +88,10 @@ type rowState struct {
 }
 
 // lockAgent reads the agent's row for an update in the same transaction.
-func (s *Store) lockAgent(ctx context.Context, tx *sql.Tx, where string, arg any) (rowState, error) {
+func (s *Store) lockAgent(ctx context.Context, tx *txn, q string, arg any) (rowState, error) {
 	var r rowState
 	var st string
-	err := tx.QueryRowContext(ctx, `SELECT id, name, status, version, lease_owner FROM agents WHERE `+where+s.d.lockRow, arg).
+	err := tx.QueryRowContext(ctx, q, arg).
 		Scan(&r.id, &r.name, &st, &r.version, &r.owner)
 	r.status = fleet.Status(st)
 	return r, err
@@ -78,8 +138,8 @@ func (s *Store) SaveResult(ctx context.Context, r fleet.Result) error {
 			return invalid("result for agent #%d: observation %d: no path or kind", r.AgentID, i)
 		}
 	}
-	return s.write(ctx, fmt.Sprintf("save result for agent #%d", r.AgentID), func(ctx context.Context, tx *sql.Tx) error {
-		old, err := s.lockAgent(ctx, tx, `id = $1`, r.AgentID)
+	return s.write(ctx, fmt.Sprintf("save result for agent #%d", r.AgentID), func(ctx context.Context, tx *txn) error {
+		old, err := s.lockAgent(ctx, tx, sqlLockAgentByID, r.AgentID)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errorf("save result for agent #%d: %w", r.AgentID, fleet.ErrNotFound)
 		}
@@ -93,22 +153,13 @@ func (s *Store) SaveResult(ctx context.Context, r fleet.Result) error {
 			return errorf("save result for agent %s: leased to %q, not %q: %w", old.name, old.owner, r.Owner, fleet.ErrConflict)
 		}
 		changed := old.status != r.Status
-		q := `UPDATE agents SET status = $2, reason = $3, findings = $4, checks = $5, last_poll = $6, next_due = $7,
-	failures = $8, version = version + 1, lease_owner = '', lease_until = 0`
-		args := []any{old.id, string(r.Status), r.Reason, r.Findings, r.Checks, ts(r.At), ts(r.NextDue), r.Failures}
-		if changed {
-			args = append(args, ts(r.At))
-			q += `, since = $` + strconv.Itoa(len(args))
+		boot := r.Boot
+		if boot == nil {
+			boot = &fleet.Boot{}
 		}
-		if b := r.Boot; b != nil {
-			args = append(args, b2i(b.Known), int64(b.ResetCount), int64(b.RestartCount), int64(b.Clock), b.State, b2i(b.Refresh))
-			n := len(args)
-			q += fmt.Sprintf(`, boot_known = $%d, boot_reset = $%d, boot_restart = $%d, boot_clock = $%d, boot_state = $%d, boot_refresh = $%d`,
-				n-5, n-4, n-3, n-2, n-1, n)
-		}
-		args = append(args, r.Version)
-		q += ` WHERE id = $1 AND version = $` + strconv.Itoa(len(args))
-		if err := execOne(ctx, tx, q, args...); err != nil {
+		if err := execOne(ctx, tx, sqlSaveAgent, old.id, string(r.Status), r.Reason, r.Findings, r.Checks, ts(r.At), ts(r.NextDue),
+			r.Failures, b2i(changed), b2i(r.Boot != nil), b2i(boot.Known), int64(boot.ResetCount), int64(boot.RestartCount),
+			int64(boot.Clock), boot.State, b2i(boot.Refresh), r.Version); err != nil {
 			return err
 		}
 		for _, e := range r.Events {
@@ -136,8 +187,21 @@ func (s *Store) SaveResult(ctx context.Context, r fleet.Result) error {
 	})
 }
 
+// sqlSaveAgent stores a result in the agent's row: since moves when $9 is
+// 1, the boot is replaced when $10 is 1.
+const sqlSaveAgent = `UPDATE agents SET status = $2, reason = $3, findings = $4, checks = $5, last_poll = $6, next_due = $7,
+	failures = $8, version = version + 1, lease_owner = '', lease_until = 0,
+	since = CASE WHEN $9 = 1 THEN $6 ELSE since END,
+	boot_known = CASE WHEN $10 = 1 THEN $11 ELSE boot_known END,
+	boot_reset = CASE WHEN $10 = 1 THEN $12 ELSE boot_reset END,
+	boot_restart = CASE WHEN $10 = 1 THEN $13 ELSE boot_restart END,
+	boot_clock = CASE WHEN $10 = 1 THEN $14 ELSE boot_clock END,
+	boot_state = CASE WHEN $10 = 1 THEN $15 ELSE boot_state END,
+	boot_refresh = CASE WHEN $10 = 1 THEN $16 ELSE boot_refresh END
+WHERE id = $1 AND version = $17`
+
 // execOne runs a statement that must change exactly one row.
-func execOne(ctx context.Context, tx *sql.Tx, q string, args ...any) error {
+func execOne(ctx context.Context, tx *txn, q string, args ...any) error {
 	res, err := tx.ExecContext(ctx, q, args...)
 	if err != nil {
 		return err
@@ -152,17 +216,16 @@ func execOne(ctx context.Context, tx *sql.Tx, q string, args ...any) error {
 	return nil
 }
 
-func (s *Store) addTransition(ctx context.Context, tx *sql.Tx, agentID int64, agent string, at time.Time, event string, from, to fleet.Status, reason string, findings []byte) (int64, error) {
+func (s *Store) addTransition(ctx context.Context, tx *txn, agentID int64, agent string, at time.Time, event string, from, to fleet.Status, reason string, findings []byte) (int64, error) {
 	var id int64
-	err := tx.QueryRowContext(ctx, `INSERT INTO transitions (agent_id, agent, at, event, from_state, to_state, reason, findings)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
+	err := tx.QueryRowContext(ctx, sqlAddTransition,
 		agentID, agent, ts(at), event, string(from), string(to), reason, findings).Scan(&id)
 	return id, err
 }
 
 // stateChanged records a change of state: its transition, and one
 // delivery per enabled endpoint.
-func (s *Store) stateChanged(ctx context.Context, tx *sql.Tx, agentID int64, agent string, at time.Time, event string, from, to fleet.Status, reason string, findings []byte) error {
+func (s *Store) stateChanged(ctx context.Context, tx *txn, agentID int64, agent string, at time.Time, event string, from, to fleet.Status, reason string, findings []byte) error {
 	tid, err := s.addTransition(ctx, tx, agentID, agent, at, event, from, to, reason, findings)
 	if err != nil {
 		return err
@@ -182,7 +245,7 @@ func (s *Store) stateChanged(ctx context.Context, tx *sql.Tx, agentID int64, age
 	if err != nil {
 		return fmt.Errorf("webhook payload: %w", err)
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT url FROM endpoints WHERE declared = 1 AND enabled = 1 ORDER BY url`)
+	rows, err := tx.QueryContext(ctx, sqlEnabledEndpoints)
 	if err != nil {
 		return err
 	}
@@ -204,8 +267,7 @@ func (s *Store) stateChanged(ctx context.Context, tx *sql.Tx, agentID int64, age
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO deliveries (id, endpoint, transition, payload, created, next_attempt, state)
-VALUES ($1, $2, $3, $4, $5, $5, 'pending')`, id, u, tid, body, ts(at)); err != nil {
+		if _, err := tx.ExecContext(ctx, sqlAddDelivery, id, u, tid, body, ts(at)); err != nil {
 			return err
 		}
 	}
@@ -214,9 +276,9 @@ VALUES ($1, $2, $3, $4, $5, $5, 'pending')`, id, u, tid, body, ts(at)); err != n
 
 // saveObservations applies a result's observations: cleared first for a
 // new boot, upserted, the Latest mark moved, and the bound checked.
-func (s *Store) saveObservations(ctx context.Context, tx *sql.Tx, a rowState, r fleet.Result) error {
+func (s *Store) saveObservations(ctx context.Context, tx *txn, a rowState, r fleet.Result) error {
 	if r.NewBoot {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM observations WHERE agent_id = $1`, a.id); err != nil {
+		if _, err := tx.ExecContext(ctx, sqlDeleteObservations, a.id); err != nil {
 			return err
 		}
 	}
@@ -226,32 +288,62 @@ func (s *Store) saveObservations(ctx context.Context, tx *sql.Tx, a rowState, r 
 	if len(r.Observations) > s.o.MaxObservations {
 		return errorf("save result for agent %s: %d observations, the bound is %d per agent: %w", a.name, len(r.Observations), s.o.MaxObservations, fleet.ErrLimit)
 	}
-	type latest struct{ pathKey, okey string }
-	var marks []latest
+	// One row per key (the last wins), one Latest per path (the last
+	// wins), in statements of up to rowsPerStatement rows.
+	type row struct {
+		o             fleet.Observation
+		okey, pathKey string
+	}
+	rows := make([]row, 0, len(r.Observations))
+	at := map[string]int{}
+	latest := map[string]string{} // path key → okey
+	var paths []string            // path keys with a Latest, in order
 	for _, o := range r.Observations {
-		okey := hashKey(o.Path, o.Kind, strconv.FormatBool(o.Deleted), o.SHA256, o.ManifestDigest, o.ConfigDigest)
-		pk := hashKey(o.Path)
-		if _, err := tx.ExecContext(ctx, `INSERT INTO observations (agent_id, okey, path_key, path, kind, deleted, sha256,
-	manifest_digest, config_digest, cause, error, record, latest)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-ON CONFLICT (agent_id, okey) DO UPDATE SET cause = excluded.cause, error = excluded.error,
-	record = excluded.record, latest = excluded.latest`,
-			a.id, okey, pk, o.Path, o.Kind, b2i(o.Deleted), o.SHA256, o.ManifestDigest, o.ConfigDigest,
-			o.Cause, o.Error, int64(o.Record), b2i(o.Latest)); err != nil {
-			return err
+		x := row{o, hashKey(o.Path, o.Kind, strconv.FormatBool(o.Deleted), o.SHA256, o.ManifestDigest, o.ConfigDigest), hashKey(o.Path)}
+		if i, ok := at[x.okey]; ok {
+			rows[i] = x
+		} else {
+			at[x.okey] = len(rows)
+			rows = append(rows, x)
 		}
 		if o.Latest {
-			marks = append(marks, latest{pk, okey})
+			if _, ok := latest[x.pathKey]; !ok {
+				paths = append(paths, x.pathKey)
+			}
+			latest[x.pathKey] = x.okey
 		}
 	}
-	for _, m := range marks {
-		if _, err := tx.ExecContext(ctx, `UPDATE observations SET latest = CASE WHEN okey = $3 THEN 1 ELSE 0 END
-WHERE agent_id = $1 AND path_key = $2 AND (latest = 1 OR okey = $3)`, a.id, m.pathKey, m.okey); err != nil {
+	for len(rows) > 0 {
+		n := min(len(rows), rowsPerStatement)
+		args := make([]any, 0, 1+12*n)
+		args = append(args, a.id)
+		for _, x := range rows[:n] {
+			o := x.o
+			args = append(args, x.okey, x.pathKey, o.Path, o.Kind, b2i(o.Deleted), o.SHA256, o.ManifestDigest, o.ConfigDigest,
+				o.Cause, o.Error, int64(o.Record), b2i(o.Latest))
+		}
+		if _, err := tx.ExecContext(ctx, sqlUpsertObservations[n], args...); err != nil {
 			return err
 		}
+		rows = rows[n:]
+	}
+	for len(paths) > 0 {
+		n := min(len(paths), rowsPerStatement)
+		args := make([]any, 0, 1+2*n)
+		args = append(args, a.id)
+		for _, pk := range paths[:n] {
+			args = append(args, latest[pk])
+		}
+		for _, pk := range paths[:n] {
+			args = append(args, pk)
+		}
+		if _, err := tx.ExecContext(ctx, sqlMarkLatest[n], args...); err != nil {
+			return err
+		}
+		paths = paths[n:]
 	}
 	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM observations WHERE agent_id = $1`, a.id).Scan(&n); err != nil {
+	if err := tx.QueryRowContext(ctx, sqlCountObservations, a.id).Scan(&n); err != nil {
 		return err
 	}
 	if n > s.o.MaxObservations {
@@ -290,8 +382,8 @@ func (s *Store) Observations(ctx context.Context, agentID int64) ([]fleet.Observ
 // observations are forgotten (the next attestation replays the whole log),
 // its lease is dropped (a result in flight is refused), due at now.
 func (s *Store) Clear(ctx context.Context, name, reason string, now time.Time) error {
-	return s.write(ctx, "clear agent "+name, func(ctx context.Context, tx *sql.Tx) error {
-		old, err := s.lockAgent(ctx, tx, `name = $1`, name)
+	return s.write(ctx, "clear agent "+name, func(ctx context.Context, tx *txn) error {
+		old, err := s.lockAgent(ctx, tx, sqlLockAgentByName, name)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errorf("clear agent %s: %w", name, fleet.ErrNotFound)
 		}
@@ -307,7 +399,7 @@ func (s *Store) Clear(ctx context.Context, name, reason string, now time.Time) e
 		if err := execOne(ctx, tx, q+` WHERE id = $1`, old.id, string(fleet.Pending), reason, ts(now)); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM observations WHERE agent_id = $1`, old.id); err != nil {
+		if _, err := tx.ExecContext(ctx, sqlDeleteObservations, old.id); err != nil {
 			return err
 		}
 		if old.status == fleet.Pending {

@@ -42,6 +42,9 @@ func TestSaveResult(t *testing.T) {
 		if diff := cmp.Diff(*r.Boot, got.Boot); diff != "" {
 			t.Errorf("boot (-want +got):\n%s", diff)
 		}
+		if l, err := s.ListAgents(bg, fleet.Filter{}); err != nil || len(l) != 1 || l[0].Boot.State != nil || !l[0].Boot.Known || l[0].Status != fleet.Untrusted {
+			t.Errorf("ListAgents = %+v, %v, want the agent without its boot state", l, err)
+		}
 		h, err := s.History(bg, "a", 0)
 		if err != nil {
 			t.Fatal(err)
@@ -546,4 +549,40 @@ func TestNewerSchema(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestObservationBatches: a result with more observations than one
+// statement writes, the same observation twice, and two latest records of
+// one path (the last wins).
+func TestObservationBatches(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *Store, _ string) {
+		a := mustAdd(t, s, "a")
+		var obs []fleet.Observation
+		for i := 0; i < 40; i++ {
+			obs = append(obs, fleet.Observation{Path: fmt.Sprintf("/f%02d", i%20), Kind: "file", SHA256: fmt.Sprintf("%02d", i), Record: uint64(i), Latest: true})
+		}
+		obs = append(obs, obs[39]) // again: one row
+		obs[40].Record = 99
+		if err := s.SaveResult(bg, fleet.Result{AgentID: a.ID, Version: a.Version, At: t0, Status: fleet.Trusted, Observations: obs}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Observations(bg, a.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 40 {
+			t.Fatalf("%d observations, want 40", len(got))
+		}
+		for _, o := range got {
+			var i int
+			fmt.Sscanf(o.SHA256, "%d", &i)
+			wantLatest := i >= 20
+			if o.Latest != wantLatest {
+				t.Errorf("%s %s: latest %v, want %v", o.Path, o.SHA256, o.Latest, wantLatest)
+			}
+			if i == 39 && o.Record != 99 {
+				t.Errorf("the repeated observation has record %d, want 99 (the last)", o.Record)
+			}
+		}
+	})
 }

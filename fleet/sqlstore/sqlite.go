@@ -20,6 +20,8 @@ var sqliteDialect = dialect{
 	words: strings.NewReplacer(
 		"{{id}}", "INTEGER PRIMARY KEY AUTOINCREMENT",
 		"{{blob}}", "BLOB",
+		"{{lockrow}}", "",
+		"{{skiplocked}}", "",
 	),
 	diskFull: func(err error) bool {
 		var e *sqlite.Error
@@ -79,6 +81,11 @@ func openSQLite(ctx context.Context, path string, o Options) (*Store, error) {
 		w.Close()
 		return nil, err
 	}
+	if err := s.prepare(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.group = &committer{s: s}
 	rq := common
 	rq.Add("_pragma", "query_only(1)")
 	r, err := sql.Open("sqlite", path+"?"+rq.Encode())

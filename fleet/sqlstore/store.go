@@ -65,6 +65,11 @@ type Store struct {
 	// w runs every write (one connection on SQLite); r runs reads.
 	w, r *sql.DB
 	o    Options
+	// stmts holds the write path's statements prepared on the SQLite
+	// writer connection; group batches concurrent writes into one
+	// transaction (SQLite only).
+	stmts map[string]*sql.Stmt
+	group *committer
 }
 
 var _ fleet.Store = (*Store)(nil)
@@ -105,7 +110,11 @@ func OpenOptions(ctx context.Context, dsn string, o Options) (*Store, error) {
 
 // Close closes the database.
 func (s *Store) Close() error {
-	err := s.w.Close()
+	var err error
+	for _, st := range s.stmts {
+		err = errors.Join(err, st.Close())
+	}
+	err = errors.Join(err, s.w.Close())
 	if s.r != s.w {
 		err = errors.Join(err, s.r.Close())
 	}
@@ -175,7 +184,7 @@ func (s *Store) fail(op string, err error) error {
 		return nil
 	}
 	if s.d.diskFull(err) {
-		return fmt.Errorf("sqlstore: %s: %w (nothing of it was stored; free space and it is retried): %w", op, ErrDiskFull, err)
+		return fmt.Errorf("sqlstore: %s: %w (nothing of it was stored; free space on the database's file system): %w", op, ErrDiskFull, err)
 	}
 	return fmt.Errorf("sqlstore: %s: %w", op, err)
 }
@@ -183,25 +192,6 @@ func (s *Store) fail(op string, err error) error {
 // ctx bounds an operation by the store's timeout.
 func (s *Store) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, s.o.Timeout)
-}
-
-// write runs f in one write transaction and commits it.
-func (s *Store) write(ctx context.Context, op string, f func(ctx context.Context, tx *sql.Tx) error) error {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return s.fail(op, err)
-	}
-	if err := f(ctx, tx); err != nil {
-		tx.Rollback() //nolint:errcheck // the first error is the one to report
-		var se storeError
-		if errors.As(err, &se) {
-			return err
-		}
-		return s.fail(op, err)
-	}
-	return s.fail(op+": commit", tx.Commit())
 }
 
 // storeError is an error already worded for the caller (a sentinel with
