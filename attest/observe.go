@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/policy"
@@ -248,4 +249,51 @@ func Reevaluate(obs []Observation, ref *policy.Reference) (*Reevaluation, error)
 	r.Failures, r.Warnings = chk.finish()
 	r.FailureTotal, r.WarningTotal = chk.nFail, chk.nWarn
 	return r, nil
+}
+
+// refIndexes holds the path lookup of references by fingerprint, for
+// callers that give the fingerprint ([From.Fingerprint]): a verifier that
+// checks many machines against one reference builds it once. The
+// fingerprint covers every entry, so two references with the same one
+// look paths up alike.
+var refIndexes = struct {
+	sync.Mutex
+	m map[string]*refChecker
+}{m: map[string]*refChecker{}}
+
+// maxRefIndexes bounds the references indexed at once.
+const maxRefIndexes = 64
+
+// newRefCheckerFor is newRefChecker, with the path lookup shared between
+// checkers of references with the same (given) fingerprint.
+func newRefCheckerFor(ref *policy.Reference, fp string) *refChecker {
+	if ref == nil || fp == "" {
+		return newRefChecker(ref)
+	}
+	refIndexes.Lock()
+	idx, ok := refIndexes.m[fp]
+	refIndexes.Unlock()
+	if !ok {
+		idx = newRefChecker(ref)
+		refIndexes.Lock()
+		if len(refIndexes.m) >= maxRefIndexes {
+			clear(refIndexes.m)
+		}
+		refIndexes.m[fp] = idx
+		refIndexes.Unlock()
+	}
+	c := &refChecker{ref: ref, exact: idx.exact, patterns: idx.patterns, unmeasured: map[string]Finding{}, unmPending: map[string]unmState{},
+		required: map[string]reqState{}}
+	for _, p := range ref.Required {
+		c.required[p] = reqState{}
+	}
+	return c
+}
+
+// fingerprint is from.Fingerprint, or ref's computed.
+func (from From) fingerprint(ref *policy.Reference) string {
+	if from.Fingerprint != "" && ref != nil {
+		return from.Fingerprint
+	}
+	return ReferenceFingerprint(ref)
 }

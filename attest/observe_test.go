@@ -53,6 +53,10 @@ func (l *obsLog) random(t *testing.T, rng *rand.Rand) {
 // match runs MatchLogFrom over records [from, to) with the quote after
 // record covered (covered >= from).
 func (l *obsLog) match(t *testing.T, ref *policy.Reference, prior *Prior, to, covered int) *LogMatch {
+	return l.matchFP(t, ref, prior, to, covered, "")
+}
+
+func (l *obsLog) matchFP(t *testing.T, ref *policy.Reference, prior *Prior, to, covered int, fp string) *LogMatch {
 	t.Helper()
 	st, err := eventlog.Replay(l.recs[:covered], []crypto.Hash{crypto.SHA256})
 	if err != nil {
@@ -69,7 +73,7 @@ func (l *obsLog) match(t *testing.T, ref *policy.Reference, prior *Prior, to, co
 		b, _ := l.recs[i].Marshal()
 		log.Write(b)
 	}
-	m, err := MatchLogFrom(&log, q, ref, From{Prior: prior, Keep: true, Observe: true})
+	m, err := MatchLogFrom(&log, q, ref, From{Prior: prior, Keep: true, Observe: true, Fingerprint: fp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,6 +170,10 @@ func TestReevaluateAgreesWithReplay(t *testing.T) {
 		}
 		other := randomRef(t, rng)
 		full := l.match(t, other, nil, covered, covered)
+		// The path lookup shared by fingerprint gives the same verdict.
+		if fast := l.matchFP(t, other, nil, covered, covered, ReferenceFingerprint(other)); fast.FailureTotal != full.FailureTotal || fast.WarningTotal != full.WarningTotal {
+			t.Fatalf("iteration %d: with the fingerprint %d failures, %d warnings; without %d, %d", iter, fast.FailureTotal, fast.WarningTotal, full.FailureTotal, full.WarningTotal)
+		}
 		re, err := Reevaluate(obs, other)
 		if err != nil {
 			t.Fatal(err)

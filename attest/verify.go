@@ -125,6 +125,9 @@ type From struct {
 	Keep bool
 	// Observe asks for [LogMatch.Observations] (see [Observation]).
 	Observe bool
+	// Fingerprint, when set, is [ReferenceFingerprint] of the reference,
+	// computed once by a caller that checks many logs against it.
+	Fingerprint string
 }
 
 // MatchLogFrom is [MatchLog] for a verifier that accepted a prefix of the
@@ -147,7 +150,7 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, from From) (*
 		bl = append(bl, b)
 	}
 	sort.Slice(bl, func(i, j int) bool { return bl[i] < bl[j] })
-	fingerprint := ReferenceFingerprint(ref)
+	fingerprint := from.fingerprint(ref)
 	start := eventlog.NewCheckpoint(bl)
 	for _, cp := range []*eventlog.Checkpoint{prior.log(), extends} {
 		if cp == nil {
@@ -193,7 +196,7 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, from From) (*
 	}
 	var moved []eventlog.PCRKey
 	m := &LogMatch{Covered: -1}
-	chk := newRefChecker(ref)
+	chk := newRefCheckerFor(ref, from.Fingerprint)
 	obs := newObserver(from.Observe)
 	if prior != nil {
 		chk.seed(&prior.Ref)

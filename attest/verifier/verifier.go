@@ -119,6 +119,10 @@ type Options struct {
 	// Observe asks for the distinct measurements of the newly covered
 	// records ([attest.Result.Observations], [attest.Observation]).
 	Observe bool
+	// ReferenceFingerprint, when set, is attest.ReferenceFingerprint of
+	// Reference, computed once by a caller that verifies many machines
+	// against it (it costs a pass over the reference).
+	ReferenceFingerprint string
 }
 
 // Check is one check and its outcome.
@@ -245,7 +249,7 @@ func Verify(ctx context.Context, ev Evidence, o Options) (*Result, error) {
 		Reference:     o.Reference,
 		Unrecorded:    h.Unrecorded,
 		AllowTrailing: o.AllowTrailing,
-		From:          attest.From{Prior: prior, Extends: extends, Keep: o.SaveState, Observe: o.Observe},
+		From:          attest.From{Prior: prior, Extends: extends, Keep: o.SaveState, Observe: o.Observe, Fingerprint: o.ReferenceFingerprint},
 	}
 	v, err := attest.Verify(h.Quote.Attest, h.Quote.Signature, values, log, opts)
 	if cerr := ctx.Err(); cerr != nil {

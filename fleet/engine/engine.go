@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -301,7 +300,7 @@ func (e *Engine) client(s fleet.Spec) (*http.Client, error) {
 	if c, ok := e.clients[s.AgentCA]; ok {
 		return c, nil
 	}
-	tr := &http.Transport{Proxy: nil, MaxIdleConns: 1024, MaxIdleConnsPerHost: 2, IdleConnTimeout: 2 * time.Minute,
+	tr := &http.Transport{Proxy: nil, MaxIdleConns: 1024, MaxIdleConnsPerHost: e.o.Concurrency, IdleConnTimeout: 2 * time.Minute,
 		TLSHandshakeTimeout: 10 * time.Second, TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12}}
 	if s.AgentCA != "" {
 		pool := x509.NewCertPool()
@@ -329,6 +328,3 @@ func (o ownerHeader) RoundTrip(r *http.Request) (*http.Response, error) {
 	r.Header.Set("Rimon-Verifier", o.owner)
 	return o.rt.RoundTrip(r)
 }
-
-// describe names an agent in errors.
-func describe(a *fleet.Agent) string { return fmt.Sprintf("agent %s", a.Name) }

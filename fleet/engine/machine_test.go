@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/eventlog/logfile"
 	"github.com/rimon-dev/rimon/fleet"
+	"github.com/rimon-dev/rimon/fleet/sqlstore"
 	"github.com/rimon-dev/rimon/policy"
 	"github.com/rimon-dev/rimon/tpm"
 )
@@ -45,14 +47,17 @@ func (s *switchPCRs) ExtendPCR(ctx context.Context, pcr int, d map[crypto.Hash][
 // machine is a real agent: a log written by eventlog/logfile on a TPM,
 // served by attest/agent.Handler over a real HTTP server.
 type machine struct {
-	t     *testing.T
-	tp    *tpm.TPM
-	pcrs  *switchPCRs
-	path  string
-	w     *logfile.Writer
-	srv   *httptest.Server
-	ak    crypto.PublicKey
-	akPEM string
+	t    *testing.T
+	tp   *tpm.TPM
+	pcrs *switchPCRs
+	path string
+	w    *logfile.Writer
+	srv  *httptest.Server
+	h    atomic.Pointer[http.Handler]
+	// verifier is the Rimon-Verifier header of the last request.
+	verifier atomic.Value
+	ak       crypto.PublicKey
+	akPEM    string
 }
 
 func newMachine(t *testing.T, tp *tpm.TPM) *machine {
@@ -68,9 +73,19 @@ func newMachine(t *testing.T, tp *tpm.TPM) *machine {
 	}
 	m := &machine{t: t, tp: tp, pcrs: &switchPCRs{TPM: tp}, path: filepath.Join(t.TempDir(), "m.log"), ak: ak.Key, akPEM: string(pemb)}
 	m.open()
-	m.srv = httptest.NewServer(agent.Handler(agent.HandlerOptions{TPM: tp, LogPath: m.path, PCRs: []int{23}, Banks: sha256Bank, Rate: 1000}))
+	m.serve(tp, m.path)
+	m.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.verifier.Store(r.Header.Get("Rimon-Verifier"))
+		(*m.h.Load()).ServeHTTP(w, r)
+	}))
 	t.Cleanup(m.srv.Close)
 	return m
+}
+
+// serve makes the agent's server answer from tp and the log at path.
+func (m *machine) serve(tp *tpm.TPM, path string) {
+	var h http.Handler = agent.Handler(agent.HandlerOptions{TPM: tp, LogPath: path, PCRs: []int{23}, Banks: sha256Bank, Rate: 1000, PerClient: 64})
+	m.h.Store(&h)
 }
 
 func (m *machine) open() {
@@ -120,7 +135,7 @@ func (m *machine) oneShot(ref *policy.Reference) *verifier.Result {
 	return res
 }
 
-func mustRef(t *testing.T, yaml string) *policy.Reference {
+func mustRef(t testing.TB, yaml string) *policy.Reference {
 	t.Helper()
 	r, err := policy.ParseReference("r.yaml", strings.NewReader(yaml))
 	if err != nil {
@@ -131,14 +146,19 @@ func mustRef(t *testing.T, yaml string) *policy.Reference {
 
 // fixture is an engine over a memStore, with a controlled clock.
 type fixture struct {
-	t     *testing.T
-	store *memStore
+	t     testing.TB
+	store fleet.Store
 	e     *Engine
 	now   atomic.Pointer[time.Time]
 }
 
-func newFixture(t *testing.T, o Options) *fixture {
-	f := &fixture{t: t, store: newMemStore()}
+func newFixture(t testing.TB, o Options) *fixture {
+	st, err := sqlstore.Open(context.Background(), filepath.Join(t.TempDir(), "verifier.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	f := &fixture{t: t, store: st}
 	start := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	f.now.Store(&start)
 	if o.Now == nil {
@@ -210,4 +230,11 @@ func freeAddr(t *testing.T) string {
 	addr := l.Addr().String()
 	l.Close()
 	return addr
+}
+
+func writeFile(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

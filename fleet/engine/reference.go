@@ -30,6 +30,7 @@ type refCache struct {
 
 type parsedRef struct {
 	ref *policy.Reference
+	fp  string // attest.ReferenceFingerprint(ref)
 }
 
 type refEntry struct {
@@ -38,12 +39,12 @@ type refEntry struct {
 }
 
 // get returns the named reference, parsed.
-func (c *refCache) get(ctx context.Context, store fleet.Store, name string, now time.Time) (*policy.Reference, error) {
+func (c *refCache) get(ctx context.Context, store fleet.Store, name string, now time.Time) (*parsedRef, error) {
 	c.mu.Lock()
 	if en, ok := c.byName[name]; ok && now.Sub(en.read) < refTTL && now.Sub(en.read) >= 0 {
 		p := c.parsed[en.key]
 		c.mu.Unlock()
-		return p.ref, nil
+		return p, nil
 	}
 	c.mu.Unlock()
 	r, err := store.Reference(ctx, name)
@@ -66,14 +67,14 @@ func (c *refCache) get(ctx context.Context, store fleet.Store, name string, now 
 		if len(c.parsed) >= 256 {
 			clear(c.parsed)
 		}
-		p = &parsedRef{ref: ref}
+		p = &parsedRef{ref: ref, fp: attest.ReferenceFingerprint(ref)}
 		c.parsed[key] = p
 	}
 	if len(c.byName) >= 4096 {
 		clear(c.byName)
 	}
 	c.byName[name] = refEntry{key: key, read: now}
-	return p.ref, nil
+	return p, nil
 }
 
 // forget drops what the cache knows of a name.

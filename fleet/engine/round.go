@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -34,6 +35,7 @@ const kindOpaque = "opaque"
 type plan struct {
 	ak    crypto.PublicKey
 	ref   *policy.Reference
+	refFP string // attest.ReferenceFingerprint(ref)
 	pcrs  []int
 	banks []crypto.Hash
 	// state is the saved state of the accepted prefix (nil: none), since
@@ -82,7 +84,7 @@ func (e *Engine) plan(ctx context.Context, a *fleet.Agent) (*plan, error) {
 			}
 			return nil, err
 		}
-		p.ref = ref
+		p.ref, p.refFP = ref.ref, ref.fp
 	}
 	if a.VMID != "" {
 		if p.ref == nil {
@@ -90,7 +92,7 @@ func (e *Engine) plan(ctx context.Context, a *fleet.Agent) (*plan, error) {
 		}
 		pinned := *p.ref
 		pinned.SNP.VMUniqueID = a.VMID
-		p.ref = &pinned
+		p.ref, p.refFP = &pinned, attest.ReferenceFingerprint(&pinned)
 	}
 	if a.Boot.Known && a.Boot.State != nil {
 		st, err := verifier.ParseState(a.Boot.State)
@@ -98,7 +100,7 @@ func (e *Engine) plan(ctx context.Context, a *fleet.Agent) (*plan, error) {
 			return nil, configError{fmt.Errorf("the stored replay state: %v (clear the agent to start again)", err)}
 		}
 		p.state, p.since = st, st.Records()
-		if a.Boot.Refresh || st.Ref.Reference != attest.ReferenceFingerprint(p.ref) || !sameBanks(st.Log.Banks(), p.banks) {
+		if a.Boot.Refresh || st.Ref.Reference != p.refFP || !sameBanks(st.Log.Banks(), p.banks) {
 			// The whole log, verified against the accepted prefix.
 			p.since = 0
 		}
@@ -149,6 +151,13 @@ func (e *Engine) round(ctx context.Context, j job) {
 	} else {
 		r = e.pull(ctx, a)
 	}
+	if ctx.Err() != nil {
+		// Stopping: a round cut short says nothing about the agent.
+		if j.owner != "" {
+			e.store.Release(context.WithoutCancel(ctx), a.ID, j.owner)
+		}
+		return
+	}
 	r.Owner = j.owner
 	e.save(ctx, a, r, start)
 }
@@ -158,6 +167,15 @@ func (e *Engine) save(ctx context.Context, a *fleet.Agent, r fleet.Result, start
 	r.AgentID, r.Version = a.ID, a.Version
 	t := time.Now()
 	err := e.store.SaveResult(context.WithoutCancel(ctx), r)
+	if errors.Is(err, fleet.ErrLimit) && len(r.Observations) > 0 {
+		// More distinct measurements than the store keeps: keep none but
+		// a mark, which fails a re-evaluation (the next whole replay
+		// decides).
+		r.NewBoot = true
+		r.Observations = []fleet.Observation{{Kind: kindOpaque, Path: "(measurements past the bound)", Record: r.Observations[len(r.Observations)-1].Record,
+			Error: "more distinct measurements than the store keeps per agent (not kept for re-evaluation)"}}
+		err = e.store.SaveResult(context.WithoutCancel(ctx), r)
+	}
 	e.m.DB("save", time.Since(t))
 	if err != nil {
 		e.m.Attestation("error", time.Since(start))
@@ -217,7 +235,12 @@ func (e *Engine) pull(ctx context.Context, a *fleet.Agent) fleet.Result {
 			events = append(events, c.result.Events...)
 			continue
 		}
-		c.result.Events = append(events, c.result.Events...)
+		if len(events) > 0 && c.result.Boot == nil {
+			// The TPM signed another boot, whose evidence failed: the
+			// old boot is over all the same.
+			c.result.Boot, c.result.NewBoot = &fleet.Boot{}, true
+			c.result.Events = append(events[:1], c.result.Events...)
+		}
 		return c.result
 	}
 	r := e.invalid(a, "the agent's evidence kept changing boots or refusing the records asked for", nil, now)
@@ -237,11 +260,16 @@ type checked struct {
 // agent's state. state and since are what the evidence was asked with.
 func (e *Engine) check(ctx context.Context, a *fleet.Agent, p *plan, state *verifier.State, since uint64, nonce []byte,
 	ev *attest.Evidence, log io.Reader, tooLarge func() bool, now time.Time) checked {
-	if ev.LogStart != since {
+	switch {
+	case ev.LogStart == 0:
+		// The whole log instead of the records asked for: verified
+		// against the accepted prefix all the same.
+		since = 0
+	case ev.LogStart != since:
 		return checked{result: e.invalid(a, fmt.Sprintf("the evidence starts at record %d, record %d was asked for", ev.LogStart, since), nil, now)}
 	}
 	wr := &watchReader{r: log}
-	o := verifier.Options{AK: p.ak, Nonce: nonce, PCRs: p.pcrs, Banks: p.banks, Reference: p.ref, State: state,
+	o := verifier.Options{AK: p.ak, Nonce: nonce, PCRs: p.pcrs, Banks: p.banks, Reference: p.ref, ReferenceFingerprint: p.refFP, State: state,
 		SaveState: true, Observe: true, AzureRoots: e.o.AzureRoots, Now: e.o.Now()}
 	res, err := verifier.Verify(ctx, verifier.Evidence{Header: ev, Log: wr}, o)
 	// Drain what the verifier left unread (records past a broken one), so
@@ -276,9 +304,9 @@ func (e *Engine) check(ctx context.Context, a *fleet.Agent, p *plan, state *veri
 		case errors.Is(err, attest.ErrPriorUnusable):
 			return checked{result: e.invalid(a, err.Error()+" (clear the agent to accept a new history)", checks, now)}
 		case errors.As(err, &ce) && state != nil && (ce.Check == attest.CheckContinuity || ce.Check == attest.CheckLog):
-			return checked{result: e.compromised(a, "continuity: "+ce.Err.Error(), checks, now)}
+			return checked{result: e.compromised(a, named(attest.CheckContinuity, ce), checks, now)}
 		case errors.As(err, &ce):
-			return checked{result: e.invalid(a, ce.Check+": "+ce.Err.Error(), checks, now)}
+			return checked{result: e.invalid(a, named(ce.Check, ce), checks, now)}
 		}
 		return checked{result: e.invalid(a, err.Error(), checks, now)}
 	}
@@ -320,6 +348,15 @@ func (e *Engine) check(ctx context.Context, a *fleet.Agent, p *plan, state *veri
 	return checked{result: r}
 }
 
+// named is a failed check's message, starting with the check's name.
+func named(check string, ce *verifier.CheckError) string {
+	msg := ce.Error()
+	if strings.HasPrefix(msg, check+": ") {
+		return msg
+	}
+	return check + ": " + msg
+}
+
 // resultChecks is res.Checks, or none.
 func resultChecks(res *verifier.Result) []verifier.Check {
 	if res == nil {
@@ -342,7 +379,7 @@ func observations(v *attest.Result) []fleet.Observation {
 		out = append(out, fo)
 	}
 	if v.ObservationsOver > 0 {
-		out = append(out, fleet.Observation{Kind: kindOpaque, Path: "", Record: uint64(max(v.Covered-1, 0)),
+		out = append(out, fleet.Observation{Kind: kindOpaque, Path: "(measurements past the bound)", Record: uint64(max(v.Covered-1, 0)),
 			Error: fmt.Sprintf("%d measurements past the %d kept per round (not kept for re-evaluation)", v.ObservationsOver, attest.MaxObservations)})
 	}
 	return out
@@ -418,6 +455,11 @@ func (e *Engine) fetchFailure(ctx context.Context, a *fleet.Agent, err error, no
 		return e.unreachable(a, fmt.Sprintf("no answer within %v", e.o.Timeout), now)
 	case errors.Is(err, attest.ErrInvalid):
 		return e.invalid(a, err.Error(), nil, now)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		// Without the URL, which holds the nonce.
+		return e.unreachable(a, "fetch evidence: "+ue.Err.Error(), now)
 	}
 	return e.unreachable(a, err.Error(), now)
 }
