@@ -165,6 +165,9 @@ func Push(ctx context.Context, o PushOptions) error {
 	for {
 		rd := pushOnce(ctx, o)
 		if ctx.Err() != nil {
+			if rd.Err == nil && o.Report != nil {
+				o.Report(rd) // the verifier has the round: say so
+			}
 			return ctx.Err()
 		}
 		if rd.Err != nil {

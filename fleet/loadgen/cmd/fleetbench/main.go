@@ -24,6 +24,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -241,6 +242,7 @@ func runVerifier(args []string) error {
 	duration := fs.Duration("duration", 5*time.Minute, "how long to run after registering")
 	warmup := fs.Duration("warmup", 0, "leave the first part of the run out of the figures")
 	conc := fs.Int("concurrency", 0, "engine concurrency (0: the engine's default)")
+	verbose := fs.Bool("v", false, "the engine's warnings and errors on stderr")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the measured part here")
 	settle := fs.Duration("settle", 0, "after the run, keep attesting (no figures) until every agent is current, at most this long")
 	if err := fs.Parse(args); err != nil {
@@ -286,7 +288,11 @@ func runVerifier(args []string) error {
 	col := &collector{from: time.Now().Add(*warmup), outcomes: map[string]int{}, db: map[string]*opStat{}}
 	tr := &http.Transport{MaxIdleConns: 4096, MaxIdleConnsPerHost: 4096, IdleConnTimeout: 2 * time.Minute}
 	client := &http.Client{Transport: tr}
-	e := engine.New(st, engine.Options{Owner: "bench", Concurrency: *conc, Metrics: col,
+	logger := slog.New(slog.DiscardHandler)
+	if *verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	e := engine.New(st, engine.Options{Owner: "bench", Concurrency: *conc, Metrics: col, Logger: logger,
 		Client: func(fleet.Spec) (*http.Client, error) { return client, nil }})
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
