@@ -365,7 +365,12 @@ func runVerifier(args []string) error {
 				res.Problems = appendLimited(res.Problems, fmt.Sprintf("%s: %s (%s)", a.Name, a.Status, a.Reason))
 				continue
 			}
-			s, err := verifier.ParseState(a.Boot.State)
+			full, err := st.Agent(ctx, a.Name) // lists leave the boot state out
+			if err != nil {
+				res.Problems = appendLimited(res.Problems, fmt.Sprintf("%s: %v", a.Name, err))
+				continue
+			}
+			s, err := verifier.ParseState(full.Boot.State)
 			if err != nil {
 				res.Problems = appendLimited(res.Problems, fmt.Sprintf("%s: state: %v", a.Name, err))
 				continue
