@@ -213,7 +213,8 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, from From) (*
 		next = start
 	}
 	pendingMeasured := 0
-	var broken string // why the log does not extend the checkpoint extends was saved after
+	var broken string     // why the log does not extend the checkpoint extends was saved after
+	var brokenCause error // the read error behind broken, when the log did not read
 	if extends != nil && extends.Records == 0 && extends.Prefix != start.Prefix {
 		broken = "the saved state is not a replay of zero records"
 	}
@@ -260,10 +261,11 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, from From) (*
 		broken = fmt.Sprintf("it holds %d records, fewer than the %d accepted before", n, extends.Records)
 		if err != nil {
 			broken = fmt.Sprintf("only %d records of the %d accepted before read back (%v)", n, extends.Records, err)
+			brokenCause = err
 		}
 	}
 	if broken != "" {
-		return nil, &CheckError{Check: CheckContinuity, Err: errors.New("the log does not extend the prefix accepted before: " + broken)}
+		return nil, &CheckError{Check: CheckContinuity, Err: &causeError{"the log does not extend the prefix accepted before: " + broken, brokenCause}}
 	}
 	if extends != nil && m.Covered >= 0 && uint64(m.Covered) < extends.Records {
 		return nil, &CheckError{Check: CheckContinuity, Err: fmt.Errorf("the quote covers %d records, fewer than the %d accepted before", m.Covered, extends.Records)}
@@ -285,7 +287,7 @@ func MatchLogFrom(log io.Reader, q *Quoted, ref *policy.Reference, from From) (*
 		if m.TailProblem != "" {
 			why += " (" + m.TailProblem + ")"
 		}
-		return nil, &CheckError{Check: CheckContinuity, Err: errors.New(why)}
+		return nil, &CheckError{Check: CheckContinuity, Err: &causeError{why, err}}
 	}
 	if m.Covered < 0 {
 		why := "no prefix of the log replays to the quoted PCR values: the log was edited, reordered, truncated, or belongs to another machine or boot"
@@ -774,6 +776,19 @@ func (c *refChecker) finish() (failures, warnings []Finding) {
 	}
 	return c.failures, c.warnings
 }
+
+// causeError is a check's failure with the read error behind it, if any
+// (nil when the log read well and diverged): a log that does not read
+// proves nothing of a rewrite, and callers tell the two apart with
+// errors.As on [*eventlog.RecordError], [*eventlog.ReplayError] or
+// errors.Is [eventlog.ErrTorn].
+type causeError struct {
+	msg   string
+	cause error
+}
+
+func (e *causeError) Error() string { return e.msg }
+func (e *causeError) Unwrap() error { return e.cause }
 
 // contains reports whether s, which is not empty, is in list.
 func contains(list []string, s string) bool { return s != "" && slices.Contains(list, s) }

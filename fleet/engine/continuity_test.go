@@ -1,10 +1,13 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"encoding/hex"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -194,5 +197,45 @@ func TestShorterLogIsCompromised(t *testing.T) {
 	}
 	if a := f.poll("m"); a.Status != fleet.Compromised || !strings.Contains(a.Reason, "clock ran backwards") {
 		t.Fatalf("a clock behind the accepted one: %s (%s), want compromised", a.Status, a.Reason)
+	}
+}
+
+// TestUnreadableLogIsInvalid: evidence whose new records do not read (a
+// byte flipped on the way, as a proxy on plain HTTP can) proves nothing of
+// a rewrite: the agent is invalid, not compromised, and the accepted
+// prefix is kept, so the next evidence that reads is trusted again.
+func TestUnreadableLogIsInvalid(t *testing.T) {
+	m := newMachine(t, testtpm.Open(t))
+	f := newFixture(t, Options{})
+	f.add(fleet.Spec{Name: "m", URL: m.srv.URL, AK: m.akPEM})
+	m.file("/bin/a", "v1")
+	if a := f.poll("m"); a.Status != fleet.Trusted {
+		t.Fatalf("first round: %s (%s)", a.Status, a.Reason)
+	}
+	m.file("/bin/b", "v1")
+	real := *m.h.Load()
+	var flip http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := httptest.NewRecorder()
+		real.ServeHTTP(rec, r)
+		body := rec.Body.Bytes()
+		nl := bytes.IndexByte(body, '\n')
+		if i := bytes.Index(body[nl+1:], []byte(`"/bin/b"`)); nl >= 0 && i >= 0 {
+			body[nl+1+i+3] = 'X' // "/bXn/b": the record no longer matches its digests
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.Header().Del("Content-Length")
+		w.WriteHeader(rec.Code)
+		w.Write(body)
+	})
+	m.h.Store(&flip)
+	a := f.poll("m")
+	if a.Status != fleet.Invalid || !strings.Contains(a.Reason, "does not read") {
+		t.Fatalf("a record flipped on the way: %s (%s), want invalid", a.Status, a.Reason)
+	}
+	m.h.Store(&real)
+	if a := f.poll("m"); a.Status != fleet.Trusted {
+		t.Fatalf("the next evidence that reads: %s (%s), want trusted", a.Status, a.Reason)
 	}
 }

@@ -303,6 +303,12 @@ func (e *Engine) check(ctx context.Context, a *fleet.Agent, p *plan, state *veri
 		switch {
 		case errors.Is(err, attest.ErrPriorUnusable):
 			return checked{result: e.invalid(a, err.Error()+" (clear the agent to accept a new history)", checks, now)}
+		case errors.As(err, &ce) && state != nil && (ce.Check == attest.CheckContinuity || ce.Check == attest.CheckLog) && unreadable(err):
+			// A log that does not read (garbage, a flipped byte on the
+			// way) proves nothing of a rewrite: invalid, not the sticky
+			// compromised. The accepted prefix is kept: the next log that
+			// reads must still extend it.
+			return checked{result: e.invalid(a, named(ce.Check, ce)+" (the log does not read)", checks, now)}
 		case errors.As(err, &ce) && state != nil && (ce.Check == attest.CheckContinuity || ce.Check == attest.CheckLog):
 			return checked{result: e.compromised(a, named(attest.CheckContinuity, ce), checks, now)}
 		case errors.As(err, &ce):
@@ -355,6 +361,15 @@ func named(check string, ce *verifier.CheckError) string {
 		return msg
 	}
 	return check + ": " + msg
+}
+
+// unreadable reports whether a failed check rests on a log that did not
+// read (a record that does not parse, a digest that is not its content's,
+// a torn end) rather than on records that read and diverge.
+func unreadable(err error) bool {
+	var re *eventlog.RecordError
+	var pe *eventlog.ReplayError
+	return errors.As(err, &re) || errors.As(err, &pe) || errors.Is(err, eventlog.ErrTorn)
 }
 
 // resultChecks is res.Checks, or none.
