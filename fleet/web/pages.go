@@ -94,7 +94,7 @@ func parseTemplates() map[string]*template.Template {
 func symbol(s fleet.Status) string {
 	switch s {
 	case fleet.Compromised:
-		return "⛔"
+		return "‼"
 	case fleet.Invalid:
 		return "✖"
 	case fleet.Untrusted:
