@@ -133,7 +133,33 @@ func accessible(t *testing.T, ctx context.Context, name string) {
 	if len(unlabelled) > 0 || len(unscoped) > 0 {
 		t.Errorf("%s: fields without a label %v, headers without a scope %v", name, unlabelled, unscoped)
 	}
+	// WCAG 2.x contrast of every element that holds text of its own
+	// against the first opaque background behind it: at least 4.5:1.
+	var low []string
+	if err := chromedp.Do(ctx, eval(contrastJS, &low)); err != nil {
+		t.Fatal(err)
+	}
+	if len(low) > 0 {
+		t.Errorf("%s: text below the AA contrast of 4.5:1: %v", name, low)
+	}
 }
+
+const contrastJS = `(() => {
+  const rgb = s => s.match(/[\d.]+/g).map(Number);
+  const lum = c => { const [r, g, b] = c.slice(0, 3).map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const bg = e => { for (; e; e = e.parentElement) { const c = rgb(getComputedStyle(e).backgroundColor); if (c.length < 4 || c[3] > 0) return c; } return [255, 255, 255]; };
+  const out = [];
+  for (const e of document.body.querySelectorAll('*')) {
+    if (![...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim())) continue;
+    const st = getComputedStyle(e);
+    if (st.display === 'none' || st.visibility === 'hidden' || e.getClientRects().length === 0) continue;
+    const a = lum(rgb(st.color)), b = lum(bg(e));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) out.push(e.tagName + '.' + e.className + ' ' + ratio.toFixed(2));
+  }
+  return out;
+})()`
 
 type row struct {
 	ID     string `json:"id"`
