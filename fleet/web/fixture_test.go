@@ -56,7 +56,7 @@ type fixture struct {
 
 var bg = context.Background()
 
-func checksJSON(t *testing.T, cs ...verifier.Check) []byte {
+func checksJSON(t testing.TB, cs ...verifier.Check) []byte {
 	t.Helper()
 	b, err := json.Marshal(cs)
 	if err != nil {
@@ -78,7 +78,7 @@ func quoteChecks() []verifier.Check {
 	}
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	store, err := sqlstore.Open(bg, filepath.Join(t.TempDir(), "verifier.db"))
 	if err != nil {
