@@ -234,7 +234,7 @@ func (s *server) render(w http.ResponseWriter, status int, name string, p page) 
 
 // storeFailed answers a store error.
 func (s *server) storeFailed(w http.ResponseWriter, err error, what string) {
-	if errors.Is(err, fleet.ErrNotFound) {
+	if errors.Is(err, fleet.ErrNotFound) || errors.Is(err, fleet.ErrInvalid) {
 		s.render(w, http.StatusNotFound, "error", page{Title: "Not found", Message: what + " is not registered."})
 		return
 	}

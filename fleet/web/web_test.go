@@ -122,9 +122,11 @@ func TestWorstFirstAndFilter(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("state=<b>: %d, want 400", resp.StatusCode)
 	}
-	resp, _ = f.get(t, "/ui/agents/nobody", "Authorization", "Bearer "+readToken)
-	if resp.StatusCode != http.StatusNotFound {
-		t.Errorf("unknown agent: %d, want 404", resp.StatusCode)
+	for _, name := range []string{"nobody", "no%20such%20name", strings.Repeat("a", 200)} {
+		resp, _ = f.get(t, "/ui/agents/"+name, "Authorization", "Bearer "+readToken)
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("agent %.20s: %d, want 404", name, resp.StatusCode)
+		}
 	}
 }
 
