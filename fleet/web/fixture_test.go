@@ -88,7 +88,7 @@ func newFixture(t testing.TB) *fixture {
 	f := &fixture{store: store, now: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)}
 
 	add := func(name string, push bool) *fleet.Agent {
-		spec := fleet.Spec{Name: name, PCRs: []int{23}, Banks: []string{"sha256"}, Interval: time.Minute, Push: push}
+		spec := fleet.Spec{Name: name, PCRs: []int{23}, Banks: []string{"sha256"}, Interval: time.Minute, Push: push, Azure: name == "web-invalid"}
 		if !push {
 			spec.URL = "https://" + name + ".example.net:8441"
 		} else {

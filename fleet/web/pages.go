@@ -62,7 +62,7 @@ type agentView struct {
 	Findings    []attest.Finding
 	FindingsErr string
 	Checks      []verifier.Check
-	Azure       []verifier.Check
+	AzureSteps  []verifier.Check
 	ChecksErr   string
 	History     []fleet.Transition
 	Continuity  []fleet.Transition
@@ -220,7 +220,7 @@ func (s *server) agentPage(w http.ResponseWriter, r *http.Request, v *viewer) {
 		}
 		for _, c := range checks {
 			if c.Name == "azure" || strings.HasPrefix(c.Name, verifier.CheckAzure) {
-				av.Azure = append(av.Azure, c)
+				av.AzureSteps = append(av.AzureSteps, c)
 			} else {
 				av.Checks = append(av.Checks, c)
 			}

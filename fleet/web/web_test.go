@@ -283,3 +283,33 @@ func (r *recorder) WriteHeader(c int) {
 		r.code = c
 	}
 }
+
+func TestAgentPage(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		name      string
+		want, not []string
+	}{
+		{"web-invalid", []string{"AK vouched for by the Azure SEV-SNP chain", `<ol id="azure"`, "FAILED: report policy"}, []string{"No evidence checked yet"}},
+		{"web-untrusted", []string{`<table id="findings"`, seenDigest, allowedDigest, allowedOther, `<table id="checks"`}, []string{"Azure"}},
+		{"web-pending", []string{"No evidence checked yet", "No history yet."}, []string{`<table id="findings"`}},
+		{"web-unreachable", []string{"pushed by the agent", "(the agent could not be asked)"}, nil},
+		{"web-compromised", []string{`<ul id="continuity"`, "<strong>compromise</strong>"}, nil},
+		{"web-trusted", []string{`<ul id="continuity"`, "<strong>reboot</strong>"}, nil},
+	} {
+		resp, body := f.get(t, "/ui/agents/"+tc.name, "Authorization", "Bearer "+readToken)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d", tc.name, resp.StatusCode)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(body, w) {
+				t.Errorf("%s: no %q", tc.name, w)
+			}
+		}
+		for _, n := range tc.not {
+			if strings.Contains(body, n) {
+				t.Errorf("%s: shows %q", tc.name, n)
+			}
+		}
+	}
+}
