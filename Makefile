@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 export CGO_CFLAGS ?= -O2 -g -DMAX_NV_INDEX_SIZE=4096
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 FUZZTIME  ?= 10s
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools libssl-dev openssl util-linux dbus postgresql runc podman
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools libssl-dev openssl util-linux dbus postgresql runc podman chromium
 
 DEB_VERSION ?= $(shell v=$$(git describe --tags --abbrev=0 2>/dev/null | sed 's/^v//'); echo $${v:-0.1.0}~git$$(git rev-parse --short HEAD 2>/dev/null || echo 0))
 

@@ -24,6 +24,7 @@ import (
 	"github.com/rimon-dev/rimon/fleet/engine"
 	"github.com/rimon-dev/rimon/fleet/metrics"
 	"github.com/rimon-dev/rimon/fleet/sqlstore"
+	"github.com/rimon-dev/rimon/fleet/web"
 	"github.com/rimon-dev/rimon/fleet/webhook"
 	"github.com/spf13/cobra"
 )
@@ -220,7 +221,8 @@ func runVerifier(ctx context.Context, g *globals, f verifierFlags) error {
 	if err != nil {
 		return err
 	}
-	handler := api.Handler(api.Options{Store: store, Engine: eng, Tokens: setup.tokens, ClientCertAdmin: setup.tls != nil && setup.tls.ClientCAs != nil,
+	ui := web.Handler(web.Options{Store: store, Tokens: setup.tokens, ClientCerts: setup.tls != nil && setup.tls.ClientCAs != nil})
+	handler := api.Handler(api.Options{Store: store, Engine: eng, Tokens: setup.tokens, ClientCertAdmin: setup.tls != nil && setup.tls.ClientCAs != nil, UI: ui,
 		Logger: logger.With("part", "api"), Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)})})
 
 	ln, err := net.Listen("tcp", f.listen)

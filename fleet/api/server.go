@@ -56,6 +56,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics is served at GET /metrics to any token; nil: not served.
 	Metrics http.Handler
+	// UI serves /ui/ (package fleet/web), which checks its own
+	// credentials; nil: not served.
+	UI http.Handler
 	// MaxBody and MaxReference bound request bodies (defaults
 	// [DefaultMaxBody] and [DefaultMaxReference]).
 	MaxBody, MaxReference int64
@@ -104,6 +107,9 @@ func Handler(o Options) http.Handler {
 	route(mux, "/healthz", methods{"GET": s.healthz})
 	if o.Engine != nil {
 		mux.Handle("/v1/push/", o.Engine.PushHandler())
+	}
+	if o.UI != nil {
+		mux.Handle("/ui/", o.UI)
 	}
 	mux.Handle("/", s.authenticated(api))
 	return s.logged(mux)

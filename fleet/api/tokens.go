@@ -3,6 +3,7 @@ package api
 import (
 	"bufio"
 	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -151,4 +152,23 @@ func (t *Tokens) Len() int {
 		return 0
 	}
 	return len(t.entries)
+}
+
+// DeriveKey derives a 32-byte key for purpose from every token held (their
+// digests and roles, in the file's order): the same in every process that
+// read the same tokens, another one as soon as a token is added, removed
+// or changes role. Package fleet/web signs its sessions with it. Nil when
+// there are no tokens.
+func (t *Tokens) DeriveKey(purpose string) []byte {
+	if t.Len() == 0 {
+		return nil
+	}
+	var secret []byte
+	for _, e := range t.entries {
+		secret = append(secret, e.digest[:]...)
+		secret = append(secret, byte(e.role))
+	}
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("rimon token-derived key\x00" + purpose))
+	return m.Sum(nil)
 }
