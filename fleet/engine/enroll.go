@@ -106,7 +106,20 @@ func (e *Engine) enroll(ctx context.Context, a *fleet.Agent, now time.Time) (*en
 		}
 		return fail(e.invalid(a, "enrollment: the agent's identity: "+err.Error(), nil, now))
 	}
-	res, err := enroll.Enroll(ctx, id, o, agent.HTTPActivator(client, a.URL))
+	// A network failure during activation is the agent's absence, not a
+	// refusal: told apart here, since enroll.Enroll words it as a step.
+	var lost error
+	activate := agent.HTTPActivator(client, a.URL)
+	res, err := enroll.Enroll(ctx, id, o, func(ctx context.Context, req *enroll.ActivationRequest) (*enroll.ActivationResponse, error) {
+		ans, err := activate(ctx, req)
+		if err != nil && unreachable(ctx, err) {
+			lost = err
+		}
+		return ans, err
+	})
+	if err != nil && lost != nil {
+		return fail(e.unreachable(a, "enrollment: credential activation: "+withoutURL(lost), now))
+	}
 	if err != nil {
 		var ce *enroll.CheckError
 		if errors.As(err, &ce) {

@@ -127,6 +127,11 @@ func TestEnrollFleet(t *testing.T) {
 	if a := f.poll("wrong-ca"); a.Status != fleet.Invalid || !strings.HasPrefix(a.Reason, "enrollment: "+enroll.StepEKChain+": ") || a.Enrollment != nil {
 		t.Fatalf("a CA that did not sign the EK certificate: %s (%s)", a.Status, a.Reason)
 	}
+	// An agent that does not answer cannot be enrolled: unreachable, not invalid.
+	f.add(fleet.Spec{Name: "gone", URL: "http://" + freeAddr(t), EKCA: string(caPEM)})
+	if a := f.poll("gone"); a.Status != fleet.Unreachable || !strings.HasPrefix(a.Reason, "enrollment: ") || a.Enrollment != nil {
+		t.Fatalf("an agent that does not answer: %s (%s)", a.Status, a.Reason)
+	}
 	// The enroll route is for enrolled agents only.
 	f.add(fleet.Spec{Name: "pinned", URL: m.srv.URL, AK: m.akPEM})
 	if _, err := c.Enroll(ctx, "pinned", ""); err == nil || !strings.Contains(err.Error(), "409") {
