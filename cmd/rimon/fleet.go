@@ -208,7 +208,7 @@ reference add; without one only the evidence's authenticity is checked.
 				return usageErr("give either --agent URL (the verifier polls the agent) or --push (the agent pushes)")
 			}
 			if n := btoi(akFile != "") + btoi(azureAK) + btoi(en.set()); n != 1 {
-				return usageErr("give one of --ak PEM (the agent's pinned attestation key), --azure, or --ek-ca/--ak-ca (enroll the AK)")
+				return usageErr("give either --ak PEM (the agent's pinned attestation key), --azure, or --ek-ca/--ak-ca (to enroll the AK)")
 			}
 			if en.set() && push {
 				return usageErr("--ek-ca and --ak-ca go with --agent: enrollment asks the agent for its identity")
@@ -244,14 +244,14 @@ reference add; without one only the evidence's authenticity is checked.
 			if len(en.ekCA) > 0 {
 				pool, err := enroll.LoadCAPool(en.ekCA...)
 				if err != nil {
-					return usageErr("--ek-ca: %v", err)
+					return fmt.Errorf("--ek-ca: %w", err)
 				}
 				spec.EKCA = string(pool.PEM())
 			}
 			if len(en.akCA) > 0 {
 				pool, err := enroll.LoadCAPool(en.akCA...)
 				if err != nil {
-					return usageErr("--ak-ca: %v", err)
+					return fmt.Errorf("--ak-ca: %w", err)
 				}
 				spec.AKCA = string(pool.PEM())
 			}
