@@ -59,7 +59,12 @@ func (e *Engine) pullEnrolled(ctx context.Context, a *fleet.Agent) fleet.Result 
 	}
 	if r.Status == fleet.Invalid && strings.HasPrefix(r.Reason, attest.CheckSignature+": ") || rebooted(r) {
 		if reason := e.identityChanged(ctx, a); reason != "" {
-			return e.invalid(a, reason, r.Checks, now)
+			changed := e.invalid(a, reason, r.Checks, now)
+			if rebooted(r) {
+				// The old boot is over all the same.
+				changed.Boot, changed.NewBoot, changed.Events = &fleet.Boot{}, true, r.Events
+			}
+			return changed
 		}
 	}
 	return r

@@ -108,7 +108,8 @@ func (s *Store) referenceExists(ctx context.Context, tx *txn, agent, ref string)
 	return nil
 }
 
-// UpdateSpec changes an agent's registration, not its state. The name
+// UpdateSpec changes an agent's registration, not its state (an
+// enrollment is forgotten when the CAs it was made with change). The name
 // cannot change (s.Name is name or empty). A spec that pushes without a
 // token hash keeps the stored one. The version moves and the lease is
 // dropped: a result computed under the old spec (an AK no longer pinned)
@@ -147,7 +148,9 @@ func (s *Store) UpdateSpec(ctx context.Context, name string, spec fleet.Spec) er
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE agents SET url = $2, agent_ca = $3, ak = $4, azure = $5, vm_id = $6,
 	reference = $7, pcrs = $8, banks = $9, interval_ns = $10, push = $11, push_token_hash = $12, version = version + 1,
-	lease_owner = '', lease_until = 0, ek_ca = $13, ak_ca = $14
+	lease_owner = '', lease_until = 0, ek_ca = $13, ak_ca = $14,
+	enrollment = CASE WHEN ek_ca = $13 AND ak_ca = $14 THEN enrollment ELSE NULL END,
+	enrolled = CASE WHEN ek_ca = $13 AND ak_ca = $14 THEN enrolled ELSE 0 END
 WHERE name = $1`,
 			name, spec.URL, spec.AgentCA, spec.AK, b2i(spec.Azure), spec.VMID, nullString(spec.Reference),
 			string(pcrs), string(banks), int64(spec.Interval), b2i(spec.Push), hash, spec.EKCA, spec.AKCA)

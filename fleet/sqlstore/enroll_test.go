@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/rimon-dev/rimon/fleet"
 )
@@ -40,6 +41,14 @@ func TestEnrollment(t *testing.T) {
 			Enrollment: []byte(`{"path":"other"}`)}); !errors.Is(err, fleet.ErrConflict) {
 			t.Fatalf("stale result: %v, want ErrConflict", err)
 		}
+		// A registration changed but for its CAs keeps the enrollment.
+		sp.Interval = 2 * time.Minute
+		if err := s.UpdateSpec(bg, "e-1", sp); err != nil {
+			t.Fatal(err)
+		}
+		if a = mustAgent(t, s, "e-1"); string(a.Enrollment) != string(rec) {
+			t.Fatalf("after an update of the interval: enrollment %q", a.Enrollment)
+		}
 		if err := s.Unenroll(bg, "e-1", "enroll again by admin", t0.Add(5)); err != nil {
 			t.Fatal(err)
 		}
@@ -53,6 +62,17 @@ func TestEnrollment(t *testing.T) {
 		h, err := s.History(bg, "e-1", 1)
 		if err != nil || len(h) != 1 || h[0].Event != fleet.EventEnroll || h[0].From != fleet.Invalid || h[0].To != fleet.Pending {
 			t.Fatalf("history: %+v, %v", h, err)
+		}
+		// Other CAs: the enrollment they did not make is forgotten.
+		if err := s.SaveResult(bg, fleet.Result{AgentID: a.ID, Version: a.Version, At: t0.Add(6), Status: fleet.Trusted, Enrollment: rec}); err != nil {
+			t.Fatal(err)
+		}
+		sp.EKCA = "another EK CA PEM"
+		if err := s.UpdateSpec(bg, "e-1", sp); err != nil {
+			t.Fatal(err)
+		}
+		if a = mustAgent(t, s, "e-1"); a.Enrollment != nil || !a.EnrolledAt.IsZero() || a.EKCA != sp.EKCA {
+			t.Fatalf("after an update of the EK CAs: enrollment %q at %v", a.Enrollment, a.EnrolledAt)
 		}
 		if err := s.Unenroll(bg, "nobody", "", t0); !errors.Is(err, fleet.ErrNotFound) {
 			t.Errorf("Unenroll(nobody) = %v", err)
