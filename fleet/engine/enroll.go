@@ -2,12 +2,14 @@ package engine
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rimon-dev/rimon/attest"
@@ -161,13 +163,47 @@ func (e *Engine) identityChanged(ctx context.Context, a *fleet.Agent) string {
 	return ""
 }
 
+// akCache holds the AKs read from stored enrollments, by the SHA-256 of
+// the enrollment: reading one (go-tpm's unmarshalling, the checks) costs
+// more than a round's other preparations. Content-addressed, so it is
+// never stale; emptied when full.
+var akCache = struct {
+	sync.Mutex
+	m map[[32]byte]*enroll.AK
+}{m: map[[32]byte]*enroll.AK{}}
+
+// maxAKCache bounds akCache (an entry is a few hundred bytes).
+const maxAKCache = 1 << 16
+
 // enrolledAK is the AK an enrolled agent's quotes are checked with.
 func enrolledAK(a *fleet.Agent) (*enroll.AK, error) {
 	if a.Enrollment == nil {
 		return nil, errors.New("not enrolled yet (enrollment asks the agent, which a round that is pushed cannot)")
 	}
+	sum := sha256.Sum256(a.Enrollment)
+	akCache.Lock()
+	ak := akCache.m[sum]
+	akCache.Unlock()
+	if ak != nil {
+		return ak, nil
+	}
+	ak, err := readAK(a.Enrollment)
+	if err != nil {
+		return nil, err
+	}
+	akCache.Lock()
+	if len(akCache.m) >= maxAKCache {
+		clear(akCache.m)
+	}
+	akCache.m[sum] = ak
+	akCache.Unlock()
+	return ak, nil
+}
+
+// readAK reads and checks the AK of a stored enrollment.
+func readAK(enrollment []byte) (*enroll.AK, error) {
 	var rec enroll.Record
-	if err := json.Unmarshal(a.Enrollment, &rec); err != nil {
+	if err := json.Unmarshal(enrollment, &rec); err != nil {
 		return nil, fmt.Errorf("the stored enrollment: %v", err)
 	}
 	ak, err := enroll.CheckAK(rec.AKPublic, rec.AKName)

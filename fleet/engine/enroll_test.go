@@ -7,6 +7,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
 	"net/http/httptest"
@@ -173,4 +175,26 @@ func otherCA(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+// What an enrolled agent adds to every round: reading the enrolled AK
+// from the stored enrollment (a simulator's AK).
+func BenchmarkEnrolledAK(b *testing.B) {
+	tp := testtpm.Open(b)
+	ak, _, err := tp.ProvisionAK(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec, err := json.Marshal(enroll.Record{Path: enroll.PathActivation, AKPublic: ak.Public, AKName: hex.EncodeToString(ak.Name.Buffer),
+		EKCertificate: make([]byte, 1200), Steps: []enroll.Step{{Name: "vendor CA", Detail: "CN=x"}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	a := &fleet.Agent{Spec: fleet.Spec{EKCA: "x"}, Enrollment: rec}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := enrolledAK(a); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
