@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -81,4 +82,34 @@ func TestEnrollment(t *testing.T) {
 			t.Errorf("ek_ca with a pinned AK: %v", err)
 		}
 	})
+}
+
+// A database made before enrollment is migrated with its agents: pinned
+// AKs, no CAs, no enrollment.
+func TestEnrollmentMigration(t *testing.T) {
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			// The database as it was before the enrollment migration.
+			dsn := b.dsn(t)
+			old, err := Open(bg, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, q := range []string{`DELETE FROM schema_version WHERE version = ` + fmt.Sprint(SchemaVersion()),
+				`ALTER TABLE agents DROP COLUMN ek_ca`, `ALTER TABLE agents DROP COLUMN ak_ca`,
+				`ALTER TABLE agents DROP COLUMN enrollment`, `ALTER TABLE agents DROP COLUMN enrolled`,
+				`INSERT INTO agents (name, url, ak, pcrs, banks, interval_ns, status, since, next_due, created)
+VALUES ('before', 'http://127.0.0.1:9/', '` + testAK + `', '[23]', '["sha256"]', 60000000000, 'trusted', 1, 1, 1)`} {
+				if _, err := old.w.Exec(q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			old.Close()
+			s := openStore(t, dsn)
+			a := mustAgent(t, s, "before")
+			if a.AK != testAK || a.Status != fleet.Trusted || a.Enrolls() || a.Enrollment != nil || !a.EnrolledAt.IsZero() {
+				t.Errorf("migrated agent: %+v", a)
+			}
+		})
+	}
 }
