@@ -11,11 +11,13 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"math/big"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -123,6 +125,37 @@ func TestEnrollFleet(t *testing.T) {
 	}
 	if s := show(); s.Enrollment == nil || s.Enrollment.AKName == first.Enrollment.AKName {
 		t.Fatalf("enrolled again: %+v", s.Enrollment)
+	}
+
+	// A reboot (swtpm restarted with its state, a new log): the identity
+	// is asked for again, is the enrolled one, and the agent stays trusted.
+	tp2.Close()
+	p.Restart(true)
+	tp3, err := tpm.Open(ctx, p.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tp3.Close() })
+	m.pcrs = &switchPCRs{TPM: tp3}
+	m.path = filepath.Join(t.TempDir(), "boot2.log")
+	m.open()
+	m.serve(tp3, m.path)
+	m.file("/usr/bin/tool", "v1")
+	var asked atomic.Int32
+	served := *m.h.Load()
+	var counted http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/identity" {
+			asked.Add(1)
+		}
+		served.ServeHTTP(w, r)
+	})
+	m.h.Store(&counted)
+	f.advance(time.Minute)
+	if a := f.poll("m"); a.Status != fleet.Trusted || asked.Load() != 1 {
+		t.Fatalf("after a reboot: %s (%s), the identity asked for %d times", a.Status, a.Reason, asked.Load())
+	}
+	if h := f.history("m"); h[len(h)-1] != EventReboot {
+		t.Errorf("history %v: want the reboot last", h)
 	}
 
 	// A CA that did not sign the EK certificate.
