@@ -231,3 +231,58 @@ func BenchmarkEnrolledAK(b *testing.B) {
 		}
 	}
 }
+
+// The AK certificate path: a cloud vTPM's AK certificate (here written
+// into the simulator's NV at Azure Trusted Launch's index, certified by a
+// test root) chains to the agent's ak_ca: enrolled with no activation
+// round, and the API says which path vouched.
+func TestEnrollFleetAKCert(t *testing.T) {
+	ctx := context.Background()
+	tp := testtpm.Open(t)
+	m := newMachine(t, tp)
+	m.file("/usr/bin/tool", "v1")
+	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "cloud AK root"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	rootDER, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &rootKey.PublicKey, rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := x509.ParseCertificate(rootDER)
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "AK"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+	akDER, err := x509.CreateCertificate(rand.Reader, leaf, root, m.ak, rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.WriteNV(ctx, tpm.AzureAKCert, akDER); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, Options{})
+	f.now.Store(&now)
+	f.add(fleet.Spec{Name: "vm", URL: m.srv.URL, AKCA: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rootDER}))})
+	f.add(fleet.Spec{Name: "other-root", URL: m.srv.URL, AKCA: otherCA(t)})
+	if a := f.poll("vm"); a.Status != fleet.Trusted {
+		t.Fatalf("first round: %s (%s)", a.Status, a.Reason)
+	}
+	toks, err := api.ReadTokens(strings.NewReader("admin-token-0123456789abcdef\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api.Handler(api.Options{Store: f.store, Engine: f.e, Tokens: toks}))
+	t.Cleanup(srv.Close)
+	a, err := (&api.Client{Base: srv.URL, Token: "admin-token-0123456789abcdef"}).Agent(ctx, "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := a.Enrollment; e == nil || e.Path != enroll.PathAKCert || e.EKIndex != 0 || len(e.Steps) == 0 || e.Steps[0].Name != "cloud CA" {
+		t.Fatalf("show: %+v", a.Enrollment)
+	}
+	if a := f.poll("other-root"); a.Status != fleet.Invalid || !strings.HasPrefix(a.Reason, "enrollment: "+enroll.StepAKCert+": ") {
+		t.Fatalf("another root: %s (%s)", a.Status, a.Reason)
+	}
+}
