@@ -178,7 +178,7 @@ const maxAKCache = 1 << 16
 // enrolledAK is the AK an enrolled agent's quotes are checked with.
 func enrolledAK(a *fleet.Agent) (*enroll.AK, error) {
 	if a.Enrollment == nil {
-		return nil, errors.New("not enrolled yet (enrollment asks the agent, which a round that is pushed cannot)")
+		return nil, errors.New("the AK is not enrolled yet (the next poll of the agent enrolls it)")
 	}
 	sum := sha256.Sum256(a.Enrollment)
 	akCache.Lock()
