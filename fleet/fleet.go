@@ -91,7 +91,19 @@ type Spec struct {
 	// of being polled; PushTokenHash is the SHA-256 (hex) of its token.
 	Push          bool   `json:"push,omitempty"`
 	PushTokenHash string `json:"-"`
+	// EKCA, when set, is a PEM bundle of TPM vendor CAs: the AK is not
+	// pinned but enrolled once, through the agent's EK certificate and
+	// credential activation (package attest/enroll), and attested with
+	// from then on.
+	EKCA string `json:"ek_ca,omitempty"`
+	// AKCA, when set, is a PEM bundle of cloud roots that vouch for the
+	// AK certificate a cloud vTPM carries (enrolled once, as with EKCA).
+	AKCA string `json:"ak_ca,omitempty"`
 }
+
+// Enrolls reports whether the agent's AK is enrolled (EKCA or AKCA)
+// rather than pinned.
+func (s Spec) Enrolls() bool { return s.EKCA != "" || s.AKCA != "" }
 
 // Agent is a registered agent and what the verifier knows of it.
 type Agent struct {
@@ -121,6 +133,11 @@ type Agent struct {
 	// now (empty and zero when none).
 	LeaseOwner string    `json:"-"`
 	LeaseUntil time.Time `json:"-"`
+	// Enrollment is what vouched for the AK of an agent that enrolls
+	// (Spec.Enrolls): an enroll.Record as JSON, nil until enrolled (or
+	// after an operator asked for enrollment again); EnrolledAt is when.
+	Enrollment []byte    `json:"-"`
+	EnrolledAt time.Time `json:"-"`
 }
 
 // Boot is the replay state of the agent's current boot: the TPM counters
@@ -219,6 +236,9 @@ type Result struct {
 	// Failures is the new count of consecutive unreachable rounds.
 	Failures int
 	NextDue  time.Time
+	// Enrollment, when not nil, is a new enrollment (an enroll.Record as
+	// JSON) stored with the result.
+	Enrollment []byte
 }
 
 // Delivery is one webhook message in the outbox.
@@ -301,6 +321,10 @@ type Store interface {
 	Clear(ctx context.Context, name, reason string, now time.Time) error
 	// History lists the agent's transitions, newest first.
 	History(ctx context.Context, name string, limit int) ([]Transition, error)
+	// Unenroll is an operator's decision to enroll an agent again: its
+	// enrollment, boot and observations are forgotten, it goes to pending,
+	// due at once; recorded as an "enroll" transition.
+	Unenroll(ctx context.Context, name, reason string, now time.Time) error
 
 	// SetEndpoints declares the webhook endpoints (URLs); deliveries are
 	// queued for the enabled ones.
@@ -316,6 +340,10 @@ type Store interface {
 
 	Close() error
 }
+
+// EventEnroll is the history event of an enrollment, and of an
+// operator's request to enroll again.
+const EventEnroll = "enroll"
 
 // EventStateChanged is the webhook event type of a change of state.
 const EventStateChanged = "agent.state_changed"

@@ -42,6 +42,16 @@ func (p *CAPool) add(c *x509.Certificate, src string) {
 // Len is the number of certificates in the pool.
 func (p *CAPool) Len() int { return len(p.certs) }
 
+// PEM encodes the pool's certificates as one PEM bundle (what a fleet
+// verifier stores for an agent).
+func (p *CAPool) PEM() []byte {
+	var b bytes.Buffer
+	for _, c := range p.certs {
+		pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
+	return b.Bytes()
+}
+
 // caExts are the file name endings read from a directory.
 var caExts = []string{".pem", ".crt", ".cer", ".der"}
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rimon-dev/rimon/attest"
+	"github.com/rimon-dev/rimon/attest/enroll"
 	"github.com/rimon-dev/rimon/attest/verifier"
 	"github.com/rimon-dev/rimon/fleet"
 	"github.com/rimon-dev/rimon/fleet/api"
@@ -79,7 +80,7 @@ unreachable, or its refusal with its message), 3 usage error.`,
 	pf.StringVar(&f.ca, "ca", os.Getenv("RIMON_CA"), "CA certificates (PEM) that sign the verifier's TLS certificate (default: the system's) ($RIMON_CA)")
 	pf.StringVar(&f.cert, "cert", "", "a client certificate (PEM) to present instead of a token (the verifier's --client-ca signs it)")
 	pf.StringVar(&f.key, "key", "", "the client certificate's key (PEM)")
-	c.AddCommand(f.addCmd(), f.listCmd(), f.showCmd(), f.historyCmd(), f.waitCmd(), f.clearCmd(), f.removeCmd(), f.referenceCmd())
+	c.AddCommand(f.addCmd(), f.listCmd(), f.showCmd(), f.historyCmd(), f.waitCmd(), f.clearCmd(), f.enrollCmd(), f.removeCmd(), f.referenceCmd())
 	return c
 }
 
@@ -182,8 +183,9 @@ func (f *fleetFlags) addCmd() *cobra.Command {
 	var agentURL, akFile, agentCA, reference, pcrs, vmID, interval, tokenOut string
 	var banks []string
 	var azureAK, push bool
+	var en enrollFlags
 	c := &cobra.Command{
-		Use:   "add NAME (--agent URL | --push) (--ak PEM | --azure [--vm-id ID]) [--agent-ca PEM] [--reference NAME] [--pcrs 23] [--interval 60s]",
+		Use:   "add NAME (--agent URL | --push) (--ak PEM | --azure [--vm-id ID] | --ek-ca CA | --ak-ca CA) [--agent-ca PEM] [--reference NAME] [--pcrs 23] [--interval 60s]",
 		Short: "Register an agent: polled at --agent URL, or pushing its evidence (--push)",
 		Long: `add registers an agent. The verifier polls an agent started with rimon watch
 --listen at --agent URL, or, with --push, the agent posts its evidence itself
@@ -193,7 +195,13 @@ mode 0600), and never shown again.
 
 The AK is pinned (--ak, the PEM rimon provision or rimon watch --ak-out
 writes), or vouched for by the Azure SEV-SNP chain (--azure; --vm-id pins the
-VM's vmUniqueId). --reference names a reference stored with rimon fleet
+VM's vmUniqueId), or enrolled once with nothing but CA certificates: with
+--ek-ca (TPM vendor CAs: a file or a directory such as Keylime's
+tpm_cert_store), the agent's EK certificate must chain to one of them and
+credential activation prove the AK is in that TPM; with --ak-ca (cloud roots),
+the AK certificate of a cloud vTPM must chain to one of them. The verifier
+then attests with the enrolled AK alone; if the agent later shows another AK
+or EK it is invalid until rimon fleet enroll NAME. --reference names a reference stored with rimon fleet
 reference add; without one only the evidence's authenticity is checked.
 --interval is at least 1s (default 60s; the verifier jitters it).`,
 		Args: cobra.ExactArgs(1),
@@ -201,8 +209,11 @@ reference add; without one only the evidence's authenticity is checked.
 			if (agentURL == "") == !push {
 				return usageErr("give either --agent URL (the verifier polls the agent) or --push (the agent pushes)")
 			}
-			if (akFile == "") == !azureAK {
-				return usageErr("give either --ak PEM (the agent's pinned attestation key) or --azure")
+			if n := btoi(akFile != "") + btoi(azureAK) + btoi(en.set()); n != 1 {
+				return usageErr("give either --ak PEM (the agent's pinned attestation key), --azure, or --ek-ca/--ak-ca (to enroll the AK)")
+			}
+			if en.set() && push {
+				return usageErr("--ek-ca and --ak-ca go with --agent: enrollment asks the agent for its identity")
 			}
 			if vmID != "" && !azureAK {
 				return usageErr("--vm-id goes with --azure")
@@ -231,6 +242,20 @@ reference add; without one only the evidence's authenticity is checked.
 					return fmt.Errorf("--ak %s: %w", akFile, err)
 				}
 				spec.AK = string(b)
+			}
+			if len(en.ekCA) > 0 {
+				pool, err := enroll.LoadCAPool(en.ekCA...)
+				if err != nil {
+					return fmt.Errorf("--ek-ca: %w", err)
+				}
+				spec.EKCA = string(pool.PEM())
+			}
+			if len(en.akCA) > 0 {
+				pool, err := enroll.LoadCAPool(en.akCA...)
+				if err != nil {
+					return fmt.Errorf("--ak-ca: %w", err)
+				}
+				spec.AKCA = string(pool.PEM())
 			}
 			if agentCA != "" {
 				b, err := os.ReadFile(agentCA)
@@ -273,6 +298,7 @@ reference add; without one only the evidence's authenticity is checked.
 			return nil
 		},
 	}
+	en.register(c)
 	fl := c.Flags()
 	fl.StringVar(&agentURL, "agent", "", "the agent's evidence endpoint, http(s)://HOST:PORT (rimon watch --listen)")
 	fl.BoolVar(&push, "push", false, "the agent pushes its evidence (rimon watch --push): no --agent")
@@ -476,6 +502,8 @@ func (f *fleetFlags) show(a *api.Agent, now time.Time) {
 		fmt.Fprintf(w, "evidence\tpolled at %s%s\n", a.URL, pin)
 	}
 	switch {
+	case a.EKCA != "" || a.AKCA != "":
+		fmt.Fprintf(w, "ak\t%s\n", enrollmentLine(a.Enrollment))
 	case a.Azure && a.VMID != "":
 		fmt.Fprintf(w, "ak\tvouched for by the Azure SEV-SNP chain, vmUniqueId %s\n", a.VMID)
 	case a.Azure:
@@ -510,6 +538,12 @@ func (f *fleetFlags) show(a *api.Agent, now time.Time) {
 		fmt.Fprintf(w, "boot\tresetCount %d, restartCount %d, %d records accepted\n", a.Boot.ResetCount, a.Boot.RestartCount, a.Boot.Records)
 	}
 	w.Flush()
+	if e := a.Enrollment; e != nil && len(e.Steps) > 0 {
+		fmt.Fprintln(f.g.stdout, "\nchain of trust of the AK:")
+		for _, st := range e.Steps {
+			fmt.Fprintf(f.g.stdout, "  %-22s %s\n", st.Name, oneLine(st.Detail))
+		}
+	}
 	var checks []verifier.Check
 	if len(a.Checks) > 0 && json.Unmarshal(a.Checks, &checks) == nil && len(checks) > 0 {
 		fmt.Fprintln(f.g.stdout, "\nchecks of the last attestation:")
@@ -662,6 +696,47 @@ attests it again at once from its whole log.`,
 				return apiErr(err)
 			}
 			fmt.Fprintf(f.g.stdout, "cleared %s: %s, attested again from its whole log\n", a.Name, a.State)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&reason, "reason", "", "why, for the agent's history")
+	return c
+}
+
+// enrollmentLine says what vouched for an enrolled agent's AK.
+func enrollmentLine(e *api.Enrollment) string {
+	if e == nil {
+		return "not enrolled yet (enrolled at the next attestation, through its EK or AK certificate)"
+	}
+	how := e.Path
+	switch e.Path {
+	case enroll.PathActivation:
+		how = fmt.Sprintf("vouched for by a TPM vendor CA through the EK certificate at NV 0x%08X and credential activation", e.EKIndex)
+	case enroll.PathAKCert:
+		how = "vouched for by a cloud root through the AK certificate"
+	}
+	return fmt.Sprintf("%s (%s), enrolled %s, name %s", how, e.Path, e.Time.UTC().Format(time.RFC3339), e.AKName)
+}
+
+func (f *fleetFlags) enrollCmd() *cobra.Command {
+	var reason string
+	c := &cobra.Command{
+		Use:   "enroll NAME [--reason TEXT]",
+		Short: "Enroll an agent's AK again (after it showed another AK or EK)",
+		Long: `enroll is an operator's decision, recorded in the agent's history with
+--reason: the verifier forgets the agent's enrollment (the AK it attests with,
+and the EK certificate that vouched for it) and enrolls it again at once with
+the CAs it was added with (--ek-ca, --ak-ca). The verifier never does this by
+itself: an agent that shows another AK or EK than the enrolled ones stays
+invalid until enrolled again. rimon fleet wait NAME --state trusted waits for
+the outcome.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			a, err := f.client.Enroll(cmd.Context(), args[0], reason)
+			if err != nil {
+				return apiErr(err)
+			}
+			fmt.Fprintf(f.g.stdout, "%s: %s, enrolled again at its next attestation\n", a.Name, a.State)
 			return nil
 		},
 	}

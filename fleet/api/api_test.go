@@ -803,3 +803,53 @@ func TestHealthz(t *testing.T) {
 		t.Error("a failed health check is not logged")
 	}
 }
+
+// An agent whose AK is enrolled: ek_ca and ak_ca hold CA certificates
+// (real ones: Google's EK root, a vendor's from Keylime's store), exclude a
+// pinned AK, azure and push, and are shown with the agent; a leaf
+// certificate is not a CA. The enroll route is for enrolled agents.
+func TestEnrolledAgentSpec(t *testing.T) {
+	e := newEnv(t, nil)
+	read := func(p string) string {
+		b, err := os.ReadFile("../../attest/enroll/testdata/ek/" + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	ca := read("keylime/STM_RSA_RT.pem") + read("go-tpm-tools/tpm_ek_root_1.pem")
+	add := func(body map[string]any) reply { return e.do("POST", "/v1/agents", adminToken, body) }
+	r := add(map[string]any{"name": "e", "url": "http://127.0.0.1:9", "ek_ca": ca})
+	if r.status != 201 {
+		t.Fatalf("add with ek_ca: %d %s", r.status, r.body)
+	}
+	var a api.Agent
+	e.must(200, "GET", "/v1/agents/e", adminToken, nil).json(t, &a)
+	if a.EKCA != ca || a.Enrollment != nil || a.AK != "" {
+		t.Errorf("GET: ek_ca %d bytes, enrollment %+v, ak %q", len(a.EKCA), a.Enrollment, a.AK)
+	}
+	for _, tc := range []struct {
+		body  map[string]any
+		field string
+	}{
+		{map[string]any{"name": "x", "url": "http://127.0.0.1:9", "ek_ca": ca, "ak": akPEM(t)}, "ek_ca"},
+		{map[string]any{"name": "x", "url": "http://127.0.0.1:9", "ak_ca": ca, "azure": true}, "ek_ca"},
+		{map[string]any{"name": "x", "push": true, "ek_ca": ca}, "ek_ca"},
+		{map[string]any{"name": "x", "url": "http://127.0.0.1:9", "ek_ca": read("go-tpm-tools/uca_tpm_rsa_enc_cert.pem")}, "ek_ca"},
+		{map[string]any{"name": "x", "url": "http://127.0.0.1:9", "ak_ca": "not PEM"}, "ak_ca"},
+	} {
+		r := add(tc.body)
+		if _, field := r.errorField(t); r.status != 400 || field != tc.field {
+			t.Errorf("add %v: %d %s, want 400 on %s", tc.body, r.status, r.body, tc.field)
+		}
+	}
+	e.must(200, "POST", "/v1/agents/e/enroll", adminToken, map[string]string{"reason": "new board"})
+	e.must(403, "POST", "/v1/agents/e/enroll", readToken, nil)
+	e.must(404, "POST", "/v1/agents/nobody/enroll", adminToken, nil)
+	e.must(201, "POST", "/v1/agents", adminToken, map[string]any{"name": "p", "url": "http://127.0.0.1:9", "ak": akPEM(t)})
+	e.must(409, "POST", "/v1/agents/p/enroll", adminToken, nil)
+	h, err := e.store.History(context.Background(), "e", 1)
+	if err != nil || len(h) != 1 || h[0].Event != fleet.EventEnroll || !strings.Contains(h[0].Reason, "new board") {
+		t.Errorf("history: %+v %v", h, err)
+	}
+}

@@ -175,6 +175,16 @@ func (c *Client) Clear(ctx context.Context, name, reason string) (*Agent, error)
 	return &out, nil
 }
 
+// Enroll asks for an agent to be enrolled again (an operator's decision,
+// after it showed another AK or EK): its next round enrolls it.
+func (c *Client) Enroll(ctx context.Context, name, reason string) (*Agent, error) {
+	var out Agent
+	if err := c.do(ctx, "POST", agentPath(name)+"/enroll", nil, EnrollRequest{Reason: reason}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // References lists the stored references.
 func (c *Client) References(ctx context.Context) ([]Reference, error) {
 	var out []Reference

@@ -93,6 +93,7 @@ func Handler(o Options) http.Handler {
 	route(api, "/v1/agents/{name}", methods{"GET": s.getAgent, "PUT": s.putAgent, "DELETE": s.removeAgent})
 	route(api, "/v1/agents/{name}/history", methods{"GET": s.history})
 	route(api, "/v1/agents/{name}/clear", methods{"POST": s.clear})
+	route(api, "/v1/agents/{name}/enroll", methods{"POST": s.enroll})
 	route(api, "/v1/references", methods{"GET": s.listReferences, "POST": s.addReference})
 	route(api, "/v1/references/{name}", methods{"GET": s.getReference, "PUT": s.putReference})
 	route(api, "/v1/summary", methods{"GET": s.summary})
@@ -613,6 +614,50 @@ func (s *server) clear(w http.ResponseWriter, r *http.Request) {
 	s.wake(name)
 	a, err := s.o.Store.Agent(r.Context(), name)
 	if err != nil {
+		s.fail(w, r, err, fmt.Sprintf("no agent named %q", name))
+		return
+	}
+	writeJSON(w, http.StatusOK, view(a, true))
+}
+
+// enroll is an operator's decision to enroll an agent again (after it
+// showed another AK or EK): its enrollment is forgotten, and its next
+// round enrolls it with its CAs.
+func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
+	name, ok := agentName(w, r)
+	if !ok {
+		return
+	}
+	var req EnrollRequest
+	if r.ContentLength != 0 {
+		if code, err := decode(w, r, s.o.MaxBody, &req); err != nil && !errors.Is(err, errEmptyBody) {
+			writeError(w, code, err)
+			return
+		}
+	}
+	if len(req.Reason) > MaxReason || strings.ContainsAny(req.Reason, "\r\n") {
+		writeError(w, http.StatusBadRequest, badField("reason", "one line of at most %d bytes", MaxReason))
+		return
+	}
+	a, err := s.o.Store.Agent(r.Context(), name)
+	if err != nil {
+		s.fail(w, r, err, fmt.Sprintf("no agent named %q", name))
+		return
+	}
+	if !a.Enrolls() {
+		writeError(w, http.StatusConflict, fmt.Errorf("agent %s is not enrolled: its AK is pinned or vouched for by Azure (give ek_ca or ak_ca with PUT /v1/agents/%s first)", name, name))
+		return
+	}
+	reason := "enrollment asked for by " + whoFor(r).who
+	if req.Reason != "" {
+		reason += ": " + req.Reason
+	}
+	if err := s.o.Store.Unenroll(r.Context(), name, reason, s.o.Now()); err != nil {
+		s.fail(w, r, err, fmt.Sprintf("no agent named %q", name))
+		return
+	}
+	s.wake(name)
+	if a, err = s.o.Store.Agent(r.Context(), name); err != nil {
 		s.fail(w, r, err, fmt.Sprintf("no agent named %q", name))
 		return
 	}

@@ -66,6 +66,42 @@ type AgentSpec struct {
 	Interval  Duration `json:"interval,omitempty"`
 	// Push: the agent posts its evidence (rimon watch --push).
 	Push bool `json:"push,omitempty"`
+	// EKCA: PEM certificates of the TPM vendors' CAs. Instead of a pinned
+	// AK, the agent's AK is enrolled once through its EK certificate and
+	// credential activation, and attested with from then on.
+	EKCA string `json:"ek_ca,omitempty"`
+	// AKCA: PEM certificates of cloud roots that vouch for the AK
+	// certificate of a cloud vTPM (enrolled once, as with EKCA).
+	AKCA string `json:"ak_ca,omitempty"`
+}
+
+// Enrollment is what vouched for an enrolled agent's AK.
+type Enrollment struct {
+	// Path: "ek-activation" (a vendor CA vouched for the EK, credential
+	// activation for the AK) or "ak-certificate" (a cloud root vouched
+	// for the AK's certificate).
+	Path string    `json:"path"`
+	Time time.Time `json:"time"`
+	// AKName is the enrolled AK's TPM name (hex).
+	AKName string `json:"ak_name"`
+	// EKIndex is the NV index of the EK certificate that vouched.
+	EKIndex uint32 `json:"ek_nv_index,omitempty"`
+	// Certificate is the EK (or AK) certificate that vouched, PEM.
+	Certificate string `json:"certificate,omitempty"`
+	// Steps are the links of the chain of trust, from the CA to the AK.
+	Steps []EnrollmentStep `json:"steps"`
+}
+
+// EnrollmentStep is one link of the chain of trust.
+type EnrollmentStep struct {
+	Name   string `json:"name"`
+	Detail string `json:"detail"`
+}
+
+// EnrollRequest is the optional body of POST /v1/agents/{name}/enroll.
+type EnrollRequest struct {
+	// Reason is recorded in the agent's history.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Agent is an agent as the API shows it: its registration and what the
@@ -90,6 +126,9 @@ type Agent struct {
 	// Events are the latest continuity events and operator actions
 	// (reboot, clear, reference), newest first.
 	Events []Event `json:"events,omitempty"`
+	// Enrollment says what vouched for the AK of an agent registered with
+	// ek_ca or ak_ca (absent until enrolled).
+	Enrollment *Enrollment `json:"enrollment,omitempty"`
 	// PushToken is the agent's push token, in the reply that created it
 	// only: it is not stored, and cannot be shown again.
 	PushToken string `json:"push_token,omitempty"`

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rimon-dev/rimon/attest"
+	"github.com/rimon-dev/rimon/attest/enroll"
 	"github.com/rimon-dev/rimon/eventlog"
 	"github.com/rimon-dev/rimon/fleet"
 )
@@ -49,7 +51,7 @@ func checkName(field, name string) error {
 // defaults filled in. references looks a reference up by name.
 func specFrom(ctx context.Context, in AgentSpec, references func(context.Context, string) (*fleet.Reference, error)) (fleet.Spec, error) {
 	s := fleet.Spec{Name: in.Name, URL: in.URL, AgentCA: in.AgentCA, AK: in.AK, Azure: in.Azure, VMID: in.VMID,
-		Reference: in.Reference, Interval: time.Duration(in.Interval), Push: in.Push}
+		Reference: in.Reference, Interval: time.Duration(in.Interval), Push: in.Push, EKCA: in.EKCA, AKCA: in.AKCA}
 	if err := checkName("name", s.Name); err != nil {
 		return s, err
 	}
@@ -89,10 +91,23 @@ func specFrom(ctx context.Context, in AgentSpec, references func(context.Context
 	}
 	// How the AK is trusted.
 	switch {
+	case s.Enrolls() && (s.AK != "" || s.Azure):
+		return s, badField("ek_ca", "ek_ca and ak_ca enroll the AK: give them without a pinned AK or azure")
+	case s.Enrolls() && s.Push:
+		return s, badField("ek_ca", "enrollment asks the agent for its identity, which an agent that pushes is not asked: give its URL")
+	case s.Enrolls():
+		for _, f := range []struct{ field, pem string }{{"ek_ca", s.EKCA}, {"ak_ca", s.AKCA}} {
+			if f.pem == "" {
+				continue
+			}
+			if err := checkCAs([]byte(f.pem)); err != nil {
+				return s, badField(f.field, "%v", err)
+			}
+		}
 	case s.Azure && s.AK != "":
 		return s, badField("ak", "give either a pinned AK or azure, not both")
 	case !s.Azure && s.AK == "":
-		return s, badField("ak", "required: the agent's attestation key (PEM), or azure: true")
+		return s, badField("ak", "required: the agent's attestation key (PEM), or azure: true, or the CAs to enroll it with (ek_ca, ak_ca)")
 	case s.AK != "":
 		if _, err := attest.ParsePublicKey([]byte(s.AK)); err != nil {
 			return s, badField("ak", "%v", err)
@@ -181,6 +196,46 @@ func checkCerts(b []byte) error {
 	return nil
 }
 
+// checkCAs checks that b holds PEM CA certificates and nothing else.
+func checkCAs(b []byte) error {
+	if err := checkCerts(b); err != nil {
+		return err
+	}
+	for i := 1; ; i++ {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil {
+			return nil
+		}
+		c, _ := x509.ParseCertificate(blk.Bytes) // checked by checkCerts
+		if c.BasicConstraintsValid && !c.IsCA {
+			return fmt.Errorf("certificate %d (%s) is not a CA certificate", i, c.Subject)
+		}
+	}
+}
+
+// enrollmentView shows a stored enrollment (an enroll.Record).
+func enrollmentView(a *fleet.Agent) *Enrollment {
+	if a.Enrollment == nil {
+		return nil
+	}
+	var rec enroll.Record
+	if err := json.Unmarshal(a.Enrollment, &rec); err != nil {
+		return &Enrollment{Path: "(unreadable: " + err.Error() + ")", Time: a.EnrolledAt}
+	}
+	v := &Enrollment{Path: rec.Path, Time: a.EnrolledAt, AKName: rec.AKName, EKIndex: rec.EKIndex}
+	der := rec.EKCertificate
+	if der == nil {
+		der = rec.AKCertificate
+	}
+	if der != nil {
+		v.Certificate = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	}
+	for _, st := range rec.Steps {
+		v.Steps = append(v.Steps, EnrollmentStep{Name: st.Name, Detail: st.Detail})
+	}
+	return v
+}
+
 // view is how the API shows a stored agent; full adds what lists leave out.
 func view(a *fleet.Agent, full bool) Agent {
 	v := Agent{
@@ -189,7 +244,8 @@ func view(a *fleet.Agent, full bool) Agent {
 		State: a.Status, Reason: a.Reason, Since: a.Since, LastPoll: a.LastPoll, NextDue: a.NextDue, Failures: a.Failures,
 	}
 	if full {
-		v.AK, v.AgentCA = a.AK, a.AgentCA
+		v.AK, v.AgentCA, v.EKCA, v.AKCA = a.AK, a.AgentCA, a.EKCA, a.AKCA
+		v.Enrollment = enrollmentView(a)
 		v.Findings, v.Checks = rawJSON(a.Findings), rawJSON(a.Checks)
 		if a.Boot.Known {
 			v.Boot = &Boot{ResetCount: a.Boot.ResetCount, RestartCount: a.Boot.RestartCount, Records: stateRecords(a.Boot.State)}

@@ -67,6 +67,12 @@ func (e *Engine) plan(ctx context.Context, a *fleet.Agent) (*plan, error) {
 		}
 	}
 	switch {
+	case a.Enrolls():
+		ak, err := enrolledAK(a)
+		if err != nil {
+			return nil, configError{err}
+		}
+		p.ak = ak.Key
 	case a.AK != "":
 		k, err := attest.ParsePublicKey([]byte(a.AK))
 		if err != nil {
@@ -149,7 +155,7 @@ func (e *Engine) round(ctx context.Context, j job) {
 	if a.Push {
 		r = e.pushDeadline(a, now)
 	} else {
-		r = e.pull(ctx, a)
+		r = e.pullEnrolled(ctx, a)
 	}
 	if ctx.Err() != nil {
 		// Stopping: a round cut short says nothing about the agent.

@@ -16,7 +16,8 @@ import (
 // agentCols are the columns scanAgent reads, in its order.
 const agentCols = `id, name, url, agent_ca, ak, azure, vm_id, COALESCE(reference, ''), pcrs, banks, interval_ns,
 	push, push_token_hash, status, reason, since, findings, checks, last_poll, next_due, failures,
-	boot_known, boot_reset, boot_restart, boot_clock, boot_state, boot_refresh, version, lease_owner, lease_until`
+	boot_known, boot_reset, boot_restart, boot_clock, boot_state, boot_refresh, version, lease_owner, lease_until,
+	ek_ca, ak_ca, enrollment, enrolled`
 
 type scanner interface{ Scan(...any) error }
 
@@ -27,10 +28,12 @@ func scanAgent(row scanner) (*fleet.Agent, error) {
 		pcrs, banks, status               string
 		interval, since, lastPoll, due    int64
 		reset, restart, clock, leaseUntil int64
+		enrolled                          int64
 	)
 	err := row.Scan(&a.ID, &a.Name, &a.URL, &a.AgentCA, &a.AK, &azure, &a.VMID, &a.Reference, &pcrs, &banks, &interval,
 		&push, &a.PushTokenHash, &status, &a.Reason, &since, &a.Findings, &a.Checks, &lastPoll, &due, &a.Failures,
-		&known, &reset, &restart, &clock, &a.Boot.State, &refresh, &a.Version, &a.LeaseOwner, &leaseUntil)
+		&known, &reset, &restart, &clock, &a.Boot.State, &refresh, &a.Version, &a.LeaseOwner, &leaseUntil,
+		&a.EKCA, &a.AKCA, &a.Enrollment, &enrolled)
 	if err != nil {
 		return nil, err
 	}
@@ -44,6 +47,7 @@ func scanAgent(row scanner) (*fleet.Agent, error) {
 	a.Interval = time.Duration(interval)
 	a.Status = fleet.Status(status)
 	a.Since, a.LastPoll, a.NextDue, a.LeaseUntil = tm(since), tm(lastPoll), tm(due), tm(leaseUntil)
+	a.EnrolledAt = tm(enrolled)
 	a.Boot.Known, a.Boot.Refresh = known != 0, refresh != 0
 	a.Boot.ResetCount, a.Boot.RestartCount, a.Boot.Clock = uint32(reset), uint32(restart), uint64(clock)
 	return &a, nil
@@ -70,12 +74,12 @@ func (s *Store) AddAgent(ctx context.Context, spec fleet.Spec, now time.Time) (*
 			return err
 		}
 		row := tx.QueryRowContext(ctx, `INSERT INTO agents (name, url, agent_ca, ak, azure, vm_id, reference, pcrs, banks,
-	interval_ns, push, push_token_hash, status, reason, since, next_due, created)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '', $14, $14, $14)
+	interval_ns, push, push_token_hash, status, reason, since, next_due, created, ek_ca, ak_ca)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '', $14, $14, $14, $15, $16)
 RETURNING `+agentCols,
 			spec.Name, spec.URL, spec.AgentCA, spec.AK, b2i(spec.Azure), spec.VMID, nullString(spec.Reference),
 			string(pcrs), string(banks), int64(spec.Interval), b2i(spec.Push), spec.PushTokenHash,
-			string(fleet.Pending), ts(now))
+			string(fleet.Pending), ts(now), spec.EKCA, spec.AKCA)
 		var err error
 		a, err = scanAgent(row)
 		if err != nil && s.d.unique(err) {
@@ -104,7 +108,8 @@ func (s *Store) referenceExists(ctx context.Context, tx *txn, agent, ref string)
 	return nil
 }
 
-// UpdateSpec changes an agent's registration, not its state. The name
+// UpdateSpec changes an agent's registration, not its state (an
+// enrollment is forgotten when the CAs it was made with change). The name
 // cannot change (s.Name is name or empty). A spec that pushes without a
 // token hash keeps the stored one. The version moves and the lease is
 // dropped: a result computed under the old spec (an AK no longer pinned)
@@ -143,10 +148,12 @@ func (s *Store) UpdateSpec(ctx context.Context, name string, spec fleet.Spec) er
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE agents SET url = $2, agent_ca = $3, ak = $4, azure = $5, vm_id = $6,
 	reference = $7, pcrs = $8, banks = $9, interval_ns = $10, push = $11, push_token_hash = $12, version = version + 1,
-	lease_owner = '', lease_until = 0
+	lease_owner = '', lease_until = 0, ek_ca = $13, ak_ca = $14,
+	enrollment = CASE WHEN ek_ca = $13 AND ak_ca = $14 THEN enrollment ELSE NULL END,
+	enrolled = CASE WHEN ek_ca = $13 AND ak_ca = $14 THEN enrolled ELSE 0 END
 WHERE name = $1`,
 			name, spec.URL, spec.AgentCA, spec.AK, b2i(spec.Azure), spec.VMID, nullString(spec.Reference),
-			string(pcrs), string(banks), int64(spec.Interval), b2i(spec.Push), hash)
+			string(pcrs), string(banks), int64(spec.Interval), b2i(spec.Push), hash, spec.EKCA, spec.AKCA)
 		return err
 	})
 }

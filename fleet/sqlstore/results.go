@@ -122,6 +122,9 @@ func (s *Store) SaveResult(ctx context.Context, r fleet.Result) error {
 			return err
 		}
 	}
+	if r.Enrollment != nil && !json.Valid(r.Enrollment) {
+		return invalid("result for agent #%d: enrollment: not valid JSON", r.AgentID)
+	}
 	for i, e := range r.Events {
 		if e.Event == "" {
 			return invalid("result for agent #%d: event %d: no event name", r.AgentID, i)
@@ -153,6 +156,13 @@ func (s *Store) SaveResult(ctx context.Context, r fleet.Result) error {
 			return errorf("save result for agent %s: leased to %q, not %q: %w", old.name, old.owner, r.Owner, fleet.ErrConflict)
 		}
 		changed := old.status != r.Status
+		if r.Enrollment != nil {
+			// Before the row's version moves (sqlSaveAgent checks it).
+			if err := execOne(ctx, tx, `UPDATE agents SET enrollment = $2, enrolled = $3 WHERE id = $1 AND version = $4`,
+				old.id, r.Enrollment, ts(r.At), r.Version); err != nil {
+				return err
+			}
+		}
 		boot := r.Boot
 		if boot == nil {
 			boot = &fleet.Boot{}
@@ -407,6 +417,39 @@ func (s *Store) Clear(ctx context.Context, name, reason string, now time.Time) e
 			return err
 		}
 		return s.stateChanged(ctx, tx, old.id, old.name, now, eventClear, old.status, fleet.Pending, reason, nil)
+	})
+}
+
+// Unenroll is an operator's decision to enroll the agent again: its
+// enrollment, boot and observations are forgotten, it goes to pending (an
+// "enroll" transition, and deliveries when its state changes), its lease
+// is dropped (a result in flight is refused), due at now.
+func (s *Store) Unenroll(ctx context.Context, name, reason string, now time.Time) error {
+	return s.write(ctx, "enroll agent "+name+" again", func(ctx context.Context, tx *txn) error {
+		old, err := s.lockAgent(ctx, tx, sqlLockAgentByName, name)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errorf("enroll agent %s again: %w", name, fleet.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		q := `UPDATE agents SET status = $2, reason = $3, findings = NULL, checks = NULL, next_due = $4, failures = 0,
+	boot_known = 0, boot_reset = 0, boot_restart = 0, boot_clock = 0, boot_state = NULL, boot_refresh = 0,
+	enrollment = NULL, enrolled = 0, version = version + 1, lease_owner = '', lease_until = 0`
+		if old.status != fleet.Pending {
+			q += `, since = $4`
+		}
+		if err := execOne(ctx, tx, q+` WHERE id = $1`, old.id, string(fleet.Pending), reason, ts(now)); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, sqlDeleteObservations, old.id); err != nil {
+			return err
+		}
+		if old.status == fleet.Pending {
+			_, err := s.addTransition(ctx, tx, old.id, old.name, now, fleet.EventEnroll, old.status, fleet.Pending, reason, nil)
+			return err
+		}
+		return s.stateChanged(ctx, tx, old.id, old.name, now, fleet.EventEnroll, old.status, fleet.Pending, reason, nil)
 	})
 }
 

@@ -114,4 +114,15 @@ CREATE INDEX deliveries_due ON deliveries (state, next_attempt);
 CREATE INDEX deliveries_endpoint ON deliveries (endpoint, seq);
 CREATE INDEX deliveries_transition ON deliveries (transition);
 `,
+
+	// ---- enrollment (issue 13): the agents whose AK is enrolled through
+	// their EK certificate or a cloud AK certificate. Kept as one migration
+	// of its own: it only adds columns, so it may run after any other.
+	`
+ALTER TABLE agents ADD COLUMN ek_ca TEXT NOT NULL DEFAULT '';
+ALTER TABLE agents ADD COLUMN ak_ca TEXT NOT NULL DEFAULT '';
+ALTER TABLE agents ADD COLUMN enrollment {{blob}};
+ALTER TABLE agents ADD COLUMN enrolled BIGINT NOT NULL DEFAULT 0;
+`,
+	// ---- end of enrollment.
 }

@@ -65,6 +65,15 @@ func normalizeSpec(s fleet.Spec, forUpdate bool) (fleet.Spec, error) {
 	if s.Azure && s.AK != "" {
 		return s, invalid("agent %s: ak: a pinned AK and azure exclude each other", s.Name)
 	}
+	if len(s.EKCA) > maxPEM || len(s.AKCA) > maxPEM {
+		return s, invalid("agent %s: ek_ca or ak_ca: larger than %d bytes", s.Name, maxPEM)
+	}
+	if s.Enrolls() && (s.AK != "" || s.Azure) {
+		return s, invalid("agent %s: ek_ca, ak_ca: an enrolled AK excludes a pinned AK and azure", s.Name)
+	}
+	if s.Enrolls() && s.Push {
+		return s, invalid("agent %s: ek_ca, ak_ca: enrollment asks the agent, which an agent that pushes cannot be", s.Name)
+	}
 	if s.VMID != "" && !s.Azure {
 		return s, invalid("agent %s: vm_id: only with azure", s.Name)
 	}
