@@ -80,7 +80,7 @@ unreachable, or its refusal with its message), 3 usage error.`,
 	pf.StringVar(&f.ca, "ca", os.Getenv("RIMON_CA"), "CA certificates (PEM) that sign the verifier's TLS certificate (default: the system's) ($RIMON_CA)")
 	pf.StringVar(&f.cert, "cert", "", "a client certificate (PEM) to present instead of a token (the verifier's --client-ca signs it)")
 	pf.StringVar(&f.key, "key", "", "the client certificate's key (PEM)")
-	c.AddCommand(f.addCmd(), f.listCmd(), f.showCmd(), f.historyCmd(), f.waitCmd(), f.clearCmd(), f.enrollCmd(), f.removeCmd(), f.referenceCmd())
+	c.AddCommand(f.addCmd(), f.updateCmd(), f.listCmd(), f.showCmd(), f.historyCmd(), f.waitCmd(), f.clearCmd(), f.enrollCmd(), f.removeCmd(), f.referenceCmd())
 	return c
 }
 
@@ -374,7 +374,11 @@ func (f *fleetFlags) dashboard(sum *api.Summary, agents []api.Agent, now time.Ti
 		fmt.Fprintf(w, "0 agents (add one: rimon fleet add NAME --agent URL --ak AK.pem)\n")
 		return
 	}
-	fmt.Fprintf(w, "%d %s: %s\n", sum.Agents, noun, strings.Join(parts, ", "))
+	fmt.Fprintf(w, "%d %s: %s", sum.Agents, noun, strings.Join(parts, ", "))
+	if (f.stateFilter != "" || f.nameMatch != "") && len(agents) > 0 {
+		fmt.Fprintf(w, " (showing %d)", len(agents))
+	}
+	fmt.Fprintln(w)
 	if len(agents) == 0 {
 		filter := []string{}
 		if f.stateFilter != "" {
@@ -836,5 +840,102 @@ asking the agents again.`,
 		},
 	}
 	c.AddCommand(add, replace, list, show)
+	return c
+}
+
+// updateCmd changes an agent's registration: what is given replaces what
+// is stored, the rest is kept.
+func (f *fleetFlags) updateCmd() *cobra.Command {
+	var agentURL, akFile, agentCA, reference, pcrs, interval string
+	var noReference bool
+	c := &cobra.Command{
+		Use:   "update NAME [--agent URL] [--ak PEM] [--agent-ca PEM] [--reference NAME | --no-reference] [--pcrs 23] [--interval 60s]",
+		Short: "Change an agent's registration (its AK, URL, reference, interval)",
+		Long: `update changes what is given and keeps the rest. A new AK or URL starts the
+agent's attestation over: its accepted history is forgotten and the next
+evidence is verified from record 0 (a new AK after re-provisioning is an
+operator's decision, so it is made here, never on the agent's word).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fl := cmd.Flags()
+			if !fl.Changed("agent") && !fl.Changed("ak") && !fl.Changed("agent-ca") && !fl.Changed("reference") && !noReference &&
+				!fl.Changed("pcrs") && !fl.Changed("interval") {
+				return usageErr("nothing to change: give --agent, --ak, --agent-ca, --reference, --no-reference, --pcrs or --interval")
+			}
+			if noReference && fl.Changed("reference") {
+				return usageErr("give --reference NAME or --no-reference, not both")
+			}
+			a, err := f.client.Agent(cmd.Context(), args[0])
+			if err != nil {
+				return apiErr(err)
+			}
+			spec := a.AgentSpec
+			if fl.Changed("agent") {
+				spec.URL = agentURL
+			}
+			if fl.Changed("ak") {
+				b, err := os.ReadFile(akFile)
+				if err != nil {
+					return fmt.Errorf("--ak: %w", err)
+				}
+				if _, err := attest.ParsePublicKey(b); err != nil {
+					return fmt.Errorf("--ak %s: %w", akFile, err)
+				}
+				spec.AK, spec.Azure, spec.VMID, spec.EKCA, spec.AKCA = string(b), false, "", "", ""
+			}
+			if fl.Changed("agent-ca") {
+				b, err := os.ReadFile(agentCA)
+				if err != nil {
+					return fmt.Errorf("--agent-ca: %w", err)
+				}
+				spec.AgentCA = string(b)
+			}
+			switch {
+			case noReference:
+				spec.Reference = ""
+			case fl.Changed("reference"):
+				spec.Reference = reference
+			}
+			if fl.Changed("pcrs") {
+				if spec.PCRs, err = parsePCRList(pcrs); err != nil {
+					return err
+				}
+			}
+			if fl.Changed("interval") {
+				d, err := time.ParseDuration(interval)
+				if err != nil || d < fleet.MinInterval {
+					return usageErr("--interval %q: want a duration of at least 1s, such as 60s", interval)
+				}
+				spec.Interval = api.Duration(d)
+			}
+			u, err := f.client.UpdateAgent(cmd.Context(), args[0], spec)
+			if err != nil {
+				return apiErr(err)
+			}
+			if fl.Changed("ak") || fl.Changed("agent") {
+				// Another key or machine: the history accepted under the old
+				// one proves nothing of the new; recorded in the history.
+				what := []string{}
+				if fl.Changed("ak") {
+					what = append(what, "a new AK")
+				}
+				if fl.Changed("agent") {
+					what = append(what, "a new URL")
+				}
+				if u, err = f.client.Clear(cmd.Context(), args[0], "registration changed: "+strings.Join(what, " and ")); err != nil {
+					return apiErr(err)
+				}
+			}
+			fmt.Fprintf(f.g.stdout, "updated %s (%s)\n", u.Name, u.State)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&agentURL, "agent", "", "the agent's URL")
+	c.Flags().StringVar(&akFile, "ak", "", "a new pinned attestation key (PEM)")
+	c.Flags().StringVar(&agentCA, "agent-ca", "", "CA certificates (PEM) to pin for the agent's TLS certificate")
+	c.Flags().StringVar(&reference, "reference", "", "the stored reference to check against")
+	c.Flags().BoolVar(&noReference, "no-reference", false, "check authenticity only")
+	c.Flags().StringVar(&pcrs, "pcrs", "23", "PCRs to quote")
+	c.Flags().StringVar(&interval, "interval", "60s", "interval between attestations (at least 1s)")
 	return c
 }

@@ -356,6 +356,22 @@ func TestFleetEndToEnd(t *testing.T) {
 		t.Errorf("rimon fleet list:\n%s", dash)
 	}
 
+	// rimon fleet update: another machine's AK makes b invalid; its own
+	// AK again is an operator's decision, recorded as a clear, and b is
+	// attested from record 0 and trusted.
+	if out := v.mustFleet("update", "b", "--ak", agentA.ak); !strings.Contains(out, "updated b") {
+		t.Errorf("rimon fleet update: %q", out)
+	}
+	v.waitFor("b invalid with a's AK", func() bool { return v.list()["b"].State == fleet.Invalid })
+	v.mustFleet("update", "b", "--ak", agentB.ak, "--interval", "2s")
+	v.waitFor("b trusted again", func() bool { return v.list()["b"].State == fleet.Trusted })
+	if h := v.mustFleet("history", "b"); !strings.Contains(h, "registration changed: a new AK") {
+		t.Errorf("b's history does not record the new AK:\n%s", h)
+	}
+	if r := v.fleet("update", "b"); r.code != exitUsage {
+		t.Errorf("update with nothing to change: exit %d", r.code)
+	}
+
 	// A read-only token reads and may not change.
 	readTok := writeFile(t, filepath.Join(dir, "read-token"), testReadToken+"\n")
 	r := v.fleet("list", "--token-file", readTok)

@@ -422,7 +422,7 @@ func (s *server) addAgent(w http.ResponseWriter, r *http.Request) {
 	}
 	a, err := s.o.Store.AddAgent(r.Context(), spec, s.o.Now())
 	if errors.Is(err, fleet.ErrExists) {
-		writeError(w, http.StatusConflict, badField("name", "an agent named %q exists (change it with PUT /v1/agents/%s)", spec.Name, spec.Name))
+		writeError(w, http.StatusConflict, badField("name", "an agent named %q exists (change it with rimon fleet update %s, or PUT /v1/agents/%s)", spec.Name, spec.Name, spec.Name))
 		return
 	}
 	if err != nil {
@@ -712,7 +712,7 @@ func (s *server) addReference(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.o.Store.PutReference(r.Context(), ref, false); errors.Is(err, fleet.ErrExists) {
-		writeError(w, http.StatusConflict, badField("name", "a reference named %q exists (replace it with PUT /v1/references/%s)", ref.Name, ref.Name))
+		writeError(w, http.StatusConflict, badField("name", "a reference named %q exists (replace it with rimon fleet reference replace %s FILE, or PUT /v1/references/%s)", ref.Name, ref.Name, ref.Name))
 		return
 	} else if err != nil {
 		s.fail(w, r, err, "")

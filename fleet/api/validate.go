@@ -126,7 +126,7 @@ func specFrom(ctx context.Context, in AgentSpec, references func(context.Context
 			return s, err
 		}
 		if _, err := references(ctx, s.Reference); errors.Is(err, fleet.ErrNotFound) {
-			return s, badField("reference", "no reference named %q (add it first: POST /v1/references)", s.Reference)
+			return s, badField("reference", "no reference named %q (add it first: rimon fleet reference add %s FILE, or POST /v1/references)", s.Reference, s.Reference)
 		} else if err != nil {
 			return s, err
 		}

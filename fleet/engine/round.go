@@ -339,7 +339,10 @@ func (e *Engine) check(ctx context.Context, a *fleet.Agent, p *plan, state *veri
 	findings := append(append([]attest.Finding{}, v.Failures...), v.Warnings...)
 	r.Findings, _ = json.Marshal(findings)
 	if v.Trusted {
-		r.Status, r.Reason = fleet.Trusted, fmt.Sprintf("%d records verified, %d measurements approved", v.Covered, v.Measured)
+		r.Status, r.Reason = fleet.Trusted, fmt.Sprintf("%s verified, %s approved", plural(v.Covered, "record"), plural(v.Measured, "measurement"))
+		if p.ref == nil {
+			r.Reason = fmt.Sprintf("%s verified; no reference: the content is not checked (authenticity only)", plural(v.Covered, "record"))
+		}
 		if v.WarningTotal > 0 {
 			r.Reason += fmt.Sprintf(", %d warning(s)", v.WarningTotal)
 		}
@@ -367,6 +370,14 @@ func named(check string, ce *verifier.CheckError) string {
 		return msg
 	}
 	return check + ": " + msg
+}
+
+// plural writes "1 record", "2 records".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // unreadable reports whether a failed check rests on a log that did not
