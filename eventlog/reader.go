@@ -38,7 +38,7 @@ type Reader struct {
 
 // NewReader returns a Reader that reads records from r, starting at byte offset base.
 func NewReader(r io.Reader, base int64) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, 256<<10), off: base}
+	return &Reader{br: bufio.NewReaderSize(r, 64<<10), off: base}
 }
 
 // Offset is the byte offset just after the last record Next returned.
