@@ -93,8 +93,8 @@ func TestFaults(t *testing.T) {
 		status fleet.Status
 		reason string
 	}{
-		{"real", m.srv.URL, m.akPEM, "", fleet.Trusted, "records verified"},
-		{"tls-pinned", tlsSrv.URL, m.akPEM, caPEM, fleet.Trusted, "records verified"},
+		{"real", m.srv.URL, m.akPEM, "", fleet.Trusted, " verified"},
+		{"tls-pinned", tlsSrv.URL, m.akPEM, caPEM, fleet.Trusted, " verified"},
 		{"tls-another-CA", tlsSrv.URL, m.akPEM, otherCA, fleet.Unreachable, "certificate"},
 		{"down", "http://" + freeAddr(t), m.akPEM, "", fleet.Unreachable, "connection refused"},
 		{"slow", serve(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }), m.akPEM, "", fleet.Unreachable, "no answer within"},
