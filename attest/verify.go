@@ -777,6 +777,14 @@ func (c *refChecker) finish() (failures, warnings []Finding) {
 	return c.failures, c.warnings
 }
 
+// nonceDetail says what the quote's extraData was checked against.
+func nonceDetail(o Options) string {
+	if len(o.Unrecorded) == 0 {
+		return "extraData equals the nonce " + hex.EncodeToString(o.Nonce)
+	}
+	return fmt.Sprintf("extraData binds the nonce and the %d unrecorded changes the evidence lists (%s)", len(o.Unrecorded), hex.EncodeToString(o.Nonce))
+}
+
 // causeError is a check's failure with the read error behind it, if any
 // (nil when the log read well and diverged): a log that does not read
 // proves nothing of a rewrite, and callers tell the two apart with
@@ -882,7 +890,7 @@ func Verify(attest, sig []byte, values map[eventlog.PCRKey][]byte, log io.Reader
 	res.Checks = []CheckResult{
 		{CheckSignature, fmt.Sprintf("signed by the attestation key (SHA-256 fingerprint %s), %v", fp, q.Hash)},
 		{CheckMagic, "TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE"},
-		{CheckNonce, "extraData equals the nonce " + hex.EncodeToString(opts.Nonce)},
+		{CheckNonce, nonceDetail(opts)},
 		{CheckSelection, describeSel(q.Selection)},
 	}
 	if values != nil {

@@ -174,16 +174,20 @@ func evidenceFor(wait, ctx context.Context, o HandlerOptions, one chan struct{},
 func encodeEvidence(ctx context.Context, o HandlerOptions, nonce []byte, since uint64, banks []crypto.Hash, quoted func()) ([]byte, int, string) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	ev, err := Collect(ctx, o.TPM, o.LogPath, nonce, o.PCRs, banks)
+	// The unrecorded changes are read before the quote, which binds them
+	// (attest.QualifyingData): a list removed on the way fails the nonce.
+	var unrecorded []attest.Unrecorded
+	if o.Unrecorded != nil {
+		unrecorded = o.Unrecorded()
+	}
+	ev, err := Collect(ctx, o.TPM, o.LogPath, attest.QualifyingData(nonce, unrecorded), o.PCRs, banks)
 	if quoted != nil {
 		quoted()
 	}
 	if err != nil {
 		return nil, http.StatusInternalServerError, "quote failed"
 	}
-	if o.Unrecorded != nil {
-		ev.Unrecorded = o.Unrecorded()
-	}
+	ev.Nonce, ev.Unrecorded = hex.EncodeToString(nonce), unrecorded
 	if since > 0 {
 		rest, err := attest.SkipRecords(ev.Log, since)
 		if err != nil {

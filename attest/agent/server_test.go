@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/rimon-dev/rimon/attest"
 	"github.com/rimon-dev/rimon/attest/agent"
+	"github.com/rimon-dev/rimon/attest/verifier"
 )
 
 // loopbackClient makes requests from the loopback address src, so that the
@@ -191,6 +193,21 @@ func TestUnrecordedHeader(t *testing.T) {
 	}
 	if _, err := verify(ev, attest.Options{QuoteOptions: attest.QuoteOptions{AK: m.ak, Nonce: nonce}}); err != nil {
 		t.Errorf("evidence with unrecorded paths does not verify: %v", err)
+	}
+	// The quote binds the list: removed or edited on the way, the
+	// evidence fails the nonce check (it would otherwise be trusted).
+	for name, edit := range map[string]func(){
+		"removed": func() { ev.Unrecorded = nil },
+		"edited": func() {
+			ev.Unrecorded = []attest.Unrecorded{{Path: "/usr/bin/other", Cause: "unstable", Since: want[0].Since, Tries: 3}}
+		},
+	} {
+		edit()
+		_, err := verify(ev, attest.Options{QuoteOptions: attest.QuoteOptions{AK: m.ak, Nonce: nonce}})
+		var ce *verifier.CheckError
+		if !errors.As(err, &ce) || ce.Check != attest.CheckNonce {
+			t.Errorf("unrecorded list %s on the way: %v, want the nonce check to fail", name, err)
+		}
 	}
 }
 

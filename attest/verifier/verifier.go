@@ -245,7 +245,7 @@ func Verify(ctx context.Context, ev Evidence, o Options) (*Result, error) {
 	}
 	log = ctxReader{ctx, log}
 	opts := attest.Options{
-		QuoteOptions:  attest.QuoteOptions{AK: ak, Nonce: o.Nonce, PCRs: o.PCRs, Banks: o.Banks, AllowSHA1: o.AllowSHA1},
+		QuoteOptions:  attest.QuoteOptions{AK: ak, Nonce: attest.QualifyingData(o.Nonce, h.Unrecorded), PCRs: o.PCRs, Banks: o.Banks, AllowSHA1: o.AllowSHA1},
 		Reference:     o.Reference,
 		Unrecorded:    h.Unrecorded,
 		AllowTrailing: o.AllowTrailing,

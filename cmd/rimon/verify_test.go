@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/hex"
 	"net"
 	"os"
 	"os/exec"
@@ -96,6 +97,12 @@ func TestVerifyExplainsTrailingRecordsAndUnrecorded(t *testing.T) {
 	mustRimon(t, "measure", "--tpm", spec, "--log", log, a)
 	evPath := filepath.Join(dir, "evidence")
 	mustRimon(t, "quote", "--tpm", spec, "--log", log, "--nonce", testNonce, "--out", evPath)
+	// The same moment quoted as an agent that reports an unrecorded change
+	// does: the quote binds the nonce and the list.
+	unrecorded := []attest.Unrecorded{{Path: a, Cause: "unstable", Since: "2026-11-28T12:00:00Z", Tries: 3}}
+	nonceBytes, _ := hex.DecodeString(testNonce)
+	boundPath := filepath.Join(dir, "bound")
+	mustRimon(t, "quote", "--tpm", spec, "--log", log, "--nonce", hex.EncodeToString(attest.QualifyingData(nonceBytes, unrecorded)), "--out", boundPath)
 	mustRimon(t, "measure", "--tpm", spec, "--log", log, b)
 
 	raw, _ := os.ReadFile(evPath)
@@ -123,7 +130,25 @@ func TestVerifyExplainsTrailingRecordsAndUnrecorded(t *testing.T) {
 		}
 	}
 
-	ev.Unrecorded = []attest.Unrecorded{{Path: a, Cause: "unstable", Since: "2026-11-28T12:00:00Z", Tries: 3}}
+	// A list added to evidence whose quote did not bind it fails the nonce.
+	ev.Unrecorded = unrecorded
+	write()
+	if r := rimon(t, "verify", "--evidence", evPath, "--nonce", testNonce, "--ak", ak); r.code != exitError || !strings.Contains(r.stderr+r.stdout, "nonce") {
+		t.Errorf("verify with an unrecorded list the quote does not bind: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	rawBound, _ := os.ReadFile(boundPath)
+	bound, err := attest.ParseEvidence(bytes.NewReader(rawBound))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.Quote = bound.Quote
+	// The bound quote with its list removed (a proxy on plain HTTP) fails too.
+	ev.Unrecorded = nil
+	write()
+	if r := rimon(t, "verify", "--evidence", evPath, "--nonce", testNonce, "--ak", ak); r.code != exitError || !strings.Contains(r.stderr+r.stdout, "nonce") {
+		t.Errorf("verify with the unrecorded list removed: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	ev.Unrecorded = unrecorded
 	write()
 	r = rimon(t, "verify", "--evidence", evPath, "--nonce", testNonce, "--ak", ak)
 	if r.code != exitCheck || !strings.HasPrefix(r.stdout, "UNTRUSTED") ||
