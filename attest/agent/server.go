@@ -164,27 +164,40 @@ func evidenceFor(wait, ctx context.Context, o HandlerOptions, one chan struct{},
 	case <-wait.Done():
 		return nil, http.StatusServiceUnavailable, "busy: try again later"
 	}
+	return encodeEvidence(ctx, o, q.nonce, q.since, q.banks, func() { <-one })
+}
+
+// encodeEvidence collects and encodes evidence for nonce, quoting banks,
+// with the log from record since on: what GET /v1/evidence answers, and
+// what a push posts. It returns the status and message for a failure.
+// quoted, when set, is called once the quote is taken.
+func encodeEvidence(ctx context.Context, o HandlerOptions, nonce []byte, since uint64, banks []crypto.Hash, quoted func()) ([]byte, int, string) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	ev, err := Collect(ctx, o.TPM, o.LogPath, q.nonce, o.PCRs, q.banks)
-	<-one
+	ev, err := Collect(ctx, o.TPM, o.LogPath, nonce, o.PCRs, banks)
+	if quoted != nil {
+		quoted()
+	}
 	if err != nil {
 		return nil, http.StatusInternalServerError, "quote failed"
 	}
 	if o.Unrecorded != nil {
 		ev.Unrecorded = o.Unrecorded()
 	}
-	if q.since > 0 {
-		rest, err := attest.SkipRecords(ev.Log, q.since)
+	if since > 0 {
+		rest, err := attest.SkipRecords(ev.Log, since)
 		if err != nil {
 			return nil, http.StatusBadRequest, "since: " + err.Error()
 		}
-		ev.Log, ev.LogStart = rest, q.since
+		ev.Log, ev.LogStart = rest, since
 	}
 	if o.Decorate != nil {
 		if err := o.Decorate(ctx, ev); err != nil {
 			return nil, http.StatusInternalServerError, "hardware evidence unavailable"
 		}
+	}
+	if o.MaxLog <= 0 {
+		o.MaxLog = 256 << 20
 	}
 	if int64(len(ev.Log)) > o.MaxLog {
 		return nil, http.StatusInsufficientStorage, "log larger than the limit"

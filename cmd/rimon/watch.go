@@ -58,13 +58,25 @@ cannot record for now (the TPM unreachable, the log not writable: a full disk,
 chattr +i) it logs why, reconnects to a socket TPM as soon as it answers, and
 sends no watchdog pings, so that systemd restarts it if the fault lasts.
 
+With --push URL --token-file F, a machine the verifier cannot reach (NAT, a
+firewall that allows only outgoing connections) attests itself: it asks the
+fleet verifier at URL for a challenge (POST URL/v1/push/NAME/challenge, NAME
+from --push-name, default the host name), quotes for its nonce, posts the
+records the verifier does not hold yet, and comes back when the verifier's
+reply says (longer after errors). The token, the file's first line, is sent
+as a bearer token and never logged; a token file others may read is refused.
+
 The log path comes from the policy's settings.log unless --log is given.`,
 		Example: `  rimon watch --tpm sim --policy packaging/examples/minimal.yaml --log /tmp/rimon.log
+  rimon watch --push https://verifier.example:8443 --token-file /etc/rimon/push.token
   systemctl start rimon   # packaging/systemd/rimon.service`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if logFormat != "text" && logFormat != "json" {
 				return usageErr("--log-format %q: want text or json", logFormat)
+			}
+			if err := srv.push.check(); err != nil {
+				return err
 			}
 			pol, err := policy.Load(policyPath)
 			if err != nil {
@@ -76,8 +88,8 @@ The log path comes from the policy's settings.log unless --log is given.`,
 			if (srv.cert == "") != (srv.key == "") {
 				return usageErr("--tls-cert and --tls-key go together")
 			}
-			if srv.akOut != "" && srv.listen == "" {
-				return usageErr("--ak-out goes with --listen")
+			if srv.akOut != "" && srv.listen == "" && srv.push.url == "" {
+				return usageErr("--ak-out goes with --listen or --push")
 			}
 			srv.azure = af
 			return runWatchServe(cmd.Context(), g, pol, policyPath, logFormat, jobs, srv)
@@ -89,7 +101,8 @@ The log path comes from the policy's settings.log unless --log is given.`,
 	c.Flags().StringVar(&srv.listen, "listen", "", "serve evidence at ADDR (GET /v1/evidence?nonce=HEX); off by default")
 	c.Flags().StringVar(&srv.cert, "tls-cert", "", "TLS certificate for --listen (PEM)")
 	c.Flags().StringVar(&srv.key, "tls-key", "", "TLS key for --listen (PEM)")
-	c.Flags().StringVar(&srv.akOut, "ak-out", "", "with --listen, write the attestation key's public part (PEM) here at start, for verifiers to pin")
+	c.Flags().StringVar(&srv.akOut, "ak-out", "", "with --listen or --push, write the attestation key's public part (PEM) here at start, for verifiers to pin")
+	srv.push.flags(c)
 	af.attesterFlags(c)
 	return c
 }
@@ -98,6 +111,7 @@ type serveFlags struct {
 	listen, cert, key string
 	akOut             string // write the AK (PEM) here once it exists
 	azure             azureFlags
+	push              pushFlags
 }
 
 func runWatch(ctx context.Context, g *globals, pol *policy.Policy, policyPath, logFormat string, jobs int) error {
@@ -151,14 +165,14 @@ func runWatchServe(ctx context.Context, g *globals, pol *policy.Policy, policyPa
 	if err != nil {
 		return err
 	}
-	if srv.listen != "" {
+	if srv.listen != "" || srv.push.url != "" {
 		if _, err := t.ReadAK(ctx); errors.Is(err, tpm.ErrNoAK) && t.Ephemeral() {
 			// The simulator starts empty: give it an AK, as rimon provision would.
 			if _, _, err := t.ProvisionAK(ctx); err != nil {
 				return err
 			}
 		} else if err != nil {
-			return fmt.Errorf("--listen: %w", err)
+			return fmt.Errorf("--listen/--push: %w", err)
 		}
 		if srv.akOut != "" {
 			ak, err := t.ReadAK(ctx)
@@ -191,11 +205,20 @@ func runWatchServe(ctx context.Context, g *globals, pol *policy.Policy, policyPa
 			}
 			logger.Info("serving Azure SEV-SNP evidence with each quote")
 		}
-		stop, err := serveEvidence(ctx, logger, srv, ho)
-		if err != nil {
-			return err
+		if srv.listen != "" {
+			stop, err := serveEvidence(ctx, logger, srv, ho)
+			if err != nil {
+				return err
+			}
+			defer stop()
 		}
-		defer stop()
+		if srv.push.url != "" {
+			stop, err := srv.push.start(ctx, logger, ho)
+			if err != nil {
+				return err
+			}
+			defer stop()
+		}
 	}
 	logger.Info("starting", "policy", policyPath, "tpm", g.tpm, "log", g.log, "pcr", pol.PCR, "banks", bankNames(banks))
 	every, retry := checkIntervals(cfg.Watchdog)
