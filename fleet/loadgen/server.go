@@ -39,15 +39,23 @@ func (f *Fleet) serveEvidence(w http.ResponseWriter, r *http.Request) {
 	a := f.agents[i]
 	p := Poll{Agent: i, Verifier: r.Header.Get(VerifierHeader), Start: f.opts.Now(), Fault: a.Fault()}
 	end := f.begin(i, p.Verifier)
-	defer func() {
-		p.End = f.opts.Now()
-		p.Records = a.Records()
-		end(p)
-	}()
+	ended := false
+	finish := func() {
+		if !ended {
+			ended = true
+			p.End = f.opts.Now()
+			p.Records = a.Records()
+			end(p)
+		}
+	}
+	defer finish()
 	switch p.Fault {
 	case Down:
 		if hj, ok := w.(http.Hijacker); ok {
 			if c, _, err := hj.Hijack(); err == nil {
+				// The request ends before the connection does: a client's
+				// retry on a new connection is not an overlap.
+				finish()
 				if tc, ok := c.(*net.TCPConn); ok {
 					tc.SetLinger(0) // a reset, as from a host that went away
 				}
