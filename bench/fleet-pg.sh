@@ -3,7 +3,7 @@
 # figures of bench/fleet.sh (rate and fleet) repeated on a private
 # PostgreSQL cluster on this machine (initdb in a temporary directory, a
 # free port on 127.0.0.1, stopped at the end), the load generator beside.
-# Usage: bench/fleet-pg.sh [all|rate|fleet|fleet-sqlite] [DIR]
+# Usage: bench/fleet-pg.sh [all|rate|rate-1|rate-2|fleet|fleet-sqlite] [DIR]
 #   rate   2,000 agents at a 1 s interval, 10 new records per poll
 #   fleet  10,000 agents at a 60 s interval ($FLEET_DURATION, default 420s,
 #          the first $FLEET_WARMUP, default 180s, left out)
@@ -33,11 +33,18 @@ as_pg "$pgbin/initdb" -D "$pgdir/data" -U postgres -A trust -E UTF8 --no-instruc
 as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
   -o "-p $port -k $pgdir -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
 trap 'as_pg "$pgbin/pg_ctl" -D "$pgdir/data" -m fast stop >/dev/null; rm -rf "$pgdir"' EXIT
-dbn=0
-newdb() {
-  dbn=$((dbn + 1))
-  as_pg "$pgbin/createdb" -h 127.0.0.1 -p "$port" -U postgres "bench$dbn"
-  echo "postgres://postgres@127.0.0.1:$port/bench$dbn?sslmode=disable"
+# pgcpu: the CPU seconds the PostgreSQL server has used so far (the
+# postmaster, its live backends, and the backends that have exited).
+pgcpu() {
+  local pm; pm=$(head -1 "$pgdir/data/postmaster.pid")
+  { awk '{print $14+$15+$16+$17}' "/proc/$pm/stat"
+    for c in $(pgrep -P "$pm"); do awk '{print $14+$15}' "/proc/$c/stat" 2>/dev/null || true; done
+  } | awk -v hz="$(getconf CLK_TCK)" '{s+=$1} END {printf "%.1f\n", s/hz}'
+}
+newdb() { # NAME
+  local db=${1//-/_}
+  as_pg "$pgbin/createdb" -h 127.0.0.1 -p "$port" -U postgres "$db"
+  echo "postgres://postgres@127.0.0.1:$port/$db?sslmode=disable"
 }
 
 # run NAME AGENTS REPLICAS VERIFIER-FLAGS...: one load generator, then the
@@ -51,21 +58,32 @@ run() {
   for _ in $(seq 1200); do [ -s "$dir/loadgen.url" ] && break; sleep 0.1; done
   [ -s "$dir/loadgen.url" ] || { echo "fleet-pg.sh: the load generator did not start" >&2; kill $lg; return 1; }
   local db
-  if [ "$replicas" = sqlite ]; then db="$dir/verifier.db"; replicas=1; else db=$(newdb); fi
+  if [ "$replicas" = sqlite ]; then db="$dir/verifier.db"; replicas=1; else db=$(newdb "$name"); fi
   "$bin" verifier -dir "$dir" -db "$db" -register-only "$@"
   echo "== $name, $replicas replica(s) ($(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+  local cpu0; cpu0=$(pgcpu)
   local pids=()
   for r in $(seq "$replicas"); do
     "$bin" verifier -dir "$dir" -db "$db" -register=false -owner "replica-$r" "$@" >"$dir/replica-$r.json" &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || true; done
+  echo "-- PostgreSQL server CPU during the run (s): $(awk -v a="$cpu0" -v b="$(pgcpu)" 'BEGIN {print b-a}')"
   for r in $(seq "$replicas"); do echo "-- replica-$r"; cat "$dir/replica-$r.json"; done
+  case $db in postgres://*)
+    echo "-- database size (bytes; table: with its indexes and TOAST)"
+    "$pgbin/psql" "$db" -Atc "SELECT 'database', pg_database_size(current_database())
+      UNION ALL SELECT relname, pg_total_relation_size(oid) FROM pg_class
+      WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace ORDER BY 2 DESC";;
+  *) echo "-- database size (bytes)"; du -b "$db"* ;;
+  esac
   kill $lg; wait $lg 2>/dev/null || true
 }
 
-case $what in all|rate)
+case $what in all|rate|rate-1)
   run rate-pg-1 2000 1 -interval 1s -duration 70s -warmup 10s -settle 60s
+esac
+case $what in all|rate|rate-2)
   run rate-pg-2 2000 2 -interval 1s -duration 70s -warmup 10s -settle 60s
 esac
 case $what in all|fleet)
