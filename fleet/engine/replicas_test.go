@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,13 +81,14 @@ func TestPushRightAfterClaim(t *testing.T) {
 		ev := m.evidenceFor(ch)
 		// The claim lands between the handler's read of the agent and
 		// its save, as a scheduler's can on any replica.
-		ws.armed, ws.claimed = true, false
+		ws.armed.Store(true)
+		ws.claimed.Store(false)
 		code, out := p.post("/v1/push/a/evidence", "token-a", ev)
-		ws.armed = false
+		ws.armed.Store(false)
 		if code != 200 {
 			t.Fatalf("push %d with a claim under it: %d %v, want 200", i, code, out)
 		}
-		if !ws.claimed {
+		if !ws.claimed.Load() {
 			t.Fatalf("push %d: no claim was made under the push (the test tests nothing)", i)
 		}
 		f.advance(2 * time.Minute)
@@ -103,16 +105,16 @@ func TestPushRightAfterClaim(t *testing.T) {
 type claimOnRead struct {
 	*sqlstore.Store
 	now     func() time.Time
-	armed   bool
-	claimed bool
+	armed   atomic.Bool
+	claimed atomic.Bool
 }
 
 func (c *claimOnRead) Agent(ctx context.Context, name string) (*fleet.Agent, error) {
 	a, err := c.Store.Agent(ctx, name)
-	if err != nil || !c.armed || c.claimed {
+	if err != nil || !c.armed.Load() || c.claimed.Load() {
 		return a, err
 	}
-	c.claimed = true
+	c.claimed.Store(true)
 	if _, err := c.Store.ClaimAgent(ctx, name, "scheduler", c.now(), time.Minute); err != nil {
 		return nil, err
 	}
