@@ -62,6 +62,8 @@ run() {
   "$bin" verifier -dir "$dir" -db "$db" -register-only "$@"
   echo "== $name, $replicas replica(s) ($(date -u +%FT%TZ), load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
   local cpu0; cpu0=$(pgcpu)
+  local wal0=""
+  case $db in postgres://*) wal0=$("$pgbin/psql" "$db" -Atc "SELECT pg_current_wal_lsn()");; esac
   local pids=()
   for r in $(seq "$replicas"); do
     "$bin" verifier -dir "$dir" -db "$db" -register=false -owner "replica-$r" "$@" >"$dir/replica-$r.json" &
@@ -69,6 +71,7 @@ run() {
   done
   for p in "${pids[@]}"; do wait "$p" || true; done
   echo "-- PostgreSQL server CPU during the run (s): $(awk -v a="$cpu0" -v b="$(pgcpu)" 'BEGIN {print b-a}')"
+  [ -n "$wal0" ] && echo "-- WAL written during the run (bytes): $("$pgbin/psql" "$db" -Atc "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal0')")"
   for r in $(seq "$replicas"); do echo "-- replica-$r"; cat "$dir/replica-$r.json"; done
   case $db in postgres://*)
     echo "-- database size (bytes; table: with its indexes and TOAST)"
