@@ -40,6 +40,7 @@ type verifierFlags struct {
 	concurrency                  int
 	insecurePlainHTTP            bool
 	timeout, pushGrace, shutdown time.Duration
+	lease                        time.Duration
 }
 
 func newVerifierCmd(g *globals) *cobra.Command {
@@ -94,6 +95,7 @@ progress end (or gives their agents back), and closes the database.`,
 	fl.StringVar(&f.owner, "owner", "", "this replica's name, under which it leases agents (default: the host name)")
 	fl.IntVar(&f.concurrency, "concurrency", 64, "attestations in progress at once")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "bound of one attestation, fetch and verification")
+	fl.DurationVar(&f.lease, "lease", 0, "how long a claimed agent stays this replica's; another replica takes it over after that (default twice --timeout plus 30s)")
 	fl.DurationVar(&f.pushGrace, "push-grace", 30*time.Second, "how long past its interval a pushing agent may stay silent before it is unreachable")
 	fl.DurationVar(&f.shutdown, "shutdown-timeout", 20*time.Second, "how long SIGTERM waits for requests and attestations in progress")
 	fl.StringVar(&f.logFormat, "log-format", "text", "format of the verifier's logs on stderr: text or json")
@@ -121,6 +123,9 @@ func (f *verifierFlags) check() (*verifierSetup, error) {
 	}
 	if f.timeout < time.Second || f.pushGrace < time.Second || f.shutdown < time.Second {
 		return nil, usageErr("--timeout, --push-grace and --shutdown-timeout: want at least 1s")
+	}
+	if f.lease != 0 && f.lease <= f.timeout {
+		return nil, usageErr("--lease %v: want more than --timeout (%v), or a round could outlive its lease", f.lease, f.timeout)
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return nil, usageErr("--tls-cert and --tls-key go together")
@@ -215,7 +220,7 @@ func runVerifier(ctx context.Context, g *globals, f verifierFlags) error {
 	if err != nil {
 		return err
 	}
-	eng := engine.New(store, engine.Options{Owner: f.owner, Concurrency: f.concurrency, Timeout: f.timeout,
+	eng := engine.New(store, engine.Options{Owner: f.owner, Concurrency: f.concurrency, Timeout: f.timeout, Lease: f.lease,
 		PushGrace: f.pushGrace, Metrics: m, Logger: logger.With("part", "engine")})
 	sender, err := webhook.NewSender(webhook.Options{Store: store, Secrets: setup.secrets, Metrics: m, Logger: logger.With("part", "webhook")})
 	if err != nil {

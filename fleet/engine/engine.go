@@ -114,10 +114,14 @@ func New(store fleet.Store, o Options) *Engine {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	var db NonceStore
+	if ns, ok := store.(NonceStore); ok {
+		db = ns
+	}
 	return &Engine{store: store, o: o, log: o.Logger, m: o.Metrics,
 		woken: map[string]bool{}, wakeC: make(chan struct{}, 1), doneC: make(chan struct{}, 1),
 		inflight: map[int64]bool{}, clients: map[string]*http.Client{},
-		refs: refCache{parsed: map[string]*parsedRef{}, byName: map[string]refEntry{}}, nonces: nonceBook{m: map[string]pushNonce{}}}
+		refs: refCache{parsed: map[string]*parsedRef{}, byName: map[string]refEntry{}}, nonces: nonceBook{db: db, m: map[string]pushNonce{}}}
 }
 
 // Wake asks for the named agent to be attested soon, even before it is
@@ -225,9 +229,17 @@ func (e *Engine) start(a *fleet.Agent, owner string, jobs chan<- job) bool {
 	return true
 }
 
+// AgentClaimer is what a store offers to lease one agent out of turn
+// (sqlstore does): see sqlstore.Store.ClaimAgent. It returns nil, nil when
+// the agent is leased or compromised.
+type AgentClaimer interface {
+	ClaimAgent(ctx context.Context, name, owner string, now time.Time, lease time.Duration) (*fleet.Agent, error)
+}
+
 // wakeUp starts the woken agents that are not due (those that were are
-// claimed already), without a lease: the store's version check keeps
-// their result from overwriting a newer one.
+// claimed already). With a store that is an [AgentClaimer] each is leased
+// first, like any round; with another, it runs without a lease and the
+// store's version check keeps its result from overwriting a newer one.
 func (e *Engine) wakeUp(ctx context.Context, jobs chan<- job) {
 	e.wakeMu.Lock()
 	names := e.woken
@@ -247,6 +259,27 @@ func (e *Engine) wakeUp(ctx context.Context, jobs chan<- job) {
 			continue
 		}
 		if a.Push || a.Status == fleet.Compromised || (a.LeaseOwner != "" && a.LeaseOwner != e.o.Owner && a.LeaseUntil.After(now)) {
+			continue
+		}
+		if ac, ok := e.store.(AgentClaimer); ok {
+			// Leased like any round, so that no other replica polls it
+			// meanwhile.
+			e.flightMu.Lock()
+			busy := e.inflight[a.ID]
+			e.flightMu.Unlock()
+			if busy {
+				continue
+			}
+			a, err = ac.ClaimAgent(ctx, name, e.o.Owner, now, e.o.Lease)
+			if err != nil || a == nil {
+				if err != nil && !errors.Is(err, fleet.ErrNotFound) && ctx.Err() == nil {
+					e.log.Warn("claim woken agent", "agent", name, "err", err)
+				}
+				continue
+			}
+			if !e.start(a, e.o.Owner, jobs) {
+				e.store.Release(ctx, a.ID, e.o.Owner)
+			}
 			continue
 		}
 		e.start(a, "", jobs)

@@ -159,19 +159,21 @@ func mustRef(t testing.TB, yaml string) *policy.Reference {
 
 // fixture is an engine over a memStore, with a controlled clock.
 type fixture struct {
-	t     testing.TB
-	store fleet.Store
-	e     *Engine
-	now   atomic.Pointer[time.Time]
+	t      testing.TB
+	store  fleet.Store
+	e      *Engine
+	now    atomic.Pointer[time.Time]
+	dbPath string
 }
 
 func newFixture(t testing.TB, o Options) *fixture {
-	st, err := sqlstore.Open(context.Background(), filepath.Join(t.TempDir(), "verifier.db"))
+	path := filepath.Join(t.TempDir(), "verifier.db")
+	st, err := sqlstore.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	f := &fixture{t: t, store: st}
+	f := &fixture{t: t, store: st, dbPath: path}
 	start := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	f.now.Store(&start)
 	if o.Now == nil {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,9 +26,24 @@ const NonceLifetime = 2 * time.Minute
 // maxNonces bounds the challenges outstanding at once.
 const maxNonces = 200_000
 
-// nonceBook holds the push nonces handed out: single use, expiring. It is
-// in memory: a push's challenge and evidence go to the same replica.
+// NonceStore is what a store offers to keep push nonces in the database
+// (sqlstore does): replicas behind one address then share them, so that a
+// challenge from one replica can be answered to another. With a store
+// that does not, the nonces are held in the engine's memory, and a push's
+// challenge and evidence must reach the same engine.
+type NonceStore interface {
+	// PutNonce records a nonce for an agent, single use, until expires.
+	PutNonce(ctx context.Context, agentID int64, nonce []byte, since uint64, now, expires time.Time) error
+	// TakeNonce uses a nonce up (deleting it whatever the outcome): ok
+	// only if it was the agent's and had not expired at now.
+	TakeNonce(ctx context.Context, agentID int64, nonce []byte, now time.Time) (since uint64, ok bool, err error)
+}
+
+// nonceBook holds the push nonces handed out: single use, expiring. It
+// keeps them in the store when the store is a [NonceStore], else in
+// memory.
 type nonceBook struct {
+	db NonceStore
 	mu sync.Mutex
 	m  map[string]pushNonce
 }
@@ -37,8 +54,19 @@ type pushNonce struct {
 	expires time.Time
 }
 
+// errNonceStore is a nonce that could not be read or written.
+var errNonceStore = errors.New("the verifier cannot store or read push challenges: try again later")
+
 // issue records a fresh nonce for an agent.
-func (b *nonceBook) issue(agent int64, since uint64, now time.Time) ([]byte, time.Time, error) {
+func (b *nonceBook) issue(ctx context.Context, agent int64, since uint64, now time.Time) ([]byte, time.Time, error) {
+	nonce := newNonce()
+	exp := now.Add(NonceLifetime)
+	if b.db != nil {
+		if err := b.db.PutNonce(ctx, agent, nonce, since, now, exp); err != nil {
+			return nil, time.Time{}, fmt.Errorf("%w: %w", errNonceStore, err)
+		}
+		return nonce, exp, nil
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(b.m) >= maxNonces {
@@ -51,23 +79,28 @@ func (b *nonceBook) issue(agent int64, since uint64, now time.Time) ([]byte, tim
 			return nil, time.Time{}, errors.New("too many challenges outstanding: try again later")
 		}
 	}
-	nonce := newNonce()
-	exp := now.Add(NonceLifetime)
 	b.m[string(nonce)] = pushNonce{agent: agent, since: since, expires: exp}
 	return nonce, exp, nil
 }
 
 // take uses a nonce up: it must have been issued to the agent and not
 // have expired.
-func (b *nonceBook) take(nonce []byte, agent int64, now time.Time) (pushNonce, bool) {
+func (b *nonceBook) take(ctx context.Context, nonce []byte, agent int64, now time.Time) (pushNonce, bool, error) {
+	if b.db != nil {
+		since, ok, err := b.db.TakeNonce(ctx, agent, nonce, now)
+		if err != nil {
+			return pushNonce{}, false, fmt.Errorf("%w: %w", errNonceStore, err)
+		}
+		return pushNonce{agent: agent, since: since}, ok, nil
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n, ok := b.m[string(nonce)]
 	if !ok || n.agent != agent {
-		return pushNonce{}, false
+		return pushNonce{}, false, nil
 	}
 	delete(b.m, string(nonce))
-	return n, now.Before(n.expires)
+	return n, now.Before(n.expires), nil
 }
 
 // PushHandler serves the push protocol under /v1/push/ for agents
@@ -134,9 +167,14 @@ func (e *Engine) challenge(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		since = p.since
 	}
-	nonce, exp, err := e.nonces.issue(a.ID, since, e.o.Now())
+	nonce, exp, err := e.nonces.issue(r.Context(), a.ID, since, e.o.Now())
 	if err != nil {
-		jsonError(w, http.StatusServiceUnavailable, err.Error())
+		msg := err.Error()
+		if errors.Is(err, errNonceStore) {
+			e.log.Error("push: challenge", "agent", a.Name, "err", err)
+			msg = errNonceStore.Error()
+		}
+		jsonError(w, http.StatusServiceUnavailable, msg)
 		return
 	}
 	banks := a.Banks
@@ -184,7 +222,12 @@ func (e *Engine) evidence(w http.ResponseWriter, r *http.Request) {
 		jsonError(w, http.StatusConflict, "the evidence names no nonce this verifier handed out")
 		return
 	}
-	n, ok := e.nonces.take(nonce, a.ID, now)
+	n, ok, err := e.nonces.take(ctx, nonce, a.ID, now)
+	if err != nil {
+		e.log.Error("push: take nonce", "agent", a.Name, "err", err)
+		jsonError(w, http.StatusServiceUnavailable, errNonceStore.Error())
+		return
+	}
 	if !ok {
 		jsonError(w, http.StatusConflict, "the nonce is unknown, used, expired, or another agent's: ask for a new challenge")
 		return
@@ -231,18 +274,47 @@ func (e *Engine) evidence(w http.ResponseWriter, r *http.Request) {
 	e.pushSave(ctx, w, a, c.result, start, true)
 }
 
-// pushSave stores a pushed round's result and, with reply, answers.
+// pushSave stores a pushed round's result and, with reply, answers. A
+// result refused because the agent's row moved meanwhile without a new
+// attestation (the scheduler claimed it, or stored its push deadline) is
+// stored again over the new version: what it was verified against, the
+// boot and replay state and the registration, is unchanged.
 func (e *Engine) pushSave(ctx context.Context, w http.ResponseWriter, a *fleet.Agent, r fleet.Result, start time.Time, reply bool) bool {
-	if err := e.save(ctx, a, r, start); err != nil {
-		if reply {
-			jsonError(w, http.StatusServiceUnavailable, "the result could not be stored: push again")
+	for attempt := 0; ; attempt++ {
+		err := e.save(ctx, a, r, start)
+		if err == nil {
+			break
 		}
-		return false
+		var b *fleet.Agent
+		if errors.Is(err, fleet.ErrConflict) && attempt < 4 {
+			b, err = e.store.Agent(context.WithoutCancel(ctx), a.Name)
+			if err == nil && !sameBasis(a, b) {
+				b = nil
+			}
+		}
+		if b == nil {
+			if reply {
+				jsonError(w, http.StatusServiceUnavailable, "the result could not be stored: push again")
+			}
+			return false
+		}
+		a = b
 	}
 	if reply {
 		jsonReply(w, http.StatusOK, pushReply{State: r.Status, Reason: r.Reason, NextInSeconds: max(1, int(jitter(interval(a)).Seconds()))})
 	}
 	return true
+}
+
+// sameBasis tells whether a result computed for a still holds for b, the
+// same agent read again: same registration, same boot and replay state,
+// and not compromised or cleared since.
+func sameBasis(a, b *fleet.Agent) bool {
+	return a.ID == b.ID && b.Status != fleet.Compromised && a.Since.Equal(b.Since) &&
+		a.URL == b.URL && a.AK == b.AK && a.Azure == b.Azure && a.VMID == b.VMID && a.Reference == b.Reference &&
+		slices.Equal(a.PCRs, b.PCRs) && slices.Equal(a.Banks, b.Banks) && a.Push == b.Push &&
+		a.Boot.Known == b.Boot.Known && a.Boot.ResetCount == b.Boot.ResetCount && a.Boot.RestartCount == b.Boot.RestartCount &&
+		a.Boot.Clock == b.Boot.Clock && a.Boot.Refresh == b.Boot.Refresh && bytes.Equal(a.Boot.State, b.Boot.State)
 }
 
 // pushDeadline handles a push agent the scheduler found due. Every push

@@ -43,6 +43,13 @@ func pgCode(err error) string {
 	return ""
 }
 
+// IdleInTransactionTimeout is how long PostgreSQL keeps a session of this
+// store that is inside a transaction and silent (idle_in_transaction_
+// session_timeout) before it ends it and releases its locks, unless the
+// DSN sets that parameter itself. The store's transactions never wait for
+// anything but their next statement, so a silent one is stalled.
+const IdleInTransactionTimeout = 10 * time.Second
+
 // openPostgres opens a pool of connections to PostgreSQL. Unless the DSN
 // says otherwise (default_query_exec_mode), statements are sent unnamed
 // with their descriptions cached (cache_describe): one round trip each,
@@ -61,7 +68,18 @@ func openPostgres(ctx context.Context, dsn string, o Options) (*Store, error) {
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
-	db := stdlib.OpenDB(*cfg)
+	var opts []stdlib.OptionOpenDB
+	if _, ok := cfg.RuntimeParams["idle_in_transaction_session_timeout"]; !ok {
+		// A replica whose connection stalls mid-transaction (the network,
+		// a frozen process) must not hold its row locks for ever: the
+		// server ends such a session. Set by a statement rather than a
+		// startup parameter, which PgBouncer would refuse.
+		opts = append(opts, stdlib.OptionAfterConnect(func(ctx context.Context, c *pgx.Conn) error {
+			_, err := c.Exec(ctx, fmt.Sprintf("SET idle_in_transaction_session_timeout = %d", IdleInTransactionTimeout.Milliseconds()))
+			return err
+		}))
+	}
+	db := stdlib.OpenDB(*cfg, opts...)
 	db.SetMaxOpenConns(o.MaxConns)
 	db.SetMaxIdleConns(o.MaxConns)
 	db.SetConnMaxIdleTime(5 * time.Minute)

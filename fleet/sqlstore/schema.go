@@ -114,8 +114,20 @@ CREATE INDEX deliveries_due ON deliveries (state, next_attempt);
 CREATE INDEX deliveries_endpoint ON deliveries (endpoint, seq);
 CREATE INDEX deliveries_transition ON deliveries (transition);
 `,
+	// 2: replicas: push nonces in the database, so that a challenge from
+	// one replica can be answered to another behind the same address.
+	`
+CREATE TABLE push_nonces (
+	nonce    TEXT PRIMARY KEY,
+	agent_id BIGINT NOT NULL,
+	since    BIGINT NOT NULL,
+	expires  BIGINT NOT NULL
+);
+CREATE INDEX push_nonces_agent ON push_nonces (agent_id, expires);
+CREATE INDEX push_nonces_expires ON push_nonces (expires);
+`,
 
-	// ---- enrollment (issue 13): the agents whose AK is enrolled through
+	// ---- 3: enrollment (issue 13): the agents whose AK is enrolled through
 	// their EK certificate or a cloud AK certificate. Kept as one migration
 	// of its own: it only adds columns, so it may run after any other.
 	`

@@ -82,6 +82,14 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// DeliveryClaimer is what a store offers to share its outbox among
+// several senders (sqlstore does): see sqlstore.Store.ClaimDeliveries.
+type DeliveryClaimer interface {
+	// ClaimDeliveries returns up to limit pending deliveries due at now,
+	// their next attempt moved to now+hold in the same transaction.
+	ClaimDeliveries(ctx context.Context, now time.Time, hold time.Duration, limit int) ([]*fleet.Delivery, error)
+}
+
 // Sender delivers the outbox: see [Sender.Run].
 type Sender struct {
 	o     Options
@@ -233,7 +241,11 @@ func (s *Sender) Notify() {
 // counting attempts for them. Every attempt of a delivery carries the same
 // webhook-id and is signed anew with the attempt's time.
 //
-// One Sender per database: two would send the same deliveries.
+// Several senders may share one database (replicas) when the store is a
+// [DeliveryClaimer] (sqlstore is): each delivery is claimed by one of them
+// in the database for the lease, and one whose sender died is due again
+// when the lease ends (at least once, never lost). With a store that is
+// not, run one Sender per database: two would send the same deliveries.
 func (s *Sender) Run(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -276,8 +288,19 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 
 	now := s.o.Now()
 	t := time.Now()
-	rows, err := s.o.Store.DueDeliveries(ctx, now, s.o.Batch)
-	s.o.Metrics.DB("due_deliveries", time.Since(t))
+	var rows []*fleet.Delivery
+	var err error
+	dc, claimed := s.o.Store.(DeliveryClaimer)
+	if claimed {
+		rows, err = dc.ClaimDeliveries(ctx, now, s.lease, s.o.Batch)
+		s.o.Metrics.DB("claim_deliveries", time.Since(t))
+		for _, d := range rows {
+			d.Next = now // as it was: due (what a give-back restores)
+		}
+	} else {
+		rows, err = s.o.Store.DueDeliveries(ctx, now, s.o.Batch)
+		s.o.Metrics.DB("due_deliveries", time.Since(t))
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			s.o.Logger.Warn("webhook outbox unreadable", "err", err)
@@ -286,8 +309,19 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 	}
 	wrote := 0
 	var full []*item // rows whose endpoint's line is full, left as they are
-	for _, d := range rows {
+	for i, d := range rows {
 		if ctx.Err() != nil {
+			if claimed {
+				// Stopping: the claims not taken up are given back.
+				for _, d := range rows[i:] {
+					s.mu.Lock()
+					mine := s.held[d.ID] != nil
+					s.mu.Unlock()
+					if !mine {
+						s.store(ctx, d)
+					}
+				}
+			}
 			break
 		}
 		s.mu.Lock()
@@ -311,6 +345,13 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 			it.d.Next = now.Add(s.lease)
 			claim = true
 			s.held[d.ID] = it
+			if claimed {
+				// Claimed in the database already: into the line.
+				ep.queue = append(ep.queue, it)
+				s.mu.Unlock()
+				wrote++
+				continue
+			}
 		default:
 			// The line is full: leave the row due for now; it is read
 			// again when a request ends.
@@ -334,6 +375,13 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 			if s.write(ctx, it, false) {
 				wrote++
 			}
+		}
+	} else if claimed {
+		// Claimed but not taken: due again at once for whichever sender
+		// has room.
+		for _, it := range full {
+			d := it.orig
+			s.store(ctx, &d)
 		}
 	}
 	s.start(ctx)

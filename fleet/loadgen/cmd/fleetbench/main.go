@@ -236,7 +236,10 @@ type result struct {
 
 func runVerifier(args []string) error {
 	fs := flag.NewFlagSet("verifier", flag.ContinueOnError)
-	db := fs.String("db", "", "SQLite file (created)")
+	db := fs.String("db", "", "SQLite file (created) or postgres://... DSN")
+	owner := fs.String("owner", "bench", "this replica's name (several fleetbench verifiers may share a PostgreSQL database)")
+	register := fs.Bool("register", true, "register the reference and the agents first (false: another replica does)")
+	registerOnly := fs.Bool("register-only", false, "register, then exit (for replicas started with -register=false)")
 	dir := fs.String("dir", "", "the loadgen's directory")
 	interval := fs.Duration("interval", 60*time.Second, "each agent's interval")
 	duration := fs.Duration("duration", 5*time.Minute, "how long to run after registering")
@@ -274,14 +277,19 @@ func runVerifier(args []string) error {
 		return err
 	}
 	defer st.Close()
-	if err := st.PutReference(ctx, fleet.Reference{Name: "fleet", Body: ref}, false); err != nil {
-		return err
-	}
 	regStart := time.Now()
-	for _, a := range infos {
-		if _, err := st.AddAgent(ctx, fleet.Spec{Name: a.Name, URL: a.URL, AK: a.AK, Reference: "fleet", PCRs: []int{23},
-			Banks: []string{"sha256"}, Interval: *interval}, time.Now()); err != nil {
-			return fmt.Errorf("register %s: %w", a.Name, err)
+	if *register || *registerOnly {
+		if err := st.PutReference(ctx, fleet.Reference{Name: "fleet", Body: ref}, false); err != nil {
+			return err
+		}
+		for _, a := range infos {
+			if _, err := st.AddAgent(ctx, fleet.Spec{Name: a.Name, URL: a.URL, AK: a.AK, Reference: "fleet", PCRs: []int{23},
+				Banks: []string{"sha256"}, Interval: *interval}, time.Now()); err != nil {
+				return fmt.Errorf("register %s: %w", a.Name, err)
+			}
+		}
+		if *registerOnly {
+			return nil
 		}
 	}
 	reg := time.Since(regStart)
@@ -292,7 +300,7 @@ func runVerifier(args []string) error {
 	if *verbose {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	e := engine.New(st, engine.Options{Owner: "bench", Concurrency: *conc, Metrics: col, Logger: logger,
+	e := engine.New(st, engine.Options{Owner: *owner, Concurrency: *conc, Metrics: col, Logger: logger,
 		Client: func(fleet.Spec) (*http.Client, error) { return client, nil }})
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
