@@ -41,6 +41,7 @@ type verifierFlags struct {
 	insecurePlainHTTP            bool
 	timeout, pushGrace, shutdown time.Duration
 	lease                        time.Duration
+	maxEvidence                  string
 }
 
 func newVerifierCmd(g *globals) *cobra.Command {
@@ -96,6 +97,7 @@ progress end (or gives their agents back), and closes the database.`,
 	fl.IntVar(&f.concurrency, "concurrency", 64, "attestations in progress at once")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "bound of one attestation, fetch and verification")
 	fl.DurationVar(&f.lease, "lease", 0, "how long a claimed agent stays this replica's; another replica takes it over after that (default twice --timeout plus 30s)")
+	fl.StringVar(&f.maxEvidence, "max-evidence", "256MiB", "the largest evidence taken from one agent, polled or pushed (the agent serves at most 256 MiB of log)")
 	fl.DurationVar(&f.pushGrace, "push-grace", 30*time.Second, "how long past its interval a pushing agent may stay silent before it is unreachable")
 	fl.DurationVar(&f.shutdown, "shutdown-timeout", 20*time.Second, "how long SIGTERM waits for requests and attestations in progress")
 	fl.StringVar(&f.logFormat, "log-format", "text", "format of the verifier's logs on stderr: text or json")
@@ -123,6 +125,9 @@ func (f *verifierFlags) check() (*verifierSetup, error) {
 	}
 	if f.timeout < time.Second || f.pushGrace < time.Second || f.shutdown < time.Second {
 		return nil, usageErr("--timeout, --push-grace and --shutdown-timeout: want at least 1s")
+	}
+	if n, err := parseSize(f.maxEvidence); err != nil || n < 1<<20 {
+		return nil, usageErr("--max-evidence %q: want a size of at least 1MiB, such as 256MiB", f.maxEvidence)
 	}
 	if f.lease != 0 && f.lease <= f.timeout {
 		return nil, usageErr("--lease %v: want more than --timeout (%v), or a round could outlive its lease", f.lease, f.timeout)
@@ -220,7 +225,8 @@ func runVerifier(ctx context.Context, g *globals, f verifierFlags) error {
 	if err != nil {
 		return err
 	}
-	eng := engine.New(store, engine.Options{Owner: f.owner, Concurrency: f.concurrency, Timeout: f.timeout, Lease: f.lease,
+	maxEvidence, _ := parseSize(f.maxEvidence) // checked with the flags
+	eng := engine.New(store, engine.Options{Owner: f.owner, Concurrency: f.concurrency, Timeout: f.timeout, Lease: f.lease, MaxEvidence: maxEvidence,
 		PushGrace: f.pushGrace, Metrics: m, Logger: logger.With("part", "engine")})
 	sender, err := webhook.NewSender(webhook.Options{Store: store, Secrets: setup.secrets, Metrics: m, Logger: logger.With("part", "webhook")})
 	if err != nil {

@@ -78,6 +78,9 @@ type Engine struct {
 
 	refs   refCache
 	nonces nonceBook
+
+	pushMu  sync.Mutex
+	pushing map[int64]bool // agents whose push is being verified
 }
 
 var _ fleet.Engine = (*Engine)(nil)

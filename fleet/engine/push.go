@@ -137,21 +137,24 @@ func jsonError(w http.ResponseWriter, status int, msg string) {
 func (e *Engine) pushAgent(w http.ResponseWriter, r *http.Request) *fleet.Agent {
 	name := r.PathValue("name")
 	a, err := e.store.Agent(r.Context(), name)
-	if errors.Is(err, fleet.ErrNotFound) || err == nil && !a.Push {
-		jsonError(w, http.StatusNotFound, "no agent "+name+" that pushes")
-		return nil
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, fleet.ErrNotFound) {
 		e.log.Error("push: read agent", "agent", name, "err", err)
 		jsonError(w, http.StatusServiceUnavailable, "the verifier cannot read its store: try again later")
 		return nil
 	}
+	// An unknown name, or an agent that does not push, gets the answer a
+	// wrong token gets, after the same comparison: names are not told.
+	want := strings.Repeat("0", sha256.Size*2)
+	known := err == nil && a.Push
+	if known {
+		want = strings.ToLower(a.PushTokenHash)
+	}
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	sum := sha256.Sum256([]byte(token))
 	got := hex.EncodeToString(sum[:])
-	if !ok || token == "" || len(a.PushTokenHash) != len(got) ||
-		subtle.ConstantTimeCompare([]byte(got), []byte(strings.ToLower(a.PushTokenHash))) != 1 {
-		jsonError(w, http.StatusUnauthorized, "bad or missing push token")
+	if !ok || token == "" || len(want) != len(got) ||
+		subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 || !known {
+		jsonError(w, http.StatusUnauthorized, "no agent of that name pushes with this token")
 		return nil
 	}
 	return a
@@ -201,6 +204,26 @@ func (e *Engine) evidence(w http.ResponseWriter, r *http.Request) {
 	if a == nil {
 		return
 	}
+	// One push of an agent at a time: a machine cannot hold many of the
+	// verifier's readers (and their memory) with slow or large bodies.
+	e.pushMu.Lock()
+	if e.pushing == nil {
+		e.pushing = map[int64]bool{}
+	}
+	busy := e.pushing[a.ID]
+	e.pushing[a.ID] = true
+	e.pushMu.Unlock()
+	if busy {
+		// Not ours to clear: the push in progress holds the mark.
+		w.Header().Set("Retry-After", "1")
+		jsonError(w, http.StatusTooManyRequests, "a push of this agent is being verified: push again after it")
+		return
+	}
+	defer func() {
+		e.pushMu.Lock()
+		delete(e.pushing, a.ID)
+		e.pushMu.Unlock()
+	}()
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(r.Context(), e.o.Timeout)
 	defer cancel()

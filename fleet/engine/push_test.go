@@ -88,8 +88,9 @@ func TestPush(t *testing.T) {
 		{"/v1/push/a/challenge", "", http.StatusUnauthorized},
 		{"/v1/push/a/challenge", "token-b", http.StatusUnauthorized},
 		{"/v1/push/a/challenge", "token-aa", http.StatusUnauthorized},
-		{"/v1/push/nobody/challenge", "token-a", http.StatusNotFound},
-		{"/v1/push/polled/challenge", "token-a", http.StatusNotFound},
+		// Unknown and polled names answer as a wrong token does: names are not told.
+		{"/v1/push/nobody/challenge", "token-a", http.StatusUnauthorized},
+		{"/v1/push/polled/challenge", "token-a", http.StatusUnauthorized},
 	} {
 		if code, body := p.post(c.path, c.token, nil); code != c.want || body["error"] == nil {
 			t.Errorf("POST %s with %q: %d %v, want %d and an error", c.path, c.token, code, body, c.want)
@@ -203,5 +204,62 @@ func TestPushReboot(t *testing.T) {
 	}
 	if h := f.history("a"); !strings.Contains(strings.Join(h, " "), EventReboot) {
 		t.Errorf("history %v: no reboot", h)
+	}
+}
+
+// TestOnePushAtATime: while one push of an agent is being read (a slow
+// body), a second gets 429 with Retry-After; once the first ends, pushing
+// works again.
+func TestOnePushAtATime(t *testing.T) {
+	m := newMachine(t, testtpm.Open(t))
+	m.file("/bin/a", "v1")
+	f := newFixture(t, Options{PushGrace: 30 * time.Second})
+	f.add(fleet.Spec{Name: "a", Push: true, PushTokenHash: tokenHash("token-a"), AK: m.akPEM, Interval: time.Minute})
+	srv := httptest.NewServer(f.e.PushHandler())
+	t.Cleanup(srv.Close)
+	p := &pushClient{t: t, url: srv.URL}
+	_, ch := p.post("/v1/push/a/challenge", "token-a", nil)
+	ev := m.evidenceFor(ch)
+
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/push/a/evidence", pr)
+	req.Header.Set("Authorization", "Bearer token-a")
+	first := make(chan int, 1)
+	go func() {
+		rsp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			first <- 0
+			return
+		}
+		rsp.Body.Close()
+		first <- rsp.StatusCode
+	}()
+	pw.Write(ev[:10]) // the push has begun: its body is being read
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// A body that is no evidence: taken alone it gets 400 and uses no nonce.
+		req2, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/push/a/evidence", strings.NewReader("x"))
+		req2.Header.Set("Authorization", "Bearer token-a")
+		rsp, err := http.DefaultClient.Do(req2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rsp.Body.Close()
+		if rsp.StatusCode == http.StatusTooManyRequests && rsp.Header.Get("Retry-After") != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a second push while the first is read: %d, want 429 with Retry-After", rsp.StatusCode)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	pw.Write(ev[10:])
+	pw.Close()
+	if code := <-first; code != http.StatusOK {
+		t.Fatalf("the first push: %d", code)
+	}
+	_, ch = p.post("/v1/push/a/challenge", "token-a", nil)
+	if code, rep := p.post("/v1/push/a/evidence", "token-a", m.evidenceFor(ch)); code != http.StatusOK {
+		t.Errorf("a push after the first ended: %d %v", code, rep)
 	}
 }

@@ -20,8 +20,10 @@ const (
 )
 
 // SetEndpoints declares the webhook endpoints: the ones listed receive
-// deliveries for later changes of state (unless disabled by a 410 Gone,
-// which declaring again does not undo); the others keep what they have
+// deliveries for later changes of state (an endpoint disabled by a 410
+// Gone is enabled again: declaring it is the operator's word, and one 410
+// from anything on the path must not end alerting for good); the others
+// keep what they have
 // but receive nothing new, and their pending deliveries wait (they are not
 // listed by DueDeliveries) until they are declared again.
 func (s *Store) SetEndpoints(ctx context.Context, urls []string) error {
@@ -37,7 +39,7 @@ func (s *Store) SetEndpoints(ctx context.Context, urls []string) error {
 		}
 		for _, u := range urls {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO endpoints (url, declared, enabled) VALUES ($1, 1, 1)
-ON CONFLICT (url) DO UPDATE SET declared = 1`, u); err != nil {
+ON CONFLICT (url) DO UPDATE SET declared = 1, enabled = 1`, u); err != nil {
 				return err
 			}
 		}

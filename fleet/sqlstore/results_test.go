@@ -404,7 +404,9 @@ func TestOutbox(t *testing.T) {
 			t.Errorf("UpdateDelivery(unknown) = %v", err)
 		}
 		// An endpoint no longer declared gets nothing new and its queue waits;
-		// declared again, the queue is due again. A 410 stays.
+		// declared again, the queue is due again. An endpoint disabled by a
+		// 410 and declared again is enabled: its old deliveries stay
+		// disabled, new ones are queued.
 		if err := s.SetEndpoints(bg, []string{e2, e3}); err != nil {
 			t.Fatal(err)
 		}
@@ -415,8 +417,8 @@ func TestOutbox(t *testing.T) {
 		if d, _ := s.Deliveries(bg, e3, 0); len(d) != 1 {
 			t.Errorf("deliveries for e3 = %d, want 1", len(d))
 		}
-		if d, _ := s.Deliveries(bg, e2, 0); len(d) != 2 {
-			t.Errorf("deliveries for disabled e2 = %d, want 2 (none new)", len(d))
+		if d, _ := s.Deliveries(bg, e2, 0); len(d) != 3 || d[0].State != "pending" || d[1].State != "disabled" {
+			t.Errorf("deliveries for e2 declared again after a 410 = %+v, want a new pending one and the two disabled", d)
 		}
 		if err := s.SetEndpoints(bg, []string{e1}); err != nil {
 			t.Fatal(err)

@@ -538,6 +538,10 @@ func (s *Sender) deliver(ctx context.Context, ep *endpoint, it *item) {
 		s.mu.Lock()
 		ep.disabled = true
 		s.mu.Unlock()
+		// Loud: no alert reaches this endpoint until the verifier starts
+		// again with it (anything on the path can answer 410).
+		s.o.Logger.Error("webhook endpoint answered 410 Gone: disabled, no more deliveries to it until the verifier is restarted with it",
+			"endpoint", redact(d.Endpoint), "delivery", d.ID)
 		if derr := s.o.Store.DisableEndpoint(context.WithoutCancel(ctx), d.Endpoint); derr != nil {
 			s.o.Logger.Warn("webhook endpoint not disabled", "endpoint", redact(d.Endpoint), "err", derr)
 		}
