@@ -372,6 +372,14 @@ func (s *Sender) pass(ctx context.Context) time.Duration {
 			s.mu.Lock()
 			it.d.Next = s.later(s.endpoint(it.d.Endpoint), now)
 			s.mu.Unlock()
+			if claimed {
+				// Written even if a shutdown began meanwhile: left
+				// unwritten, the row would stay claimed for a whole lease.
+				d := it.d
+				s.store(ctx, &d)
+				wrote++
+				continue
+			}
 			if s.write(ctx, it, false) {
 				wrote++
 			}
