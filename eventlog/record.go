@@ -499,15 +499,24 @@ func parsePlainUint(v json.RawMessage) (uint64, error) {
 }
 
 // checkStrings refuses a record whose JSON strings are not exactly Unicode
-// text: invalid UTF-8, or a \u escape of a surrogate that is not part of a
-// pair. encoding/json would read either as U+FFFD, so that two different
-// logs would read, and replay, the same.
+// text ([CheckJSONText]).
 func checkStrings(j []byte) error {
+	if err := CheckJSONText(j); err != nil {
+		return fmt.Errorf("%w of the record", err)
+	}
+	return nil
+}
+
+// CheckJSONText refuses JSON whose strings are not exactly Unicode text:
+// invalid UTF-8, or a \u escape of a surrogate that is not part of a
+// pair. encoding/json would read either as U+FFFD, so that two different
+// documents would read the same (and, for a log, replay the same).
+func CheckJSONText(j []byte) error {
 	if !utf8.Valid(j) {
 		for i := 0; i < len(j); {
 			r, n := utf8.DecodeRune(j[i:])
 			if r == utf8.RuneError && n <= 1 {
-				return fmt.Errorf("invalid UTF-8 at byte %d of the record", i)
+				return fmt.Errorf("invalid UTF-8 at byte %d", i)
 			}
 			i += n
 		}
@@ -528,11 +537,11 @@ func checkStrings(j []byte) error {
 						r2, ok = hex4At(j, i+8)
 					}
 					if !ok || r2 < 0xdc00 || r2 > 0xdfff {
-						return fmt.Errorf(`unpaired surrogate \u%04x at byte %d of the record`, r, i)
+						return fmt.Errorf(`unpaired surrogate \u%04x at byte %d`, r, i)
 					}
 					i += 6
 				case utf16.IsSurrogate(r):
-					return fmt.Errorf(`unpaired surrogate \u%04x at byte %d of the record`, r, i)
+					return fmt.Errorf(`unpaired surrogate \u%04x at byte %d`, r, i)
 				}
 			}
 			i++ // skip the escaped character

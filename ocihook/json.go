@@ -7,8 +7,8 @@ import (
 	"io"
 	"sort"
 	"strconv"
-	"unicode/utf16"
-	"unicode/utf8"
+
+	"github.com/rimon-dev/rimon/eventlog"
 )
 
 // maxDepth bounds the nesting of the JSON documents the hook reads: a
@@ -25,7 +25,7 @@ type object map[string]any
 // string, numbers json.Number, and true, false and null bool and nil.
 // name is used in errors.
 func parseJSON(name string, b []byte) (any, error) {
-	if err := checkText(b); err != nil {
+	if err := eventlog.CheckJSONText(b); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -109,56 +109,6 @@ func canonicalInt(n json.Number) (string, error) {
 		return strconv.FormatUint(u, 10), nil
 	}
 	return "", fmt.Errorf("number %s: want an integer from -9223372036854775808 to 18446744073709551615, without fraction or exponent", s)
-}
-
-// checkText refuses invalid UTF-8 and \u escapes of unpaired surrogates,
-// which encoding/json would read as U+FFFD: two different documents would
-// then normalize to the same bytes.
-func checkText(j []byte) error {
-	if !utf8.Valid(j) {
-		for i := 0; i < len(j); {
-			r, n := utf8.DecodeRune(j[i:])
-			if r == utf8.RuneError && n <= 1 {
-				return fmt.Errorf("invalid UTF-8 at byte %d", i)
-			}
-			i += n
-		}
-	}
-	inStr := false
-	for i := 0; i < len(j); i++ {
-		switch c := j[i]; {
-		case c == '"':
-			inStr = !inStr
-		case c == '\\' && inStr:
-			if i+1 < len(j) && j[i+1] == 'u' {
-				r, ok := hex4At(j, i+2)
-				switch {
-				case !ok:
-				case utf16.IsSurrogate(r) && r < 0xdc00:
-					r2, ok := rune(0), false
-					if i+7 < len(j) && j[i+6] == '\\' && j[i+7] == 'u' {
-						r2, ok = hex4At(j, i+8)
-					}
-					if !ok || r2 < 0xdc00 || r2 > 0xdfff {
-						return fmt.Errorf(`unpaired surrogate \u%04x at byte %d`, r, i)
-					}
-					i += 6
-				case utf16.IsSurrogate(r):
-					return fmt.Errorf(`unpaired surrogate \u%04x at byte %d`, r, i)
-				}
-			}
-			i++ // skip the escaped character
-		}
-	}
-	return nil
-}
-
-func hex4At(j []byte, i int) (rune, bool) {
-	if i+4 > len(j) {
-		return 0, false
-	}
-	n, err := strconv.ParseUint(string(j[i:i+4]), 16, 32)
-	return rune(n), err == nil
 }
 
 // appendCanonical appends the canonical JSON of v (docs/FORMAT.md, "The
