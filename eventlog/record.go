@@ -234,21 +234,21 @@ func (c Content) appendJSON(b []byte) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, f.Key)
+		b = AppendJSONString(b, f.Key)
 		b = append(b, ':')
 		if f.IsNum {
 			b = strconv.AppendUint(b, f.Num, 10)
 		} else {
-			b = appendJSONString(b, f.Str)
+			b = AppendJSONString(b, f.Str)
 		}
 	}
 	return append(b, '}')
 }
 
-// appendJSONString appends s as a JSON string, escaping only what JSON
+// AppendJSONString appends s as a JSON string, escaping only what JSON
 // requires: the quote, the backslash and control characters. s must be
 // valid UTF-8 ([NewContent] checks it).
-func appendJSONString(b []byte, s string) []byte {
+func AppendJSONString(b []byte, s string) []byte {
 	const hexDigits = "0123456789abcdef"
 	b = append(b, '"')
 	start := 0
@@ -355,13 +355,13 @@ func (r *Record) Marshal() ([]byte, error) {
 			b = append(b, ',')
 		}
 		b = append(b, `{"hashAlg":`...)
-		b = appendJSONString(b, BankName(d.Alg))
+		b = AppendJSONString(b, BankName(d.Alg))
 		b = append(b, `,"digest":"`...)
 		b = hex.AppendEncode(b, d.Value)
 		b = append(b, `"}`...)
 	}
 	b = append(b, `],"content_type":`...)
-	b = appendJSONString(b, r.ContentType)
+	b = AppendJSONString(b, r.ContentType)
 	b = append(b, `,"content":`...)
 	if r.ContentType == ContentTypeRimon {
 		b = r.Content.appendJSON(b)

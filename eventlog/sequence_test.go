@@ -183,7 +183,7 @@ func (g *seqGen) log(t testing.TB) []byte {
 			// A systemd record: no recnum, the digest of its string.
 			s := seqStrings[int(g.next())%len(seqStrings)]
 			rec.HasRecNum, rec.RecNum, rec.ContentType = false, 0, ContentTypeSystemd
-			rec.RawContent = appendJSONString([]byte(`{"string":`), s)
+			rec.RawContent = AppendJSONString([]byte(`{"string":`), s)
 			rec.RawContent = append(rec.RawContent, `,"bootId":"d2b9a1c4e8f04f3aa1b2c3d4e5f60718","timestamp":12345,"eventType":"phase"}`...)
 			for _, h := range banks {
 				hh := h.New()
@@ -224,7 +224,7 @@ func (g *seqGen) log(t testing.TB) []byte {
 		// letters, spaces, content_type after content.
 		switch g.next() % 5 {
 		case 4:
-			ct := appendJSONString([]byte(`,"content_type":`), rec.ContentType)
+			ct := AppendJSONString([]byte(`,"content_type":`), rec.ContentType)
 			b = bytes.Replace(b, ct, nil, 1)
 			b = append(append(b[:len(b)-2], ct...), '}', '\n')
 		case 1:

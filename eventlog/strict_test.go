@@ -15,9 +15,9 @@ import (
 // "bootId", "timestamp" and "eventType".
 func sdRecord(pcr int, str, eventType string, banks []crypto.Hash) Record {
 	rec := Record{PCR: pcr, ContentType: ContentTypeSystemd}
-	rec.RawContent = appendJSONString([]byte(`{"string":`), str)
+	rec.RawContent = AppendJSONString([]byte(`{"string":`), str)
 	rec.RawContent = append(rec.RawContent, `,"bootId":"f2a3b4c5d6e7489a9b0c1d2e3f405162","timestamp":4182736,"eventType":`...)
-	rec.RawContent = append(appendJSONString(rec.RawContent, eventType), '}')
+	rec.RawContent = append(AppendJSONString(rec.RawContent, eventType), '}')
 	for _, h := range banks {
 		hh := h.New()
 		hh.Write([]byte(str))

@@ -128,7 +128,7 @@ func appendCanonical(b []byte, v any) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendString(b, k)
+			b = eventlog.AppendJSONString(b, k)
 			b = append(b, ':')
 			b = appendCanonical(b, v[k])
 		}
@@ -143,7 +143,7 @@ func appendCanonical(b []byte, v any) []byte {
 		}
 		return append(b, ']')
 	case string:
-		return appendString(b, v)
+		return eventlog.AppendJSONString(b, v)
 	case json.Number:
 		s, _ := canonicalInt(v) // checked when read
 		return append(b, s...)
@@ -154,34 +154,6 @@ func appendCanonical(b []byte, v any) []byte {
 		return append(b, "false"...)
 	}
 	return append(b, "null"...) // nil: parseJSON makes no other value
-}
-
-func appendString(b []byte, s string) []byte {
-	const hexDigits = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		}
-		start = i + 1
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 func typeName(v any) string {
