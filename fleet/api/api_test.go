@@ -516,6 +516,8 @@ func TestAgentLifecycle(t *testing.T) {
 	}
 	e.must(200, "POST", "/v1/agents/db-1/clear", adminToken, nil) // no body: no reason
 	e.must(404, "POST", "/v1/agents/nobody/clear", adminToken, nil)
+	e.must(400, "POST", "/v1/agents/db-1/clear", adminToken, map[string]string{"reason": "two\nlines"})
+	e.must(400, "POST", "/v1/agents/db-1/clear", adminToken, map[string]string{"reason": strings.Repeat("x", api.MaxReason+1)})
 	if got := e.engine.wokenNames(); !slices.Equal(got, []string{"web-1", "db-1", "web-1", "web-1", "db-1"}) {
 		t.Errorf("woken %v", got)
 	}
@@ -843,6 +845,7 @@ func TestEnrolledAgentSpec(t *testing.T) {
 			t.Errorf("add %v: %d %s, want 400 on %s", tc.body, r.status, r.body, tc.field)
 		}
 	}
+	e.must(400, "POST", "/v1/agents/e/enroll", adminToken, map[string]string{"reason": "new\rboard"})
 	e.must(200, "POST", "/v1/agents/e/enroll", adminToken, map[string]string{"reason": "new board"})
 	e.must(403, "POST", "/v1/agents/e/enroll", readToken, nil)
 	e.must(404, "POST", "/v1/agents/nobody/enroll", adminToken, nil)

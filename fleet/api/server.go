@@ -583,20 +583,29 @@ func (s *server) history(w http.ResponseWriter, r *http.Request) {
 // MaxReason bounds an operator's reason for a clear.
 const MaxReason = 1024
 
+// readReason reads an operator's request (an optional body) into req and
+// checks its reason: one line of at most MaxReason bytes.
+func (s *server) readReason(w http.ResponseWriter, r *http.Request, req any, reason *string) bool {
+	if r.ContentLength != 0 {
+		if code, err := decode(w, r, s.o.MaxBody, req); err != nil && !errors.Is(err, errEmptyBody) {
+			writeError(w, code, err)
+			return false
+		}
+	}
+	if len(*reason) > MaxReason || strings.ContainsAny(*reason, "\r\n") {
+		writeError(w, http.StatusBadRequest, badField("reason", "one line of at most %d bytes", MaxReason))
+		return false
+	}
+	return true
+}
+
 func (s *server) clear(w http.ResponseWriter, r *http.Request) {
 	name, ok := agentName(w, r)
 	if !ok {
 		return
 	}
 	var req ClearRequest
-	if r.ContentLength != 0 {
-		if code, err := decode(w, r, s.o.MaxBody, &req); err != nil && !errors.Is(err, errEmptyBody) {
-			writeError(w, code, err)
-			return
-		}
-	}
-	if len(req.Reason) > MaxReason || strings.ContainsAny(req.Reason, "\r\n") {
-		writeError(w, http.StatusBadRequest, badField("reason", "one line of at most %d bytes", MaxReason))
+	if !s.readReason(w, r, &req, &req.Reason) {
 		return
 	}
 	if _, err := s.o.Store.Agent(r.Context(), name); err != nil {
@@ -629,14 +638,7 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req EnrollRequest
-	if r.ContentLength != 0 {
-		if code, err := decode(w, r, s.o.MaxBody, &req); err != nil && !errors.Is(err, errEmptyBody) {
-			writeError(w, code, err)
-			return
-		}
-	}
-	if len(req.Reason) > MaxReason || strings.ContainsAny(req.Reason, "\r\n") {
-		writeError(w, http.StatusBadRequest, badField("reason", "one line of at most %d bytes", MaxReason))
+	if !s.readReason(w, r, &req, &req.Reason) {
 		return
 	}
 	a, err := s.o.Store.Agent(r.Context(), name)
